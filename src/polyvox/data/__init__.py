@@ -1,0 +1,1 @@
+"""Data layer: manifests, languages, corpus sources, TTS and splits."""

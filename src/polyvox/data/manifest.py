@@ -1,0 +1,124 @@
+"""Typed JSONL manifests: one utterance a line, audio paths relative to the manifest's folder."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from polyvox.data.languages import UnknownLanguageError, check_lang
+
+
+class ManifestError(ValueError):
+    """A manifest line that cannot be used; the message names the file and line."""
+
+
+@dataclass
+class Utterance:
+    """One spoken utterance (or, with `audio=None`, a text-only item)."""
+
+    id: str
+    """Unique id within the manifest, e.g. ``fr_fr/000123``."""
+    audio: str | None
+    """Audio file path, relative to the manifest's folder (absolute paths are kept as given)."""
+    text: str
+    """Transcript in `lang`."""
+    lang: str
+    """FLEURS language code of the speech and transcript."""
+    split: str = "train"
+    """Split name: train, dev or test."""
+    duration: float | None = None
+    """Length of the audio in seconds, if known."""
+    translations: dict[str, str] = field(default_factory=dict)
+    """Translations of `text`, keyed by FLEURS code."""
+    group: str | None = None
+    """Pivot id shared by all utterances that say the same thing in any language."""
+    intent: str | None = None
+    """Intent label for spoken-understanding tasks."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Free-form provenance (voice, source package …)."""
+
+    def audio_path(self, root: str | Path) -> Path:
+        """Absolute audio path given the manifest's folder."""
+        if self.audio is None:
+            raise ManifestError(f"utterance {self.id!r} has no audio")
+        p = Path(self.audio)
+        return p if p.is_absolute() else Path(root) / p
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=False)
+
+
+_FIELDS = {f for f in Utterance.__dataclass_fields__}
+
+
+def parse_line(line: str, where: str) -> Utterance:
+    """Parse and validate one manifest line; `where` (``file:line``) goes into every error."""
+    try:
+        raw = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"{where}: not valid JSON ({e.msg})") from None
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{where}: expected a JSON object")
+    missing = [k for k in ("id", "text", "lang") if k not in raw]
+    if missing:
+        raise ManifestError(f"{where}: missing field(s) {', '.join(missing)}")
+    unknown = set(raw) - _FIELDS
+    if unknown:
+        raise ManifestError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    raw.setdefault("audio", None)
+    utt = Utterance(**raw)
+    if not isinstance(utt.text, str) or not utt.text.strip():
+        raise ManifestError(f"{where}: empty text for {utt.id!r}")
+    try:
+        check_lang(utt.lang)
+    except UnknownLanguageError as e:
+        raise ManifestError(f"{where}: {e}") from None
+    if utt.duration is not None and (not isinstance(utt.duration, (int, float)) or not math.isfinite(utt.duration)):
+        raise ManifestError(f"{where}: duration must be a finite number, got {utt.duration!r}")
+    return utt
+
+
+def iter_manifest(path: str | Path) -> Iterator[Utterance]:
+    """Yield utterances of a JSONL manifest, raising `ManifestError` at the first bad line."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    with path.open(encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if line.strip():
+                yield parse_line(line, f"{path}:{i}")
+
+
+def read_manifest(path: str | Path, split: str | None = None, langs: Iterable[str] | None = None) -> list[Utterance]:
+    """Read a manifest, optionally keeping one split and some languages.
+
+    Raises:
+        ManifestError: on the first bad line (file and line in the message), or duplicate ids.
+    """
+    keep = set(langs) if langs is not None else None
+    out, seen = [], set()
+    for u in iter_manifest(path):
+        if u.id in seen:
+            raise ManifestError(f"{path}: duplicate id {u.id!r}")
+        seen.add(u.id)
+        if (split is None or u.split == split) and (keep is None or u.lang in keep):
+            out.append(u)
+    return out
+
+
+def write_manifest(path: str | Path, utts: Iterable[Utterance]) -> Path:
+    """Write utterances as JSONL atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".jsonl")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        for u in utts:
+            f.write(u.to_json() + "\n")
+    os.replace(tmp, path)
+    return path
