@@ -1,0 +1,202 @@
+"""Dataclass configs. A YAML file is a serialised `RetrievalConfig`; `--set a.b=v` overrides one field."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    manifest: str = "data/demo/manifest.jsonl"
+    """Path of the JSONL manifest (audio paths are relative to its folder)."""
+    train_split: str = "train"
+    """Split used for k-means fitting and training."""
+    test_split: str = "test"
+    """Split used for evaluation."""
+    pivot_lang: str = "en_us"
+    """Language of the translations used for cross-lingual retrieval and text↔text training pairs."""
+
+
+@dataclass
+class UnitsConfig:
+    encoder: str = "whisper-base"
+    """Speech encoder preset, local directory or hub id."""
+    layer: int = 4
+    """Encoder layer whose output is quantised (1-based; the last layer includes the final LayerNorm)."""
+    pool: int = 2
+    """Average-pool this many encoder frames into one (Whisper's 50 frames/s -> 25 frames/s)."""
+    num_units: int = 1024
+    """K, the number of k-means audio units (new rows in the LLM's embedding table)."""
+    kmeans_iters: int = 25
+    """k-means iterations."""
+    max_fit_utterances: int = 2000
+    """At most this many training utterances are encoded to fit k-means."""
+    max_fit_frames: int = 300_000
+    """At most this many frames (sampled with the seed) are clustered."""
+    pad_to_30s: bool = False
+    """Pad every clip to Whisper's 30 s window (how Whisper was trained; 5x slower on short clips)."""
+    dedup: bool = False
+    """Collapse runs of the same unit into one (shorter sequences, loses duration)."""
+    batch_size: int = 16
+    """Clips per encoder batch (clips are sorted by length so a batch pads little)."""
+    seed: int = 0
+    """Seed for frame sampling and k-means."""
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "gemma3-270m"
+    """LLM preset, local directory or hub id (any Hugging Face causal LM)."""
+    num_layers: int | None = None
+    """Keep only the first N transformer layers of the backbone (None: all)."""
+    proj_dim: int = 256
+    """Output embedding size after the linear projection."""
+    lora_rank: int = 0
+    """LoRA rank on all linear layers of the backbone; 0 means full fine-tuning."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator."""
+    train_text_embeddings: bool = False
+    """Also train the LLM's original token-embedding rows (the new audio rows always train)."""
+    max_speech_tokens: int = 256
+    """Audio tokens kept per utterance (longer sequences are truncated)."""
+    max_text_tokens: int = 64
+    """Text tokens kept per text (prefix included)."""
+    random_init: bool = False
+    """Build the backbone from its config with random weights (the from-scratch baseline)."""
+
+
+@dataclass
+class LossConfig:
+    temperature: float = 0.05
+    """Initial softmax temperature of the in-batch contrastive loss."""
+    learn_temperature: bool = True
+    """Learn the temperature (as a log-scale, clamped to [1, 100])."""
+    spread_out: float = 0.1
+    """Weight of the spread-out (global orthogonal) regulariser on speech and text embeddings."""
+    translation_weight: float = 0.0
+    """Weight of the text↔text translation-pair loss (0 disables mixing in translation pairs)."""
+    translation_batch_size: int = 16
+    """Translation pairs mixed into each step when `translation_weight` > 0."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    """Optimiser steps."""
+    batch_size: int = 32
+    """Speech–text pairs per optimiser step (global, before accumulation is split)."""
+    grad_accum: int = 1
+    """Micro-batches per optimiser step (each of batch_size / grad_accum pairs)."""
+    lr: float = 1e-4
+    """Peak learning rate of the backbone."""
+    new_params_lr: float = 1e-3
+    """Learning rate of the new parameters (audio rows, projection, temperature)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    warmup_steps: int = 50
+    """Linear warm-up steps, then cosine decay to 10 %."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip."""
+    save_every: int = 100
+    """Checkpoint every N steps (and at the end)."""
+    log_every: int = 1
+    """Log line and metrics-file row every N steps."""
+    mixed_precision: str = "no"
+    """accelerate mixed precision: no, bf16 or fp16."""
+    seed: int = 0
+    """Seed for initialisation and data order."""
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 64
+    """Items per embedding batch."""
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+    """Recall cut-offs."""
+
+
+@dataclass
+class RetrievalConfig:
+    """Everything the retrieval system needs, from manifest to evaluation."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    units: UnitsConfig = field(default_factory=UnitsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    out_dir: str = "runs/retrieval"
+    """Run folder: unit tokenizer, unit cache, checkpoints, metrics and reports."""
+    corpus: str | None = None
+    """Offline corpus preset that `polyvox demo` builds first (demo, tiny), or None."""
+
+
+def _build(cls: Any, raw: dict[str, Any], where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(raw) - names
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
+    kwargs = {}
+    for k, v in raw.items():
+        hint = hints[k]
+        if dataclasses.is_dataclass(hint):
+            v = _build(hint, v, f"{where}.{k}")
+        kwargs[k] = _coerce(v, hint, f"{where}.{k}")
+    return cls(**kwargs)
+
+
+def _coerce(v: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if v is None and type(None) in typing.get_args(hint):
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if hint is float and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    base = typing.get_origin(hint) or hint
+    if isinstance(base, type) and not dataclasses.is_dataclass(base) and not isinstance(v, base):
+        raise ValueError(f"{where}: expected {getattr(base, '__name__', base)}, got {v!r}")
+    return v
+
+
+def config_from_dict(raw: dict[str, Any], cls: type = RetrievalConfig) -> Any:
+    """Build a config dataclass from a nested dict, rejecting unknown keys and wrong types."""
+    return _build(cls, raw, cls.__name__)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None, cls: type = RetrievalConfig) -> Any:
+    """Load a YAML config (or defaults when `path` is None) and apply ``a.b=value`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"config file not found: {p}")
+        raw = yaml.safe_load(p.read_text()) or {}
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like section.field=value")
+        node = raw
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return config_from_dict(raw, cls)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True))

@@ -1,0 +1,1 @@
+"""Evaluation: pure metrics, retrieval evaluation and reports."""

@@ -1,0 +1,1 @@
+"""Models: sources (offline presets), speech encoder, audio units, dual encoder."""

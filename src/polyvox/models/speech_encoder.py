@@ -1,0 +1,106 @@
+"""Frozen Whisper encoder that runs on each clip's real length instead of a 30 s window."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from polyvox.audio import SAMPLE_RATE
+
+WHISPER_WINDOW_S = 30
+
+
+class SpeechEncoder(nn.Module):
+    """Audio -> hidden states of one Whisper encoder layer, pooled in time.
+
+    Whisper's encoder is trained on 30 s windows; its convolution and attention work on any shorter
+    input once the sinusoidal position table is sliced to the input length. Padding frames of a batch
+    are masked out of attention, so a clip's features do not depend on what it is batched with.
+
+    Args:
+        whisper: a `WhisperForConditionalGeneration` or `WhisperModel` (only the encoder is used).
+        feature_extractor: the matching `WhisperFeatureExtractor` (log-mel, 100 frames/s).
+        layer: 1-based encoder layer to read; the last layer includes the final LayerNorm.
+        pool: average-pool this many 50 Hz frames into one.
+        pad_to_30s: pad every clip to 30 s and attend over the padding, as Whisper was trained.
+    """
+
+    def __init__(self, whisper: nn.Module, feature_extractor, layer: int, pool: int = 2, pad_to_30s: bool = False):
+        super().__init__()
+        self.encoder = whisper.get_encoder()
+        n = len(self.encoder.layers)
+        if not 1 <= layer <= n:
+            raise ValueError(f"layer must be in 1..{n} for this encoder, got {layer}")
+        self.feature_extractor = feature_extractor
+        self.layer, self.pool, self.pad_to_30s = layer, pool, pad_to_30s
+        self.requires_grad_(False).eval()
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.config.d_model
+
+    @property
+    def frame_rate(self) -> float:
+        """Output frames per second (50 / pool for Whisper)."""
+        return SAMPLE_RATE / self.feature_extractor.hop_length / 2 / self.pool
+
+    def features(self, wavs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel features, shape (B, n_mels, T) with T even, and valid mel lengths (B,)."""
+        hop = self.feature_extractor.hop_length
+        max_len = WHISPER_WINDOW_S * SAMPLE_RATE
+        if any(len(w) > max_len for w in wavs):
+            raise ValueError(f"clips longer than {WHISPER_WINDOW_S} s are not supported; cut them first")
+        lengths = torch.tensor([min(len(w) // hop, max_len // hop) for w in wavs])
+        lengths = lengths + lengths % 2  # the stride-2 conv halves T
+        padding = "max_length" if self.pad_to_30s else "longest"
+        out = self.feature_extractor(
+            [np.asarray(w, dtype=np.float32) for w in wavs],
+            sampling_rate=SAMPLE_RATE, padding=padding, return_tensors="pt", truncation=True,
+        )
+        mel = out["input_features"]  # (B, n_mels, T)
+        t = int(lengths.max()) if not self.pad_to_30s else mel.shape[-1]
+        if mel.shape[-1] < t:
+            mel = F.pad(mel, (0, t - mel.shape[-1]), value=float(mel.min()))
+        return mel[..., :t], lengths
+
+    @torch.no_grad()
+    def forward(self, mel: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode log-mels.
+
+        Args:
+            mel: (B, n_mels, T) log-mel features.
+            lengths: (B,) valid mel frames of each clip.
+
+        Returns:
+            hidden: (B, T', D) pooled features of `layer`, T' = T / 2 / pool.
+            frames: (B,) valid output frames of each clip.
+        """
+        enc = self.encoder
+        mel = mel.to(enc.conv1.weight.dtype)
+        x = F.gelu(enc.conv1(mel))
+        x = F.gelu(enc.conv2(x)).transpose(1, 2)  # (B, T/2, D)
+        t = x.shape[1]
+        x = x + enc.embed_positions.weight[:t]
+        frames = (lengths + 1) // 2
+        mask = None
+        if not self.pad_to_30s:
+            valid = torch.arange(t)[None, :] < frames[:, None]  # (B, T/2)
+            mask = torch.zeros(valid.shape, dtype=x.dtype).masked_fill(~valid, torch.finfo(x.dtype).min)
+            mask = mask[:, None, None, :]  # (B, 1, 1, T/2) additive key mask
+        for layer in enc.layers[: self.layer]:
+            x = layer(x, attention_mask=mask)
+        if self.layer == len(enc.layers):
+            x = enc.layer_norm(x)
+        if self.pool > 1:
+            t_pooled = t // self.pool
+            x = x[:, : t_pooled * self.pool].reshape(x.shape[0], t_pooled, self.pool, -1).mean(2)  # (B, T', D)
+            frames = (frames // self.pool).clamp(min=1)
+        return x, frames
+
+    def encode(self, wavs: list[np.ndarray]) -> list[torch.Tensor]:
+        """Encode a batch of 16 kHz clips; returns one (T_i, D) tensor per clip, padding removed."""
+        mel, lengths = self.features(wavs)
+        hidden, frames = self(mel, lengths)
+        return [h[:n] for h, n in zip(hidden, frames.tolist())]

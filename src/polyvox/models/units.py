@@ -1,0 +1,229 @@
+"""Discrete audio units: k-means (faiss) over pooled speech-encoder features, with save/load and a cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+from tqdm import tqdm
+
+from polyvox.audio import AudioError, load_audio
+from polyvox.data.manifest import Utterance
+from polyvox.models.speech_encoder import SpeechEncoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UnitSpec:
+    """What a unit tokenizer was fitted on; two tokenizers with equal specs and centroids are the same."""
+
+    encoder: str
+    encoder_fingerprint: str
+    layer: int
+    pool: int
+    pad_to_30s: bool
+    dedup: bool
+    num_units: int
+
+
+class UnitTokenizer:
+    """Maps (T, D) speech features to (T,) unit ids by nearest k-means centroid."""
+
+    def __init__(self, centroids: np.ndarray, spec: UnitSpec):
+        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)  # (K, D)
+        self.spec = spec
+        self._index = None
+
+    @property
+    def num_units(self) -> int:
+        return self.centroids.shape[0]
+
+    @property
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(self.centroids.tobytes())
+        h.update(json.dumps(asdict(self.spec), sort_keys=True).encode())
+        return h.hexdigest()[:16]
+
+    @classmethod
+    def fit(cls, feats: list[np.ndarray], spec: UnitSpec, iters: int = 25, max_frames: int = 300_000,
+            seed: int = 0) -> UnitTokenizer:
+        """Fit k-means on frames sampled (with `seed`) from a list of (T_i, D) feature arrays."""
+        import faiss
+
+        x = np.concatenate(feats).astype(np.float32)  # (N, D)
+        if len(x) < spec.num_units:
+            raise ValueError(f"only {len(x)} frames to fit {spec.num_units} units; use more audio or fewer units")
+        rng = np.random.default_rng(seed)
+        if len(x) > max_frames:
+            x = x[np.sort(rng.choice(len(x), max_frames, replace=False))]
+        km = faiss.Kmeans(x.shape[1], spec.num_units, niter=iters, seed=seed, verbose=False,
+                          max_points_per_centroid=max(1, len(x) // spec.num_units + 1))
+        km.train(x)
+        log.info("k-means: %d units from %d frames, objective %.1f", spec.num_units, len(x), km.obj[-1])
+        return cls(km.centroids, spec)
+
+    def __call__(self, feats: np.ndarray) -> np.ndarray:
+        """Unit ids (T,) of features (T, D); runs of one unit collapse to one when `spec.dedup`."""
+        import faiss
+
+        if self._index is None:
+            self._index = faiss.IndexFlatL2(self.centroids.shape[1])
+            self._index.add(self.centroids)
+        _, ids = self._index.search(np.ascontiguousarray(feats, dtype=np.float32), 1)
+        ids = ids[:, 0].astype(np.int64)
+        if self.spec.dedup and len(ids) > 1:
+            ids = ids[np.concatenate([[True], ids[1:] != ids[:-1]])]
+        return ids
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({"centroids": self.centroids}, str(folder / "units.safetensors"))
+        _atomic_write(folder / "units.json", json.dumps(asdict(self.spec), indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> UnitTokenizer:
+        folder = Path(folder)
+        if not (folder / "units.json").exists():
+            raise FileNotFoundError(f"no unit tokenizer in {folder} (run `polyvox units fit` first)")
+        spec = UnitSpec(**json.loads((folder / "units.json").read_text()))
+        return cls(load_file(str(folder / "units.safetensors"))["centroids"], spec)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+@dataclass
+class BadLine:
+    """An utterance that could not be encoded, and why."""
+
+    id: str
+    error: str
+
+
+def iter_features(utts: list[Utterance], root: str | Path, encoder: SpeechEncoder, batch_size: int = 16,
+                  desc: str = "encoding") -> Iterator[tuple[Utterance, np.ndarray | None, str | None]]:
+    """Yield (utterance, (T, D) features or None, error or None), batching clips of similar length.
+
+    Unreadable audio is reported as an error for that utterance; the rest go on.
+    """
+    loaded: list[tuple[Utterance, np.ndarray]] = []
+    for u in utts:
+        try:
+            loaded.append((u, load_audio(u.audio_path(root), where=f"{u.id} ({u.audio})")))
+        except (AudioError, ValueError) as e:
+            yield u, None, str(e)
+    loaded.sort(key=lambda p: len(p[1]))
+    bar = tqdm(total=len(loaded), desc=desc, unit="utt", disable=None)
+    for i in range(0, len(loaded), batch_size):
+        chunk = loaded[i : i + batch_size]
+        try:
+            feats = encoder.encode([w for _, w in chunk])
+        except ValueError as e:  # e.g. a clip over 30 s: report each clip of the batch on its own
+            for u, w in chunk:
+                try:
+                    yield u, encoder.encode([w])[0].numpy(), None
+                except ValueError as e1:
+                    yield u, None, f"{u.id}: {e1}"
+            log.debug("batch fell back to single clips: %s", e)
+        else:
+            for (u, _), f in zip(chunk, feats):
+                yield u, f.numpy(), None
+        bar.update(len(chunk))
+    bar.close()
+
+
+class UnitCache:
+    """Unit sequences on disk, keyed by utterance id + audio path, under the tokenizer's fingerprint."""
+
+    def __init__(self, folder: str | Path, tokenizer: UnitTokenizer):
+        self.path = Path(folder) / f"units-{tokenizer.fingerprint}.jsonl"
+        self.data: dict[str, list[int]] = {}
+        if self.path.exists():
+            with self.path.open(encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        break  # a torn last line from an interrupted run
+                    self.data[row["key"]] = row["units"]
+
+    @staticmethod
+    def key(u: Utterance) -> str:
+        return f"{u.id}\t{u.audio}"
+
+    def get(self, u: Utterance) -> list[int] | None:
+        return self.data.get(self.key(u))
+
+    def add_many(self, rows: list[tuple[Utterance, list[int]]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            for u, units in rows:
+                self.data[self.key(u)] = units
+                f.write(json.dumps({"key": self.key(u), "units": units}) + "\n")
+
+
+def encode_units(utts: list[Utterance], root: str | Path, encoder: SpeechEncoder, tokenizer: UnitTokenizer,
+                 cache_dir: str | Path | None = None, batch_size: int = 16) -> tuple[dict[str, list[int]], list[BadLine]]:
+    """Unit sequences for utterances, reading and filling the cache; bad lines are reported, not fatal.
+
+    Returns:
+        units: utterance id -> unit ids.
+        bad: utterances that could not be encoded, with the reason.
+    """
+    cache = UnitCache(cache_dir, tokenizer) if cache_dir is not None else None
+    out: dict[str, list[int]] = {}
+    todo = []
+    for u in utts:
+        hit = cache.get(u) if cache else None
+        if hit is not None:
+            out[u.id] = hit
+        else:
+            todo.append(u)
+    if cache and out:
+        log.info("unit cache: %d of %d utterances cached", len(out), len(utts))
+    bad, pending = [], []
+    for u, feats, err in iter_features(todo, root, encoder, batch_size, desc="units"):
+        if err is not None:
+            log.warning("skipping %s", err)
+            bad.append(BadLine(u.id, err))
+            continue
+        out[u.id] = tokenizer(feats).tolist()
+        pending.append((u, out[u.id]))
+        if cache and len(pending) >= 256:
+            cache.add_many(pending)
+            pending = []
+    if cache and pending:
+        cache.add_many(pending)
+    return out, bad
+
+
+def fit_units(utts: list[Utterance], root: str | Path, encoder: SpeechEncoder, spec: UnitSpec, iters: int = 25,
+              max_frames: int = 300_000, seed: int = 0, batch_size: int = 16) -> tuple[UnitTokenizer, list[BadLine]]:
+    """Encode utterances and fit a unit tokenizer on their frames (bad lines are skipped and returned)."""
+    feats, bad = [], []
+    for u, f, err in iter_features(utts, root, encoder, batch_size, desc="features"):
+        if err is not None:
+            log.warning("skipping %s", err)
+            bad.append(BadLine(u.id, err))
+        else:
+            feats.append(f)
+    if not feats:
+        raise ValueError("no usable audio to fit units on")
+    return UnitTokenizer.fit(feats, spec, iters=iters, max_frames=max_frames, seed=seed), bad
+

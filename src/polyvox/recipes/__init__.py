@@ -1,0 +1,1 @@
+"""Recipes: thin wiring of data, models, losses, the loop and evaluation."""

@@ -1,0 +1,181 @@
+"""Retrieval recipe (LLM dual encoder): fit units -> encode units -> train -> evaluate.
+
+Run folder (`cfg.out_dir`): ``units/`` (tokenizer), ``cache/`` (unit sequences), ``checkpoints/``,
+``model/`` (final weights + units), ``metrics.jsonl``, ``eval.{json,md,png}``, ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from polyvox.config import RetrievalConfig, UnitsConfig, config_to_dict, save_config
+from polyvox.data.manifest import Utterance, read_manifest
+from polyvox.eval.report import write_report
+from polyvox.eval.retrieval import evaluate_retrieval
+from polyvox.losses import contrastive_loss, spread_out
+from polyvox.models.dual_encoder import DualEncoder, load_backbone
+from polyvox.models.speech_encoder import SpeechEncoder
+from polyvox.models.units import BadLine, UnitSpec, UnitTokenizer, encode_units, fit_units
+from polyvox.train.loop import train
+
+log = logging.getLogger(__name__)
+
+
+def build_speech_encoder(cfg: UnitsConfig) -> SpeechEncoder:
+    from polyvox.models.sources import load_speech_model
+
+    whisper, fe = load_speech_model(cfg.encoder)
+    return SpeechEncoder(whisper, fe, layer=cfg.layer, pool=cfg.pool, pad_to_30s=cfg.pad_to_30s)
+
+
+def _manifest(cfg: RetrievalConfig, split: str | None) -> tuple[list[Utterance], Path]:
+    path = Path(cfg.data.manifest)
+    return read_manifest(path, split=split), path.parent
+
+
+def units_dir(cfg: RetrievalConfig) -> Path:
+    return Path(cfg.out_dir) / "units"
+
+
+def run_units_fit(cfg: RetrievalConfig) -> tuple[UnitTokenizer, list[BadLine]]:
+    """Fit the k-means unit tokenizer on (a seeded sample of) the training split and save it."""
+    from polyvox.models.sources import fingerprint
+
+    u = cfg.units
+    utts, root = _manifest(cfg, cfg.data.train_split)
+    if not utts:
+        raise ValueError(f"{cfg.data.manifest}: no utterances in split {cfg.data.train_split!r}")
+    rng = np.random.default_rng(u.seed)
+    if len(utts) > u.max_fit_utterances:
+        utts = [utts[i] for i in sorted(rng.choice(len(utts), u.max_fit_utterances, replace=False))]
+    spec = UnitSpec(encoder=u.encoder, encoder_fingerprint=fingerprint(u.encoder), layer=u.layer, pool=u.pool,
+                    pad_to_30s=u.pad_to_30s, dedup=u.dedup, num_units=u.num_units)
+    tok, bad = fit_units(utts, root, build_speech_encoder(u), spec, u.kmeans_iters, u.max_fit_frames, u.seed,
+                         u.batch_size)
+    tok.save(units_dir(cfg))
+    log.info("unit tokenizer saved to %s (fingerprint %s)", units_dir(cfg), tok.fingerprint)
+    return tok, bad
+
+
+def run_units_encode(cfg: RetrievalConfig, split: str | None = None,
+                     encoder: SpeechEncoder | None = None) -> tuple[dict[str, list[int]], list[BadLine]]:
+    """Unit sequences of a split (all splits when None), cached in the run folder; bad lines reported."""
+    tok = UnitTokenizer.load(units_dir(cfg))
+    utts, root = _manifest(cfg, split)
+    encoder = encoder or build_speech_encoder(cfg.units)
+    units, bad = encode_units(utts, root, encoder, tok, Path(cfg.out_dir) / "cache", cfg.units.batch_size)
+    for b in bad:
+        log.warning("bad line %s: %s", b.id, b.error)
+    return units, bad
+
+
+def _batches(cfg: RetrievalConfig, model: DualEncoder, train_set: list[tuple[list[int], str, str]],
+             pairs: list[tuple[str, str, str]]):
+    """The step -> micro-batches function: a pure function of (seed, step), so a resumed run sees the same data."""
+    t, pivot = cfg.train, cfg.data.pivot_lang
+    n = len(train_set)
+
+    @functools.lru_cache(maxsize=4)
+    def order(epoch: int) -> np.ndarray:
+        return np.random.default_rng([t.seed, epoch]).permutation(n)
+
+    def global_indices(step: int) -> list[int]:
+        return [int(order(pos // n)[pos % n]) for pos in range(step * t.batch_size, (step + 1) * t.batch_size)]
+
+    def batches(step: int, rank: int, world: int) -> list[dict]:
+        idx = global_indices(step)[rank::world]
+        extra = []
+        if cfg.loss.translation_weight > 0 and pairs:
+            rng = np.random.default_rng([t.seed, step, 1])
+            extra = [pairs[i] for i in rng.choice(len(pairs), min(len(pairs), cfg.loss.translation_batch_size), replace=False)]
+        micros = []
+        for m in range(t.grad_accum):
+            sel = [train_set[i] for i in idx[m :: t.grad_accum]]
+            mp = extra[m :: t.grad_accum]
+            micros.append({
+                "speech": model.tokenize_speech([s[0] for s in sel], [s[1] for s in sel]),
+                "text": model.tokenize_text([s[2] for s in sel], [s[1] for s in sel]),
+                "src": model.tokenize_text([p[0] for p in mp], [p[1] for p in mp]) if mp else None,
+                "tgt": model.tokenize_text([p[2] for p in mp], [pivot] * len(mp)) if mp else None,
+            })
+        return micros
+
+    return batches
+
+
+def _loss_fn(cfg: RetrievalConfig):
+    lc = cfg.loss
+
+    def loss_fn(model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        groups = [batch["speech"], batch["text"]] + ([batch["src"], batch["tgt"]] if batch["src"] else [])
+        embs = model(*groups)
+        scale = getattr(model, "module", model).log_scale.clamp(0.0, math.log(100.0)).exp()
+        s, t = embs[0], embs[1]
+        main = contrastive_loss(s, t, scale)
+        reg = spread_out(s) + spread_out(t)
+        loss = main + lc.spread_out * reg
+        m = {"contrastive": main.item(), "spread_out": reg.item(), "scale": scale.item(),
+             "batch_acc": (s @ t.T).argmax(1).eq(torch.arange(len(s), device=s.device)).float().mean().item()}
+        if len(embs) == 4:
+            tr = contrastive_loss(embs[2], embs[3], scale)
+            loss = loss + lc.translation_weight * tr
+            m["translation"] = tr.item()
+        return loss, m
+
+    return loss_fn
+
+
+def build_model(cfg: RetrievalConfig, num_units: int) -> DualEncoder:
+    backbone, tok = load_backbone(cfg.model, cfg.train.seed)
+    model = DualEncoder(backbone, tok, num_units, cfg.model, cfg.train.seed, cfg.loss.temperature)
+    model.log_scale.requires_grad_(cfg.loss.learn_temperature)
+    return model
+
+
+def run_train(cfg: RetrievalConfig, units: dict[str, list[int]] | None = None) -> Path:
+    """Train the dual encoder on the training split; returns the exported model folder (``out_dir/model``)."""
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    tok = UnitTokenizer.load(units_dir(cfg))
+    if units is None:
+        units, _ = run_units_encode(cfg, cfg.data.train_split)
+    utts, _ = _manifest(cfg, cfg.data.train_split)
+    train_set = [(units[u.id], u.lang, u.text) for u in utts if u.id in units and units[u.id]]
+    if len(train_set) < 2:
+        raise ValueError(f"need at least 2 usable training utterances, found {len(train_set)}")
+    pairs = sorted({u.group or u.id: (u.text, u.lang, u.translations[cfg.data.pivot_lang]) for u in utts
+                    if cfg.data.pivot_lang in u.translations}.values())
+    model = build_model(cfg, tok.num_units)
+    model.unit_tokenizer = tok
+    new = {id(model.audio_embed), id(model.log_scale), *map(id, model.proj.parameters())}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if id(p) in new], "lr": cfg.train.new_params_lr},
+              {"params": [p for p in trainable if id(p) not in new], "lr": cfg.train.lr}]
+    log.info("training on %d utterances in %d languages; %.1fM trainable parameters", len(train_set),
+             len({s[1] for s in train_set}), sum(p.numel() for p in trainable) / 1e6)
+    train(model, [g for g in groups if g["params"]], _batches(cfg, model, train_set, pairs), _loss_fn(cfg),
+          cfg.train, out)
+    return model.save(out / "model", extra={"train_languages": sorted({s[1] for s in train_set})})
+
+
+def run_eval(cfg: RetrievalConfig, checkpoint: str | Path | None = None, name: str = "eval") -> dict:
+    """Evaluate a trained model (default ``out_dir/model``) on the test split; writes JSON, Markdown and PNG."""
+    import json
+
+    folder = Path(checkpoint or Path(cfg.out_dir) / "model")
+    model = DualEncoder.load(folder)
+    seen = set(json.loads((folder / "model.json").read_text()).get("train_languages", []))
+    units, bad = run_units_encode(cfg, cfg.data.test_split)
+    utts, _ = _manifest(cfg, cfg.data.test_split)
+    result = evaluate_retrieval(model, utts, units, seen, cfg.data.pivot_lang, tuple(cfg.eval.ks), cfg.eval.batch_size)
+    result["bad_lines"] = [b.__dict__ for b in bad]
+    paths = write_report(result, cfg.out_dir, name, config_to_dict(cfg))
+    log.info("report: %s", ", ".join(str(p) for p in paths.values()))
+    return result
