@@ -1,0 +1,222 @@
+"""The `polyvox` command. Each subcommand parses flags and calls one typed function."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from polyvox.config import RetrievalConfig, load_config
+
+log = logging.getLogger("polyvox")
+
+
+def _cfg(args) -> RetrievalConfig:
+    overrides = list(args.set or [])
+    if getattr(args, "out", None):
+        overrides.append(f"out_dir={args.out}")
+    if getattr(args, "manifest", None):
+        overrides.append(f"data.manifest={args.manifest}")
+    return load_config(args.config, overrides)
+
+
+# -- typed entry points (tests call these) -----------------------------------------------------------
+def data_build(preset: str, out: str | Path) -> Path:
+    """Build an offline TTS corpus preset into `out`; returns the manifest path."""
+    from polyvox.data.corpus import CorpusConfig, build_corpus
+
+    return build_corpus(CorpusConfig.from_preset(preset), out)
+
+
+def units_fit(cfg: RetrievalConfig) -> Path:
+    from polyvox.recipes.retrieval import run_units_fit, units_dir
+
+    _, bad = run_units_fit(cfg)
+    _report_bad(bad)
+    return units_dir(cfg)
+
+
+def units_encode(cfg: RetrievalConfig, split: str | None = None) -> dict[str, list[int]]:
+    from polyvox.recipes.retrieval import run_units_encode
+
+    units, bad = run_units_encode(cfg, split)
+    _report_bad(bad)
+    print(f"{len(units)} utterances encoded to units ({len(bad)} bad lines skipped)")
+    return units
+
+
+def train_retrieval(cfg: RetrievalConfig) -> Path:
+    from polyvox.recipes.retrieval import run_train
+
+    path = run_train(cfg)
+    print(f"model saved to {path}")
+    return path
+
+
+def eval_retrieval(cfg: RetrievalConfig, checkpoint: str | None = None) -> dict:
+    from polyvox.eval.report import markdown_table
+    from polyvox.recipes.retrieval import run_eval
+
+    result = run_eval(cfg, checkpoint)
+    print(markdown_table(result))
+    return result
+
+
+def embed(model: str | Path, out: str | Path, lang: str, audio: list[str] | None = None,
+          text: list[str] | None = None, manifest: str | None = None, split: str | None = None) -> np.ndarray:
+    """Embed audio files, texts, or a manifest's utterances (their speech) with a trained model; saves .npy."""
+    from polyvox.audio import load_audio
+    from polyvox.data.languages import check_lang
+    from polyvox.data.manifest import read_manifest
+    from polyvox.models.dual_encoder import DualEncoder
+    from polyvox.models.units import encode_units
+    from polyvox.recipes.retrieval import build_speech_encoder
+
+    check_lang(lang)
+    if sum(x is not None for x in (audio, text, manifest)) != 1:
+        raise ValueError("give exactly one of --audio, --text or --manifest")
+    dual = DualEncoder.load(model)
+    import torch
+
+    with torch.no_grad():
+        if text is not None:
+            vecs = dual.encode_text(text, lang).numpy()
+        else:
+            tok = dual.unit_tokenizer
+            if tok is None:
+                raise ValueError(f"{model}: checkpoint has no unit tokenizer; cannot embed audio")
+            spec = tok.spec
+            from polyvox.config import UnitsConfig
+
+            enc = build_speech_encoder(UnitsConfig(encoder=spec.encoder, layer=spec.layer, pool=spec.pool,
+                                                   pad_to_30s=spec.pad_to_30s))
+            if audio is not None:
+                seqs = [tok(enc.encode([load_audio(a)])[0].numpy()).tolist() for a in audio]
+                vecs = dual.encode_speech(seqs, lang).numpy()
+            else:
+                utts = read_manifest(manifest, split=split)
+                units, bad = encode_units(utts, Path(manifest).parent, enc, tok)
+                _report_bad(bad)
+                ok = [u for u in utts if u.id in units]
+                vecs = dual.encode_speech([units[u.id] for u in ok], [u.lang for u in ok]).numpy()
+                Path(out).with_suffix(".ids.txt").write_text("".join(u.id + "\n" for u in ok))
+    np.save(out, vecs)
+    print(f"{vecs.shape[0]} vectors of size {vecs.shape[1]} saved to {out}")
+    return vecs
+
+
+def demo(cfg: RetrievalConfig, corpus_dir: str | Path = "data/demo") -> dict:
+    """Build the offline corpus, fit units, train, evaluate and print the table."""
+    from polyvox.eval.report import markdown_table
+    from polyvox.recipes.retrieval import run_eval, run_train, run_units_encode, run_units_fit
+
+    t0 = time.perf_counter()
+    manifest = Path(corpus_dir) / "manifest.jsonl"
+    if cfg.corpus and not manifest.exists():
+        log.info("building the %s corpus in %s", cfg.corpus, corpus_dir)
+        data_build(cfg.corpus, corpus_dir)
+    cfg.data.manifest = str(manifest)
+    stages = {}
+    run_units_fit(cfg)
+    stages["units_fit_s"] = time.perf_counter() - t0
+    units, bad = run_units_encode(cfg)
+    stages["units_encode_s"] = time.perf_counter() - t0
+    run_train(cfg, units)
+    stages["train_s"] = time.perf_counter() - t0
+    result = run_eval(cfg)
+    stages["total_s"] = time.perf_counter() - t0
+    print(markdown_table(result, "polyvox demo: speech → text retrieval (test split)"))
+    print("stage end times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in stages.items()))
+    return result
+
+
+def _report_bad(bad) -> None:
+    for b in bad:
+        print(f"bad line skipped: {b.id}: {b.error}", file=sys.stderr)
+
+
+# -- argument parsing --------------------------------------------------------------------------------
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config (see configs/)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. train.steps=10")
+    p.add_argument("--manifest", help="manifest path (overrides data.manifest)")
+    p.add_argument("--out", help="run folder (overrides out_dir)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="polyvox", description=__doc__)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    data = sub.add_parser("data", help="build datasets").add_subparsers(dest="sub", required=True)
+    p = data.add_parser("build", help="build an offline TTS corpus")
+    p.add_argument("--preset", default="demo")
+    p.add_argument("--out", required=True)
+
+    units = sub.add_parser("units", help="audio units").add_subparsers(dest="sub", required=True)
+    _common(units.add_parser("fit", help="fit the k-means unit tokenizer"))
+    p = units.add_parser("encode", help="encode a manifest to unit sequences (cached)")
+    _common(p)
+    p.add_argument("--split", help="only this split (default: all)")
+
+    tr = sub.add_parser("train", help="train a system").add_subparsers(dest="sub", required=True)
+    _common(tr.add_parser("retrieval", help="train the speech-text dual encoder"))
+
+    ev = sub.add_parser("eval", help="evaluate a system").add_subparsers(dest="sub", required=True)
+    p = ev.add_parser("retrieval", help="evaluate speech -> text retrieval")
+    _common(p)
+    p.add_argument("--checkpoint", help="model folder (default: <out_dir>/model)")
+
+    p = sub.add_parser("embed", help="speech or text -> vectors (.npy)")
+    p.add_argument("--model", required=True, help="trained model folder")
+    p.add_argument("--lang", required=True, help="FLEURS language code")
+    p.add_argument("--out", required=True, help="output .npy")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--audio", nargs="+")
+    g.add_argument("--text", nargs="+")
+    g.add_argument("--manifest")
+    p.add_argument("--split")
+
+    p = sub.add_parser("demo", help="offline end-to-end demo: corpus, units, training, evaluation")
+    _common(p)
+    p.add_argument("--corpus-dir", default="data/demo")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        match (args.cmd, getattr(args, "sub", None)):
+            case ("data", "build"):
+                print(data_build(args.preset, args.out))
+            case ("units", "fit"):
+                print(units_fit(_cfg(args)))
+            case ("units", "encode"):
+                units_encode(_cfg(args), args.split)
+            case ("train", "retrieval"):
+                train_retrieval(_cfg(args))
+            case ("eval", "retrieval"):
+                eval_retrieval(_cfg(args), args.checkpoint)
+            case ("embed", _):
+                embed(args.model, args.out, args.lang, args.audio, args.text, args.manifest, args.split)
+            case ("demo", _):
+                if args.config is None:
+                    args.config = str(Path("configs/demo.yaml"))
+                cfg = _cfg(args)
+                if not getattr(args, "out", None) and cfg.out_dir == RetrievalConfig().out_dir:
+                    cfg.out_dir = "runs/demo"
+                demo(cfg, args.corpus_dir)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"polyvox: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

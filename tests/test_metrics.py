@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from polyvox.eval.metrics import chance_recall, corpus_bleu, recall_at_k
+
+
+def brute_force_recall(scores, gold, k):
+    hits = 0
+    for q in range(scores.shape[0]):
+        top = sorted(range(scores.shape[1]), key=lambda c: -scores[q, c])[:k]
+        hits += any(c in np.atleast_1d(gold[q]) for c in top)
+    return hits / scores.shape[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_recall_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    scores = rng.standard_normal((40, 25))
+    gold = list(rng.integers(0, 25, 40))
+    gold[3] = [1, 7, 9]  # several correct candidates (e.g. repeated recordings of one sentence)
+    got = recall_at_k(scores, gold, (1, 5, 10, 30))
+    for k in (1, 5, 10, 30):
+        assert got[f"R@{k}"] == pytest.approx(brute_force_recall(scores, gold, k))
+
+
+def test_recall_hand_example_and_ties():
+    scores = np.array([[0.9, 0.1, 0.5], [0.2, 0.3, 0.8], [0.1, 0.7, 0.6]])
+    assert recall_at_k(scores, [0, 1, 1], (1, 2)) == {"R@1": 2 / 3, "R@2": 1.0}
+    # a collapsed model (all scores equal) must not look perfect
+    assert recall_at_k(np.ones((4, 4)), [0, 1, 2, 3], (1,))["R@1"] == 0.0
+
+
+def test_recall_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="Q = len"):
+        recall_at_k(np.zeros((3, 2)), [0, 1])
+
+
+def test_chance_recall():
+    assert chance_recall(150) == pytest.approx(1 / 150)
+    assert chance_recall(10, k=5) == pytest.approx(0.5)
+    assert chance_recall(3, k=5) == 1.0
+
+
+def test_bleu_perfect_and_zero():
+    assert corpus_bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(100.0)
+    assert corpus_bleu(["xyz qrs"], ["the cat sat on the mat"]) < 1.0
