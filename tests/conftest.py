@@ -1,0 +1,40 @@
+"""Shared fixtures: a tiny 'tone language' corpus of real FLAC files, generated on the fly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from polyvox.audio import SAMPLE_RATE, write_flac
+from polyvox.data.manifest import Utterance, write_manifest
+
+WORDS = ["red", "green", "blue", "cat", "dog", "sun", "moon", "tree", "river", "stone", "bird", "fish"]
+
+
+def tone_speech(text: str, seed: int = 0) -> np.ndarray:
+    """Audio whose content follows the text: one 60 ms tone per character, pitch set by the character."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(0.06 * SAMPLE_RATE)) / SAMPLE_RATE
+    parts = [0.3 * np.sin(2 * np.pi * (200 + 15 * (ord(c) % 64)) * t) for c in text]
+    wav = np.concatenate(parts) + 0.01 * rng.standard_normal(len(t) * len(text))
+    return wav.astype(np.float32)
+
+
+def make_corpus(root, langs=("fr_fr", "de_de", "pl_pl"), n=8, test_langs=("pl_pl",)):
+    """Write a manifest + FLAC files: `n` utterances per language; `test_langs` get only test items."""
+    rng = np.random.default_rng(0)
+    utts = []
+    for lang in langs:
+        for i in range(n):
+            text = " ".join(rng.choice(WORDS, 3))
+            audio = f"audio/{lang}/{i:03d}.flac"
+            write_flac(root / audio, tone_speech(text, i))
+            split = "test" if lang in test_langs or i % 4 == 0 else "train"
+            utts.append(Utterance(id=f"{lang}/{i:03d}", audio=audio, text=text, lang=lang, split=split,
+                                  translations={"en_us": text.upper()}, group=f"g{i}"))
+    return write_manifest(root / "manifest.jsonl", utts)
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path):
+    return make_corpus(tmp_path)

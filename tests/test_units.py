@@ -1,0 +1,93 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from polyvox.audio import AudioError, load_audio
+from polyvox.data.manifest import read_manifest
+from polyvox.models.sources import fingerprint, load_speech_model
+from polyvox.models.speech_encoder import SpeechEncoder
+from polyvox.models.units import UnitSpec, UnitTokenizer, encode_units, fit_units
+
+from conftest import tone_speech
+
+
+def encoder(pad=False, layer=2):
+    whisper, fe = load_speech_model("tiny-whisper")
+    return SpeechEncoder(whisper, fe, layer=layer, pool=2, pad_to_30s=pad)
+
+
+def spec(k=8):
+    return UnitSpec("tiny-whisper", fingerprint("tiny-whisper"), 2, 2, False, False, k)
+
+
+def test_variable_length_and_padded_agree():
+    wavs = [tone_speech("hello world"), tone_speech("a much longer sentence than the first one")]
+    var, pad = encoder().encode(wavs), encoder(pad=True).encode(wavs)
+    for v, p, w in zip(var, pad, wavs):
+        assert v.shape == p.shape
+        assert v.shape[0] == pytest.approx(len(w) / 16000 * 25, abs=1)  # 25 frames/s after pooling
+        cos = torch.nn.functional.cosine_similarity(v, p, dim=-1)
+        assert cos.mean() > 0.99 and cos.min() > 0.95
+
+
+def test_batching_does_not_change_features():
+    wavs = [tone_speech("short"), tone_speech("a longer clip to pad against")]
+    enc = encoder()
+    alone, batched = enc.encode(wavs[:1])[0], enc.encode(wavs)[0]
+    assert torch.allclose(alone, batched, atol=0.05)
+
+
+def test_kmeans_deterministic_and_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    feats = [rng.standard_normal((50, 16)).astype(np.float32) + c for c in range(4)]
+    a = UnitTokenizer.fit(feats, spec(), iters=10, seed=3)
+    b = UnitTokenizer.fit(feats, spec(), iters=10, seed=3)
+    assert np.array_equal(a.centroids, b.centroids)
+    assert a.fingerprint == b.fingerprint
+    a.save(tmp_path / "u")
+    c = UnitTokenizer.load(tmp_path / "u")
+    assert np.array_equal(c.centroids, a.centroids) and c.spec == a.spec
+    x = rng.standard_normal((30, 16)).astype(np.float32)
+    assert np.array_equal(a(x), c(x))
+    # nearest centroid, checked by brute force
+    brute = ((x[:, None, :] - a.centroids[None]) ** 2).sum(-1).argmin(1)
+    assert np.array_equal(a(x), brute)
+
+
+def test_dedup_collapses_runs():
+    tok = UnitTokenizer(np.array([[0.0], [10.0]], dtype=np.float32), UnitSpec("x", "x", 1, 1, False, True, 2))
+    assert tok(np.array([[0.1], [0.2], [9.0], [9.5], [0.0]], dtype=np.float32)).tolist() == [0, 1, 0]
+
+
+def test_encode_skips_and_reports_bad_lines(tiny_corpus, tmp_path):
+    root = tiny_corpus.parent
+    utts = read_manifest(tiny_corpus)
+    (root / utts[1].audio).write_bytes(b"not audio at all")  # corrupt
+    (root / utts[2].audio).write_bytes(b"")  # empty
+    (root / utts[3].audio).unlink()  # missing
+    enc = encoder()
+    tok, bad_fit = fit_units(utts, root, enc, spec(), iters=5)
+    units, bad = encode_units(utts, root, enc, tok, cache_dir=tmp_path / "cache")
+    assert sorted(b.id for b in bad) == sorted(u.id for u in utts[1:4])
+    assert all(u.id in b.error for b, u in zip(sorted(bad, key=lambda b: b.id), sorted(utts[1:4], key=lambda u: u.id)))
+    assert "not found" in next(b.error for b in bad if b.id == utts[3].id)
+    assert len(units) == len(utts) - 3
+    assert all(0 <= x < 8 for seq in units.values() for x in seq)
+    # the cache answers a second call without touching the (now unreadable) audio
+    for u in utts[4:]:
+        (root / u.audio).write_bytes(b"gone")
+    again, bad2 = encode_units(utts[4:], root, enc, tok, cache_dir=tmp_path / "cache")
+    assert bad2 == [] and again == {u.id: units[u.id] for u in utts[4:]}
+    rows = [json.loads(x) for x in (tmp_path / "cache" / f"units-{tok.fingerprint}.jsonl").read_text().splitlines()]
+    assert len(rows) == len(utts) - 3
+
+
+def test_load_audio_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF....garbage")
+    with pytest.raises(AudioError, match="bad.wav"):
+        load_audio(bad)
+    with pytest.raises(AudioError, match="not found"):
+        load_audio(tmp_path / "nope.flac")
