@@ -51,7 +51,8 @@ def save_checkpoint(run_dir: str | Path, step: int, model, optimizer, scheduler,
         shutil.rmtree(final)
     os.replace(tmp, final)
     _write_pointer(root / "last", final.name)
-    for old in sorted(p for p in root.glob("step-*") if p != final)[:-keep or None]:
+    older = sorted(p for p in root.glob("step-*") if p != final)
+    for old in older[: max(0, len(older) - (keep - 1))]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
