@@ -1,0 +1,189 @@
+"""Group splits, sentence selection, presets and the reproducible tiny corpus build."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from polyvox.audio import SAMPLE_RATE, load_audio
+from polyvox.data import splits
+from polyvox.data.corpus import CorpusConfig, CorpusError, build_corpus, select_messages
+from polyvox.data.manifest import ManifestError, Utterance, read_manifest
+from polyvox.data.sources.gettext import Message, collect_messages
+
+COVOST2_SOURCES = {
+    "fr_fr", "de_de", "es_419", "ca_es", "it_it", "ru_ru", "pt_br", "nl_nl", "tr_tr", "sv_se", "et_ee",
+    "lv_lv", "sl_si", "fa_ir", "ar_eg", "id_id", "cy_gb", "mn_mn", "ta_in", "ja_jp", "cmn_hans_cn",
+}  # fmt: skip
+
+# ----------------------------------------------------------------------------- splits
+
+
+def _utts(n_groups: int, langs: list[str]) -> list[Utterance]:
+    return [
+        Utterance(id=f"{lang}/{g:06d}", audio=None, text="x", lang=lang, group=f"msg-{g:04d}")
+        for lang in langs
+        for g in range(n_groups)
+    ]
+
+
+def test_split_by_group_never_leaks_a_group_across_splits() -> None:
+    items = _utts(500, ["fr_fr", "de_de", "pl_pl"])
+    parts = splits.split_by_group(items, {"train": 0.6, "dev": 0.1, "test": 0.3}, seed=3)
+    groups = {name: {u.group for u in us} for name, us in parts.items()}
+    assert not groups["train"] & groups["test"] and not groups["train"] & groups["dev"]
+    assert not groups["dev"] & groups["test"]
+    # every language of a group goes the same way, and the shares are close to the fractions
+    for us in parts.values():
+        per_group: dict[str, int] = {}
+        for u in us:
+            per_group[u.group] = per_group.get(u.group, 0) + 1
+        assert set(per_group.values()) == {3}
+    assert 0.22 < len(groups["test"]) / 500 < 0.38
+    labelled = [Utterance(**{**u.__dict__, "split": name}) for name, us in parts.items() for u in us]
+    splits.check_no_leak(labelled)
+
+
+def test_split_is_deterministic_and_seeded() -> None:
+    groups = [f"msg-{i}" for i in range(200)]
+    a = [splits.assign_split(g, seed=0) for g in groups]
+    assert a == [splits.assign_split(g, seed=0) for g in groups]
+    assert a != [splits.assign_split(g, seed=1) for g in groups]
+    # the order of the fractions mapping does not matter
+    assert a == [splits.assign_split(g, {"test": 0.3, "train": 0.7}, seed=0) for g in groups]
+
+
+def test_split_errors() -> None:
+    with pytest.raises(ValueError, match="sum to 1"):
+        splits.assign_split("msg-1", {"train": 0.5, "test": 0.3})
+    with pytest.raises(ValueError, match="without a group"):
+        splits.split_by_group([Utterance(id="a", audio=None, text="x", lang="fr_fr")])
+    leaky = [
+        Utterance(id="fr_fr/1", audio=None, text="x", lang="fr_fr", split="train", group="msg-1"),
+        Utterance(id="de_de/1", audio=None, text="x", lang="de_de", split="test", group="msg-1"),
+    ]
+    with pytest.raises(ManifestError, match="msg-1"):
+        splits.check_no_leak(leaky)
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def _messages(langs_groups: dict[str, range]) -> dict[str, list[Message]]:
+    return {
+        lang: [Message(lang, f"{lang} text {g}", f"english {g}", f"msg-{g:05d}", "gettext:t") for g in groups]
+        for lang, groups in langs_groups.items()
+    }
+
+
+def test_selection_shares_test_groups_and_keeps_unseen_out_of_train() -> None:
+    cfg = CorpusConfig(seen_langs=["fr_fr", "de_de"], unseen_langs=["pl_pl"], train_per_lang=50, test_per_lang=20)
+    # pl_pl has only some of the groups; a test group present in all three is preferred
+    msgs = _messages({"fr_fr": range(400), "de_de": range(400), "pl_pl": range(0, 400, 2)})
+    picked = select_messages(cfg, msgs)
+    assert picked["pl_pl"]["train"] == []
+    test_sets = [{m.group for m in picked[lang]["test"]} for lang in cfg.langs]
+    assert all(len(s) == 20 for s in test_sets)
+    assert test_sets[0] == test_sets[1] == test_sets[2]
+    train = {m.group for lang in ("fr_fr", "de_de") for m in picked[lang]["train"]}
+    assert len(picked["fr_fr"]["train"]) == 50 and not train & test_sets[0]
+
+
+def test_too_little_text_is_a_clear_error() -> None:
+    cfg = CorpusConfig(seen_langs=["fr_fr"], unseen_langs=["pl_pl"], train_per_lang=50, test_per_lang=20)
+    with pytest.raises(CorpusError, match=r"pl_pl test: \d+ of 20 \(from 10 sentences\)"):
+        select_messages(cfg, _messages({"fr_fr": range(400), "pl_pl": range(10)}))
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def test_demo_preset_meets_the_benchmark_shape() -> None:
+    cfg = CorpusConfig.from_preset("demo")
+    cfg.validate()
+    assert len(cfg.seen_langs) >= 8 and len(cfg.unseen_langs) >= 4
+    assert set(cfg.seen_langs) <= COVOST2_SOURCES and not set(cfg.unseen_langs) & COVOST2_SOURCES
+    assert cfg.test_per_lang >= 150 and 300 <= cfg.train_per_lang <= 400
+    assert CorpusConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown corpus preset"):
+        CorpusConfig.from_preset("huge")
+
+
+def test_bad_configs_are_rejected() -> None:
+    with pytest.raises(ValueError, match="both seen and unseen"):
+        CorpusConfig(seen_langs=["fr_fr"], unseen_langs=["fr_fr"]).validate()
+    with pytest.raises(CorpusError, match="ja_jp"):
+        CorpusConfig(seen_langs=["ja_jp"]).validate()
+    with pytest.raises(ValueError, match="unknown corpus config key"):
+        CorpusConfig.from_dict({"seen": ["fr_fr"]})
+
+
+@pytest.mark.skipif(not Path("/usr/share/locale/pl/LC_MESSAGES").is_dir(), reason="no system catalogs")
+def test_demo_preset_has_enough_text_on_this_machine() -> None:
+    cfg = CorpusConfig.demo()
+    picked = select_messages(cfg, collect_messages(cfg.langs, sources=cfg.sources, progress=False))
+    for lang in cfg.langs:
+        assert len(picked[lang]["test"]) == cfg.test_per_lang
+        assert len(picked[lang]["train"]) == (cfg.train_per_lang if lang in cfg.seen_langs else 0)
+    shared = set.intersection(*({m.group for m in picked[lang]["test"]} for lang in cfg.langs))
+    assert len(shared) >= 0.9 * cfg.test_per_lang
+
+
+# ----------------------------------------------------------------------------- tiny build
+
+
+@pytest.fixture(scope="module")
+def tiny_builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    pytest.importorskip("espeakng_loader")
+    pytest.importorskip("django")
+    a, b = tmp_path_factory.mktemp("a"), tmp_path_factory.mktemp("b")
+    cfg = CorpusConfig.tiny()
+    return build_corpus(cfg, a, progress=False), build_corpus(cfg, b, progress=False)
+
+
+def test_tiny_build_is_byte_identical(tiny_builds: tuple[Path, Path]) -> None:
+    a, b = tiny_builds
+    assert a.read_bytes() == b.read_bytes()
+    info_a = json.loads((a.parent / "corpus.json").read_text())
+    assert info_a == json.loads((b.parent / "corpus.json").read_text())
+    for rel in (u.audio for u in read_manifest(a)):
+        assert (a.parent / rel).read_bytes() == (b.parent / rel).read_bytes()
+
+
+def test_tiny_manifest_content(tiny_builds: tuple[Path, Path]) -> None:
+    manifest = tiny_builds[0]
+    cfg = CorpusConfig.tiny()
+    utts = read_manifest(manifest)
+    info = json.loads((manifest.parent / "corpus.json").read_text())
+    for lang in cfg.langs:
+        mine = [u for u in utts if u.lang == lang]
+        n_train = cfg.train_per_lang if lang in cfg.seen_langs else 0
+        assert sum(u.split == "train" for u in mine) == n_train == info["counts"][lang]["train"]
+        assert sum(u.split == "test" for u in mine) == cfg.test_per_lang == info["counts"][lang]["test"]
+    splits.check_no_leak(utts)
+    for u in utts:
+        assert u.id.startswith(f"{u.lang}/") and u.audio == f"audio/{u.id}.flac"
+        assert set(u.translations) == {"en_us"} and u.translations["en_us"] != u.text
+        assert u.group and u.meta["voice"].split("+")[0] in {"fr", "de", "es-419"}
+        wav = load_audio(u.audio_path(manifest.parent))
+        assert abs(len(wav) / SAMPLE_RATE - u.duration) < 1e-3
+        assert 0.5 < u.duration < 10
+    test_groups = {lang: {u.group for u in utts if u.lang == lang and u.split == "test"} for lang in cfg.langs}
+    assert len(set.intersection(*test_groups.values())) == cfg.test_per_lang
+    assert info["manifest_sha256"] and info["config"] == cfg.to_dict()
+
+
+def test_rebuild_skips_done_clips_and_remakes_damaged_ones(tiny_builds: tuple[Path, Path]) -> None:
+    manifest = tiny_builds[1]
+    utts = read_manifest(manifest)
+    first, second = (u.audio_path(manifest.parent) for u in utts[:2])
+    original = first.read_bytes()
+    first.write_bytes(b"damaged")
+    stamp = second.stat().st_mtime_ns
+    before = manifest.read_bytes()
+    build_corpus(CorpusConfig.tiny(), manifest.parent, progress=False)
+    assert manifest.read_bytes() == before
+    assert first.read_bytes() == original  # remade, identically
+    assert second.stat().st_mtime_ns == stamp  # untouched
