@@ -40,7 +40,8 @@ def main() -> None:
     if cache:
         import json
 
-        rows = [json.loads(x) for x in cache[0].read_text().splitlines()[:b]]
+        lines = cache[0].read_text().splitlines()  # written in length order: sample across it
+        rows = [json.loads(lines[i]) for i in rng.choice(len(lines), b, replace=False)]
         speech, data = [r["units"] for r in rows], str(cache[0])
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)

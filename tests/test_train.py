@@ -101,3 +101,15 @@ def test_resume_after_kill_gives_same_weights(tiny_corpus, tmp_path):
         assert torch.allclose(got[k], ref[k], atol=1e-6), k
     rows = [json.loads(r) for r in (killed / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, steps + 1))
+
+
+def test_demo_command_end_to_end_on_tiny_preset(tmp_path, capsys):
+    """`polyvox demo` builds the (tiny) TTS corpus itself, then units, training and evaluation."""
+    corpus, run = tmp_path / "corpus", tmp_path / "run"
+    assert main(["demo", "--config", str(TINY), "--corpus-dir", str(corpus), "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "polyvox demo" in out and "unseen avg" in out
+    result = json.loads((run / "eval.json").read_text())
+    seen = {lang for lang, r in result["languages"].items() if r["seen"]}
+    assert seen and seen != set(result["languages"])  # both seen and held-out languages are evaluated
+    assert (corpus / "manifest.jsonl").exists() and (run / "model" / "units.json").exists()

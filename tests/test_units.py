@@ -3,14 +3,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import tone_speech
 
 from polyvox.audio import AudioError, load_audio
 from polyvox.data.manifest import read_manifest
 from polyvox.models.sources import fingerprint, load_speech_model
 from polyvox.models.speech_encoder import SpeechEncoder
 from polyvox.models.units import UnitSpec, UnitTokenizer, encode_units, fit_units
-
-from conftest import tone_speech
 
 
 def encoder(pad=False, layer=2):
