@@ -113,3 +113,19 @@ def test_demo_command_end_to_end_on_tiny_preset(tmp_path, capsys):
     seen = {lang for lang, r in result["languages"].items() if r["seen"]}
     assert seen and seen != set(result["languages"])  # both seen and held-out languages are evaluated
     assert (corpus / "manifest.jsonl").exists() and (run / "model" / "units.json").exists()
+
+
+def test_lora_with_grad_accumulation_trains_adapters_only(tiny_corpus, tmp_path):
+    from polyvox.models.dual_encoder import DualEncoder
+
+    cfg = tiny_cfg(tiny_corpus, tmp_path / "run", "model.lora_rank=4", "train.grad_accum=2", "train.steps=4")
+    run_units_fit(cfg)
+    folder = run_train(cfg)
+    saved = load_file(str(folder / "model.safetensors"))
+    assert any("lora_A" in k for k in saved) and "audio_embed" in saved
+    # frozen base weights are not in the checkpoint: it holds adapters, audio rows, projection, scale
+    assert not any(k.endswith("q_proj.base_layer.weight") or k.endswith("mlp.up_proj.weight") for k in saved)
+    model = DualEncoder.load(folder)
+    assert torch.equal(model.audio_embed.detach(), saved["audio_embed"])
+    rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(r["grad_norm"] > 0 for r in rows)
