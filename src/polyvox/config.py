@@ -94,6 +94,8 @@ class TrainConfig:
     """Speech–text pairs per optimiser step (global, before accumulation is split)."""
     grad_accum: int = 1
     """Micro-batches per optimiser step (each of batch_size / grad_accum pairs)."""
+    same_language_batches: bool = True
+    """Draw each batch from one language, so negatives differ in content rather than language."""
     lr: float = 1e-4
     """Peak learning rate of the backbone."""
     new_params_lr: float = 1e-3

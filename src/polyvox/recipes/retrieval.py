@@ -81,12 +81,27 @@ def _batches(cfg: RetrievalConfig, model: DualEncoder, train_set: list[tuple[lis
     t, pivot = cfg.train, cfg.data.pivot_lang
     n = len(train_set)
 
-    @functools.lru_cache(maxsize=4)
-    def order(epoch: int) -> np.ndarray:
-        return np.random.default_rng([t.seed, epoch]).permutation(n)
+    by_lang: dict[str, list[int]] = {}
+    for i, (_, lang, _) in enumerate(train_set):
+        by_lang.setdefault(lang, []).append(i)
+
+    @functools.lru_cache(maxsize=2)
+    def epoch_batches(epoch: int) -> list[np.ndarray]:
+        rng = np.random.default_rng([t.seed, epoch])
+        # one language per batch: in-batch negatives then differ in content, not just in language,
+        # which is what per-language evaluation asks of the model
+        pools = [np.array(v) for _, v in sorted(by_lang.items())] if t.same_language_batches else [np.arange(n)]
+        out = []
+        for pool in pools:
+            pool = rng.permutation(pool)
+            out += [pool[i : i + t.batch_size] for i in range(0, max(1, len(pool) - t.batch_size + 1), t.batch_size)]
+        return [out[i] for i in rng.permutation(len(out))]
+
+    per_epoch = len(epoch_batches(0))
 
     def global_indices(step: int) -> list[int]:
-        return [int(order(pos // n)[pos % n]) for pos in range(step * t.batch_size, (step + 1) * t.batch_size)]
+        epoch, i = divmod(step, per_epoch)
+        return [int(x) for x in epoch_batches(epoch)[i]]
 
     def batches(step: int, rank: int, world: int) -> list[dict]:
         idx = global_indices(step)[rank::world]
