@@ -1,6 +1,6 @@
 """Unit-extraction speed of a speech encoder: variable-length vs padded-to-30 s, on 3–10 s speech clips.
 
-    python benchmarks/units_speed.py [--encoder whisper-base] [--layer 4] [--repeats 5]
+    python benchmarks/units_speed.py [--encoder whisper-base] [--layer 6] [--repeats 5]
 
 Clips are eSpeak NG speech in several languages, cut or chained to 3, 5, 7 and 10 s. Reports the
 median real-time factor (audio seconds per compute second) of each mode and their ratio.
@@ -36,7 +36,7 @@ def clips(durations: list[float]) -> list[np.ndarray]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--encoder", default="whisper-base")
-    ap.add_argument("--layer", type=int, default=4)
+    ap.add_argument("--layer", type=int, default=6)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=1, help="clips per forward (1 = one clip at a time)")
     args = ap.parse_args()

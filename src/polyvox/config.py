@@ -28,8 +28,10 @@ class DataConfig:
 class UnitsConfig:
     encoder: str = "whisper-base"
     """Speech encoder preset, local directory or hub id."""
-    layer: int = 4
-    """Encoder layer whose output is quantised (1-based; the last layer includes the final LayerNorm)."""
+    layer: int = 6
+    """Encoder layer whose output is quantised (1-based; the last includes the final LayerNorm). Whisper is
+    trained for ASR, so its top layer carries the most linguistic content (a self-supervised encoder, as in
+    the paper, is better read in the middle)."""
     pool: int = 2
     """Average-pool this many encoder frames into one (Whisper's 50 frames/s -> 25 frames/s)."""
     num_units: int = 1024
