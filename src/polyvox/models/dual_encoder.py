@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from torch import nn
 
 from polyvox.config import ModelConfig, config_from_dict
 from polyvox.data.languages import language_name
+from polyvox.fileio import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -171,12 +170,12 @@ class DualEncoder(nn.Module):
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        _atomic(folder / "model.safetensors", lambda p: save_file(self.trainable_state(), p))
+        atomic_write(folder / "model.safetensors", lambda p: save_file(self.trainable_state(), p))
         meta = {"model": asdict(self.cfg), "num_units": self.num_units, "seed": self.seed,
                 "backbone_fingerprint": fingerprint(self.cfg.backbone), **(extra or {})}
         if self.unit_tokenizer is not None:
             self.unit_tokenizer.save(folder)
-        _atomic(folder / "model.json", lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
+        atomic_write_text(folder / "model.json", json.dumps(meta, indent=2))
         return folder
 
     @classmethod
@@ -203,9 +202,3 @@ class DualEncoder(nn.Module):
             model.unit_tokenizer = UnitTokenizer.load(folder)
         return model.eval()
 
-
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    os.close(fd)
-    write(tmp)
-    os.replace(tmp, path)

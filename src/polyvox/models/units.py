@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from tqdm import tqdm
 
 from polyvox.audio import AudioError, load_audio
 from polyvox.data.manifest import Utterance
+from polyvox.fileio import atomic_write, atomic_write_text
 from polyvox.models.speech_encoder import SpeechEncoder
 
 log = logging.getLogger(__name__)
@@ -87,8 +86,8 @@ class UnitTokenizer:
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({"centroids": self.centroids}, str(folder / "units.safetensors"))
-        _atomic_write(folder / "units.json", json.dumps(asdict(self.spec), indent=2))
+        atomic_write(folder / "units.safetensors", lambda p: save_file({"centroids": self.centroids}, p))
+        atomic_write_text(folder / "units.json", json.dumps(asdict(self.spec), indent=2))
         return folder
 
     @classmethod
@@ -98,13 +97,6 @@ class UnitTokenizer:
             raise FileNotFoundError(f"no unit tokenizer in {folder} (run `polyvox units fit` first)")
         spec = UnitSpec(**json.loads((folder / "units.json").read_text()))
         return cls(load_file(str(folder / "units.safetensors"))["centroids"], spec)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 @dataclass

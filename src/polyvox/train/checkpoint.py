@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from polyvox.fileio import atomic_write_text
+
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     tensors, scalars = {}, {}
@@ -50,18 +52,11 @@ def save_checkpoint(run_dir: str | Path, step: int, model, optimizer, scheduler,
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _write_pointer(root / "last", final.name)
+    atomic_write_text(root / "last", final.name)
     older = sorted(p for p in root.glob("step-*") if p != final)
     for old in older[: max(0, len(older) - (keep - 1))]:
         shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-def _write_pointer(path: Path, name: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(name)
-    os.replace(tmp, path)
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
