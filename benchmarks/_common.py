@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import resource
@@ -13,6 +14,7 @@ from pathlib import Path
 from polyvox.eval.report import versions
 
 RESULTS = Path(__file__).parent / "results"
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
 def median_time(fn, repeats: int = 5, warmup: int = 1) -> tuple[float, list[float]]:

@@ -52,10 +52,11 @@ def plot(result: dict, path: str | Path, metric: str = "R@1") -> Path:
     langs = list(result["languages"])
     rows = [result["languages"][lang] for lang in langs]
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(langs)), 3.5))
-    ax.bar(langs, [100 * r[metric] for r in rows], color=["tab:blue" if r["seen"] else "tab:orange" for r in rows])
+    values = [100 * r[metric] for r in rows]
+    ax.bar(langs, values, color=["tab:blue" if r["seen"] else "tab:orange" for r in rows])
     ax.scatter(langs, [100 * r["chance_R@1"] for r in rows], color="black", marker="_", s=200, label="chance")
     ax.set_ylabel(f"{metric} (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, min(100, max(10, 1.3 * max(values, default=0))))
     ax.set_title("speech → text retrieval (blue: seen in training, orange: unseen)")
     ax.legend(loc="upper right")
     plt.xticks(rotation=45, ha="right")
