@@ -46,6 +46,10 @@ def test_cli_pipeline_writes_reports(tiny_corpus, tmp_path, capsys):
 
     a, t = np.load(tmp_path / "a.npy"), np.load(tmp_path / "t.npy")
     assert a.shape == (2, 32) and t.shape == (3, 32) and np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
+    assert main(["embed", "--model", str(run / "model"), "--lang", "fr_fr", "--out", str(tmp_path / "m.npy"),
+                 "--manifest", str(tiny_corpus), "--split", "test"]) == 0
+    ids = (tmp_path / "m.ids.txt").read_text().split()
+    assert np.load(tmp_path / "m.npy").shape == (len(ids), 32) and len(ids) == 12  # 2+2 seen, 8 held-out
 
 
 def test_cli_errors_are_clear(tiny_corpus, tmp_path, capsys):

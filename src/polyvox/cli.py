@@ -68,20 +68,20 @@ def eval_retrieval(cfg: RetrievalConfig, checkpoint: str | None = None) -> dict:
 
 def embed(model: str | Path, out: str | Path, lang: str, audio: list[str] | None = None,
           text: list[str] | None = None, manifest: str | None = None, split: str | None = None) -> np.ndarray:
-    """Embed audio files, texts, or a manifest's utterances (their speech) with a trained model; saves .npy."""
+    """Embed audio files or texts in `lang`, or a manifest's speech (each line in its own language); saves .npy."""
+    import torch
+
     from polyvox.audio import load_audio
     from polyvox.data.languages import check_lang
     from polyvox.data.manifest import read_manifest
     from polyvox.models.dual_encoder import DualEncoder
     from polyvox.models.units import encode_units
-    from polyvox.recipes.retrieval import build_speech_encoder
+    from polyvox.recipes.retrieval import encoder_for_units
 
     check_lang(lang)
     if sum(x is not None for x in (audio, text, manifest)) != 1:
         raise ValueError("give exactly one of --audio, --text or --manifest")
     dual = DualEncoder.load(model)
-    import torch
-
     with torch.no_grad():
         if text is not None:
             vecs = dual.encode_text(text, lang).numpy()
@@ -89,11 +89,7 @@ def embed(model: str | Path, out: str | Path, lang: str, audio: list[str] | None
             tok = dual.unit_tokenizer
             if tok is None:
                 raise ValueError(f"{model}: checkpoint has no unit tokenizer; cannot embed audio")
-            spec = tok.spec
-            from polyvox.config import UnitsConfig
-
-            enc = build_speech_encoder(UnitsConfig(encoder=spec.encoder, layer=spec.layer, pool=spec.pool,
-                                                   pad_to_30s=spec.pad_to_30s))
+            enc = encoder_for_units(tok)
             if audio is not None:
                 seqs = [tok(enc.encode([load_audio(a)])[0].numpy()).tolist() for a in audio]
                 vecs = dual.encode_speech(seqs, lang).numpy()
@@ -173,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("embed", help="speech or text -> vectors (.npy)")
     p.add_argument("--model", required=True, help="trained model folder")
-    p.add_argument("--lang", required=True, help="FLEURS language code")
+    p.add_argument("--lang", required=True, help="FLEURS code of --audio / --text (a manifest carries its own)")
     p.add_argument("--out", required=True, help="output .npy")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--audio", nargs="+")

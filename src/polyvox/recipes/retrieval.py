@@ -34,6 +34,12 @@ def build_speech_encoder(cfg: UnitsConfig) -> SpeechEncoder:
     return SpeechEncoder(whisper, fe, layer=cfg.layer, pool=cfg.pool, pad_to_30s=cfg.pad_to_30s)
 
 
+def encoder_for_units(tok: UnitTokenizer) -> SpeechEncoder:
+    """The speech encoder a unit tokenizer was fitted on (same encoder, layer, pooling and padding)."""
+    s = tok.spec
+    return build_speech_encoder(UnitsConfig(encoder=s.encoder, layer=s.layer, pool=s.pool, pad_to_30s=s.pad_to_30s))
+
+
 def _manifest(cfg: RetrievalConfig, split: str | None) -> tuple[list[Utterance], Path]:
     path = Path(cfg.data.manifest)
     return read_manifest(path, split=split), path.parent
