@@ -123,7 +123,7 @@ def demo(cfg: RetrievalConfig, corpus_dir: str | Path = "data/demo") -> dict:
     stages["units_encode_s"] = time.perf_counter() - t0
     run_train(cfg, units)
     stages["train_s"] = time.perf_counter() - t0
-    result = run_eval(cfg)
+    result = run_eval(cfg, units=units)
     stages["total_s"] = time.perf_counter() - t0
     print(markdown_table(result, "polyvox demo: speech → text retrieval (test split)"))
     print("stage end times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in stages.items()))

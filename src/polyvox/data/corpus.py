@@ -18,11 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import platform
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +27,8 @@ from polyvox.data import splits, tts
 from polyvox.data.languages import check_lang
 from polyvox.data.manifest import Utterance, write_manifest
 from polyvox.data.sources.gettext import ENGLISH, Message, collect_messages
+from polyvox.fileio import atomic_write_text
+from polyvox.provenance import versions
 
 log = logging.getLogger(__name__)
 
@@ -219,11 +217,7 @@ def _synth_key(job: tts.SynthJob) -> str:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
 
 
 def _read_index(path: Path) -> dict[str, dict[str, Any]]:
@@ -258,13 +252,7 @@ def _speak(jobs: list[tts.SynthJob], out: Path, num_workers: int, progress: bool
 
 
 def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("polyvox", "espeakng-loader", "Django", "numpy", "soxr", "soundfile"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+    return versions(("polyvox", "espeakng-loader", "Django", "numpy", "soxr", "soundfile"))
 
 
 def _remove_stale_audio(out: Path, keep: set[Path]) -> None:

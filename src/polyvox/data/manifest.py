@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from polyvox.data.languages import UnknownLanguageError, check_lang
+from polyvox.fileio import atomic_write_text
 
 
 class ManifestError(ValueError):
@@ -116,9 +115,4 @@ def write_manifest(path: str | Path, utts: Iterable[Utterance]) -> Path:
     """Write utterances as JSONL atomically (temp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".jsonl")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for u in utts:
-            f.write(u.to_json() + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, "".join(u.to_json() + "\n" for u in utts))

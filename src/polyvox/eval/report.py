@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import json
-import platform
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from polyvox import provenance
 
 COLUMNS = ("R@1", "R@5", "R@10", "chance_R@1", "xling_R@1", "xling_BLEU")
 
 
 def versions() -> dict[str, str]:
     """Versions of polyvox, Python and the libraries that shape results."""
-    out = {"python": platform.python_version()}
-    for pkg in ("polyvox", "torch", "transformers", "peft", "accelerate", "faiss-cpu", "sacrebleu"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    return provenance.versions(("polyvox", "torch", "transformers", "peft", "accelerate", "faiss-cpu", "sacrebleu"))
 
 
 def _fmt(v: Any, key: str) -> str:

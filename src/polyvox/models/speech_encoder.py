@@ -41,11 +41,6 @@ class SpeechEncoder(nn.Module):
     def dim(self) -> int:
         return self.encoder.config.d_model
 
-    @property
-    def frame_rate(self) -> float:
-        """Output frames per second (50 / pool for Whisper)."""
-        return SAMPLE_RATE / self.feature_extractor.hop_length / 2 / self.pool
-
     def features(self, wavs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel features, shape (B, n_mels, T) with T even, and valid mel lengths (B,)."""
         hop = self.feature_extractor.hop_length

@@ -7,6 +7,7 @@ Run folder (`cfg.out_dir`): ``units/`` (tokenizer), ``cache/`` (unit sequences),
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 from pathlib import Path
@@ -186,14 +187,18 @@ def run_train(cfg: RetrievalConfig, units: dict[str, list[int]] | None = None) -
     return model.save(out / "model", extra={"train_languages": sorted({s[1] for s in train_set})})
 
 
-def run_eval(cfg: RetrievalConfig, checkpoint: str | Path | None = None, name: str = "eval") -> dict:
-    """Evaluate a trained model (default ``out_dir/model``) on the test split; writes JSON, Markdown and PNG."""
-    import json
+def run_eval(cfg: RetrievalConfig, checkpoint: str | Path | None = None, name: str = "eval",
+             units: dict[str, list[int]] | None = None) -> dict:
+    """Evaluate a trained model (default ``out_dir/model``) on the test split; writes JSON, Markdown and PNG.
 
+    `units` (utterance id -> unit ids) skips re-encoding when the caller already has them.
+    """
     folder = Path(checkpoint or Path(cfg.out_dir) / "model")
     model = DualEncoder.load(folder)
     seen = set(json.loads((folder / "model.json").read_text()).get("train_languages", []))
-    units, bad = run_units_encode(cfg, cfg.data.test_split)
+    bad = []
+    if units is None:
+        units, bad = run_units_encode(cfg, cfg.data.test_split)
     utts, _ = _manifest(cfg, cfg.data.test_split)
     result = evaluate_retrieval(model, utts, units, seen, cfg.data.pivot_lang, tuple(cfg.eval.ks), cfg.eval.batch_size)
     result["bad_lines"] = [b.__dict__ for b in bad]
