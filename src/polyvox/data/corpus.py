@@ -26,7 +26,8 @@ from polyvox.audio import SAMPLE_RATE
 from polyvox.data import splits, tts
 from polyvox.data.languages import check_lang
 from polyvox.data.manifest import Utterance, write_manifest
-from polyvox.data.sources.gettext import ENGLISH, Message, collect_messages
+from polyvox.data.sources.gettext import collect_messages
+from polyvox.data.sources.text import ENGLISH, Message
 from polyvox.fileio import atomic_write_text
 from polyvox.provenance import versions
 

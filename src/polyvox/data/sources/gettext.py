@@ -12,11 +12,9 @@ caller names. A catalog's locale (``fr``, ``pt_BR``, ``sr@latin`` …) is mapped
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import struct
-import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,12 +23,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from polyvox.data.languages import check_lang
+from polyvox.data.sources.text import ENGLISH, Message, group_id, normalise
 
 log = logging.getLogger(__name__)
-
-ENGLISH = "en_us"
-"""FLEURS code of the pivot language; its text is the msgid itself."""
-
 
 class MoError(ValueError):
     """A ``.mo`` file that cannot be parsed; the message names the file."""
@@ -160,11 +155,6 @@ _ACCELERATOR = re.compile(r"_|&(?=\S)|~")
 _TECHNICAL = re.compile(r"`|\||=|\\|--|::|https?:|www\.|\w\(\)|[\[\]*#/^]|[a-z][A-Z]|\w\.\w")
 
 
-def normalise(text: str) -> str:
-    """NFC-normalise and collapse runs of whitespace into single spaces."""
-    return " ".join(unicodedata.normalize("NFC", text).split())
-
-
 def _count_words(text: str) -> int:
     return sum(1 for w in text.split() if any(c.isalpha() for c in w))
 
@@ -223,12 +213,6 @@ def reject_reason(
         if not any(c.isalpha() for c in tr) or len(tr) < 0.15 * len(en):
             return "not a translation"
     return None
-
-
-def group_id(msgid: str) -> str:
-    """Stable pivot id of an English message: case, spacing and final punctuation do not matter."""
-    key = normalise(msgid).casefold().rstrip(" .!:;?…")
-    return "msg-" + hashlib.sha1(key.encode("utf-8")).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,22 +288,6 @@ CATALOG_SOURCES: dict[str, Callable[[], list[Catalog]]] = {
 # ---------------------------------------------------------------------------------------------
 # Parallel messages
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Message:
-    """One sentence in one language, tied to its English pivot."""
-
-    lang: str
-    """FLEURS code of `text`."""
-    text: str
-    """The sentence (the msgid itself for English)."""
-    en: str
-    """The English pivot message."""
-    group: str
-    """Pivot id (`group_id` of `en`), shared by every language's translation of it."""
-    source: str
-    """Catalog the text came from, e.g. ``gettext:gtk30``."""
 
 
 def _gather_catalogs(sources: Iterable[str], dirs: Iterable[str | Path]) -> list[Catalog]:
