@@ -14,8 +14,10 @@ from polyvox.data.sources.gettext import (
     LOCALE_TO_FLEURS,
     MoError,
     collect_messages,
+    find_catalogs,
     group_id,
     locale_to_fleurs,
+    read_catalog,
     read_mo,
     reject_reason,
 )
@@ -215,3 +217,70 @@ def test_system_catalogs_give_many_clean_french_sentences() -> None:
     assert len(set(t.casefold() for t in texts)) == len(texts)  # deduplicated
     assert not any(re.search(r"%[sd]|<|>|_|\n", t) for t in texts)
     assert all(4 <= len(m.en.split()) for m in msgs)
+
+
+# ----------------------------------------------------------------------------- .po files
+
+PO = r'''msgid ""
+msgstr ""
+"Content-Type: text/plain; charset=UTF-8\n"
+
+msgid "Please close all the open windows"
+msgstr "Veuillez fermer toutes les fenêtres ouvertes"
+
+#, fuzzy
+msgid "The disk is almost completely full"
+msgstr "Le disque est presque plein"
+
+msgid "This message has not been translated yet"
+msgstr ""
+
+msgctxt "menu"
+msgid "Open the selected file now"
+msgstr "Ouvrir le fichier sélectionné"
+
+msgid "One file was removed from the list"
+msgid_plural "Several files were removed from the list"
+msgstr[0] "Un fichier a été retiré de la liste"
+msgstr[1] "Plusieurs fichiers ont été retirés de la liste"
+
+#~ msgid "An obsolete message about the old printer"
+#~ msgstr "Un message obsolète sur l'ancienne imprimante"
+'''
+
+
+def test_read_po_keeps_only_vouched_translations_in_mo_key_format(tmp_path: Path) -> None:
+    path = tmp_path / "fr.po"
+    path.write_text(PO, encoding="utf-8")
+    got = read_catalog(path)
+    assert got["Please close all the open windows"] == "Veuillez fermer toutes les fenêtres ouvertes"
+    assert got["menu\x04Open the selected file now"] == "Ouvrir le fichier sélectionné"
+    assert got["One file was removed from the list\x00Several files were removed from the list"].split("\x00") == [
+        "Un fichier a été retiré de la liste", "Plusieurs fichiers ont été retirés de la liste"]
+    # fuzzy, untranslated and obsolete entries are not vouched for by a translator
+    assert set(got) == {"", "Please close all the open windows", "menu\x04Open the selected file now",
+                        "One file was removed from the list\x00Several files were removed from the list"}
+    with pytest.raises(MoError, match="not a gettext catalog"):
+        read_catalog(tmp_path / "fr.txt")
+    broken = tmp_path / "broken.po"
+    broken.write_text('msgid "a"\nmsgstr "b"\nmsgstr "c"\n', encoding="utf-8")
+    with pytest.raises(MoError, match="broken.po"):
+        read_catalog(broken)
+
+
+def test_po_layouts_are_found_and_a_po_beside_its_mo_is_read_once(tmp_path: Path) -> None:
+    (tmp_path / "myapp" / "po").mkdir(parents=True)
+    (tmp_path / "myapp" / "po" / "fr.po").write_text(PO, encoding="utf-8")
+    (tmp_path / "myapp" / "po" / "POTFILES.po").write_text(PO, encoding="utf-8")  # not a locale: ignored
+    lc = tmp_path / "locale" / "de" / "LC_MESSAGES"
+    write_mo(lc / "other.mo", {"Please close all the open windows": "Bitte schließen Sie alle offenen Fenster"})
+    (lc / "other.po").write_text(PO, encoding="utf-8")  # its source; the .mo is what is read
+    cats = find_catalogs(tmp_path)
+    assert [(c.path.relative_to(tmp_path).as_posix(), c.locale, c.source) for c in cats] == [
+        ("locale/de/LC_MESSAGES/other.mo", "de", "gettext:other"),
+        ("myapp/po/fr.po", "fr", "gettext:myapp"),
+    ]
+    got = collect_messages(["fr_fr", "de_de"], sources=(), dirs=[tmp_path], progress=False)
+    assert [m.text for m in got["fr_fr"]] == ["Veuillez fermer toutes les fenêtres ouvertes"]
+    assert [m.text for m in got["de_de"]] == ["Bitte schließen Sie alle offenen Fenster"]
+    assert got["fr_fr"][0].group == got["de_de"][0].group

@@ -79,17 +79,22 @@ def test_unspeakable_inputs_raise_naming_the_utterance(synth: tts.Synthesizer) -
         synth.synthesize("fr_fr", " . . . ", where="fr_fr/000042")
     with pytest.raises(tts.TTSError, match="my_mm/000001.*at most 150"):
         synth.synthesize("my_mm", "က" * 151, where="my_mm/000001")
-    with pytest.raises(tts.TTSError, match="kanji"):
-        synth.synthesize("ja_jp", "ファイルが見つかりません", where="ja_jp/000001")
+    with pytest.raises(tts.TTSError, match="yue_hant_hk/000001.*Jyutping"):
+        synth.synthesize("yue_hant_hk", "搵唔到個檔案", where="yue_hant_hk/000001")
     with pytest.raises(tts.TTSError, match="no voice"):
         tts.voice_for("wo_sn", "wo_sn/000001")
+
+
+def test_japanese_is_read_as_spaced_hiragana() -> None:
+    # eSpeak calls each kanji "Chinese letter"; word-separated hiragana is read (and transcribed) correctly.
+    assert tts.prepare_text("ja_jp", "ファイルが見つかりません。") == "ふぁいる が みつ かりません ."
 
 
 def test_language_support_is_explicit() -> None:
     supported = tts.supported_languages()
     assert len(supported) >= 65
     assert {"fr_fr", "de_de", "pl_pl", "ru_ru", "en_us"} <= set(supported)
-    assert "ja_jp" not in supported and "yue_hant_hk" not in supported
+    assert "ja_jp" in supported and "yue_hant_hk" not in supported
     assert tts.unsupported_reason("wo_sn") is not None
 
 

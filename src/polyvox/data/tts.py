@@ -80,7 +80,6 @@ MAX_INPUT_CHARS: dict[str, int] = {"my_mm": 150}
 
 # Languages eSpeak has a voice for but cannot read from their usual script.
 _UNSPEAKABLE: dict[str, str] = {
-    "ja_jp": "eSpeak reads kanji as 'Chinese letter'",
     "yue_hant_hk": "eSpeak reads Cantonese only as Jyutping and no romaniser is available",
 }
 
@@ -103,7 +102,21 @@ def _pinyin(text: str) -> str:
     return " ".join(" ".join(s.strip() for s in syllables).split())
 
 
-ROMANISERS: dict[str, tuple[str, Callable[[str], str]]] = {"cmn_hans_cn": ("pypinyin", _pinyin)}
+@functools.lru_cache(maxsize=1)
+def _kakasi() -> Any:
+    import pykakasi
+
+    return pykakasi.kakasi()
+
+
+def _kana(text: str) -> str:
+    # eSpeak's ja voice reads kana but calls every kanji "Chinese letter"; hiragana words separated by
+    # spaces are read with the right prosody (joined kana runs words together).
+    words = [w["hira"].strip() for w in _kakasi().convert(text.translate(_CJK_PUNCT))]
+    return " ".join(" ".join(words).split())
+
+
+ROMANISERS: dict[str, tuple[str, Callable[[str], str]]] = {"cmn_hans_cn": ("pypinyin", _pinyin), "ja_jp": ("pykakasi", _kana)}
 """FLEURS code -> (module it needs, function turning native text into what the eSpeak voice reads)."""
 
 

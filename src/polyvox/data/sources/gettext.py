@@ -138,6 +138,45 @@ def read_mo(path: str | Path) -> dict[str, str]:
         raise MoError(f"{path}: cannot decode as {charset} ({e})") from None
 
 
+def read_po(path: str | Path) -> dict[str, str]:
+    """Read the translated, current entries of a ``.po`` file in `read_mo`'s key format.
+
+    Fuzzy, obsolete and untranslated entries are left out: a translator has not vouched for them.
+
+    Raises:
+        MoError: a file polib cannot parse.
+    """
+    try:
+        import polib
+    except ImportError as e:
+        raise ImportError("reading .po catalogs needs polib: pip install 'polyvox[data]'") from e
+    try:
+        po = polib.pofile(str(path))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise MoError(f"{path}: not a readable .po file ({e})") from None
+    out = {"": po.header}
+    for e in po.translated_entries():
+        key = e.msgid if not e.msgctxt else f"{e.msgctxt}\x04{e.msgid}"
+        if e.msgid_plural:
+            forms = [e.msgstr_plural[k] for k in sorted(e.msgstr_plural)]
+            out[f"{key}\x00{e.msgid_plural}"] = "\x00".join(forms)
+        else:
+            out[key] = e.msgstr
+    return out
+
+
+CATALOG_READERS: dict[str, Callable[[str | Path], dict[str, str]]] = {".mo": read_mo, ".po": read_po}
+"""Catalog file suffix -> reader returning ``{msgid: msgstr}``."""
+
+
+def read_catalog(path: str | Path) -> dict[str, str]:
+    """Read a ``.mo`` or ``.po`` catalog (see `read_mo` for the key format)."""
+    reader = CATALOG_READERS.get(Path(path).suffix)
+    if reader is None:
+        raise MoError(f"{path}: not a gettext catalog (expected {' or '.join(CATALOG_READERS)})")
+    return reader(path)
+
+
 # ---------------------------------------------------------------------------------------------
 # Sentence filter
 # ---------------------------------------------------------------------------------------------
@@ -222,18 +261,29 @@ def reject_reason(
 
 @dataclass(frozen=True, order=True)
 class Catalog:
-    """One compiled catalog file of one locale."""
+    """One catalog file (compiled ``.mo`` or source ``.po``) of one locale."""
 
     path: Path
-    """Location of the ``.mo`` file."""
+    """Location of the ``.mo`` or ``.po`` file."""
     locale: str
-    """gettext locale name (the folder above ``LC_MESSAGES``)."""
+    """gettext locale name (the folder above ``LC_MESSAGES``, or the stem of ``po/<locale>.po``)."""
     source: str
     """Provenance label without machine paths, e.g. ``gettext:coreutils`` or ``django:admin``."""
 
 
+def _catalog_files(root: Path) -> list[Path]:
+    """``.mo`` and ``.po`` files below `root`; a ``.po`` beside a ``.mo`` of the same name is left out."""
+    mo = {p for p in root.rglob("*.mo") if p.is_file()}
+    po = {p for p in root.rglob("*.po") if p.is_file() and p.with_suffix(".mo") not in mo}
+    return sorted(mo | po)
+
+
 def find_catalogs(root: str | Path, prefix: str = "gettext") -> list[Catalog]:
-    """All ``<locale>/LC_MESSAGES/<domain>.mo`` files below `root`, sorted by path.
+    """All catalogs below `root`, sorted by path.
+
+    Two layouts are recognised: ``<locale>/LC_MESSAGES/<domain>.mo|.po`` (installed catalogs) and
+    ``<domain>/po/<locale>.po`` (a project's translation folder; the locale must be known to
+    `locale_to_fleurs`, which keeps ``po/`` files like ``POTFILES`` or ``en@quot`` out).
 
     Args:
         root: a folder to search recursively (a locale folder or anything containing some).
@@ -242,11 +292,13 @@ def find_catalogs(root: str | Path, prefix: str = "gettext") -> list[Catalog]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"catalog folder not found: {root}")
-    out = [
-        Catalog(p, p.parent.parent.name, f"{prefix}:{p.stem}")
-        for p in root.rglob("*.mo")
-        if p.parent.name == "LC_MESSAGES" and p.is_file()
-    ]
+    out = []
+    for p in _catalog_files(root):
+        if p.parent.name == "LC_MESSAGES":
+            out.append(Catalog(p, p.parent.parent.name, f"{prefix}:{p.stem}"))
+        elif p.suffix == ".po" and locale_to_fleurs(p.stem) is not None:
+            domain = p.parent.parent.name if p.parent.name == "po" and p.parent != root else p.parent.name
+            out.append(Catalog(p, p.stem, f"{prefix}:{domain}"))
     return sorted(out)
 
 
@@ -278,9 +330,17 @@ def django_catalogs() -> list[Catalog]:
     return sorted(out)
 
 
+def debian_catalogs() -> list[Catalog]:
+    """Catalogs of the Debian translation packages in `polyvox.data.sources.debian.PACKAGES`."""
+    from polyvox.data.sources.debian import debian_catalogs as fetch
+
+    return fetch()
+
+
 CATALOG_SOURCES: dict[str, Callable[[], list[Catalog]]] = {
     "system": system_catalogs,
     "django": django_catalogs,
+    "debian": debian_catalogs,
 }
 """Named catalog sources: name -> function listing its catalogs."""
 
@@ -348,7 +408,7 @@ def collect_messages(
     rejected: Counter[str] = Counter()
     for cat, lang, rank in tqdm(cats, desc="catalogs", unit="file", disable=not progress):
         try:
-            entries = read_mo(cat.path)
+            entries = read_catalog(cat.path)
         except (MoError, OSError) as e:
             log.warning("skipping unreadable catalog: %s", e)
             continue
