@@ -193,3 +193,19 @@ def test_rebuild_skips_done_clips_and_remakes_damaged_ones(tiny_builds: tuple[Pa
     assert manifest.read_bytes() == before
     assert first.read_bytes() == original  # remade, identically
     assert second.stat().st_mtime_ns == stamp  # untouched
+
+
+def test_cli_builds_a_preset_with_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("espeakng_loader")
+    pytest.importorskip("django")
+    from polyvox.cli import main
+
+    out = tmp_path / "c"
+    assert main(["data", "build", "--preset", "tiny", "--set", "test_per_lang=2", "--set", "train_per_lang=1",
+                 "--set", "unseen_langs=[]", "--out", str(out)]) == 0  # fmt: skip
+    assert capsys.readouterr().out.strip() == str(out / "manifest.jsonl")
+    utts = read_manifest(out / "manifest.jsonl")
+    assert sorted((u.lang, u.split) for u in utts) == [("de_de", "test")] * 2 + [("de_de", "train")] + [
+        ("fr_fr", "test")] * 2 + [("fr_fr", "train")]
+    assert main(["data", "build", "--preset", "tiny", "--set", "test_per_lang=many", "--out", str(out)]) == 2
+    assert "test_per_lang: expected int" in capsys.readouterr().err

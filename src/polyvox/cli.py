@@ -25,11 +25,18 @@ def _cfg(args) -> RetrievalConfig:
 
 
 # -- typed entry points (tests call these) -----------------------------------------------------------
-def data_build(preset: str, out: str | Path) -> Path:
-    """Build an offline TTS corpus preset into `out`; returns the manifest path."""
-    from polyvox.data.corpus import CorpusConfig, build_corpus
+def corpus_config(preset: str = "demo", path: str | Path | None = None, overrides: list[str] | None = None):
+    """A corpus preset, updated by a YAML file and ``key=value`` overrides."""
+    from polyvox.data.corpus import CorpusConfig
 
-    return build_corpus(CorpusConfig.from_preset(preset), out)
+    return load_config(path, overrides, CorpusConfig, base=CorpusConfig.from_preset(preset).to_dict())
+
+
+def data_build(cfg, out: str | Path) -> Path:
+    """Build an offline TTS corpus (a `CorpusConfig`) into `out`; returns the main manifest path."""
+    from polyvox.data.corpus import build_corpus
+
+    return build_corpus(cfg, out)
 
 
 def units_fit(cfg: RetrievalConfig) -> Path:
@@ -114,7 +121,7 @@ def demo(cfg: RetrievalConfig, corpus_dir: str | Path = "data/demo") -> dict:
     manifest = Path(corpus_dir) / "manifest.jsonl"
     if cfg.corpus and not manifest.exists():
         log.info("building the %s corpus in %s", cfg.corpus, corpus_dir)
-        data_build(cfg.corpus, corpus_dir)
+        data_build(corpus_config(cfg.corpus), corpus_dir)
     cfg.data.manifest = str(manifest)
     stages = {}
     run_units_fit(cfg)
@@ -149,8 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     data = sub.add_parser("data", help="build datasets").add_subparsers(dest="sub", required=True)
-    p = data.add_parser("build", help="build an offline TTS corpus")
-    p.add_argument("--preset", default="demo")
+    p = data.add_parser("build", help="build the offline multilingual benchmark (text + eSpeak NG speech)")
+    p.add_argument("--preset", default="demo", help="tiny, demo or full (default: demo)")
+    p.add_argument("--config", help="YAML file of corpus settings (see polyvox.data.corpus.CorpusConfig)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. test_per_lang=200")
     p.add_argument("--out", required=True)
 
     units = sub.add_parser("units", help="audio units").add_subparsers(dest="sub", required=True)
@@ -190,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         match (args.cmd, getattr(args, "sub", None)):
             case ("data", "build"):
-                print(data_build(args.preset, args.out))
+                print(data_build(corpus_config(args.preset, args.config, args.set), args.out))
             case ("units", "fit"):
                 print(units_fit(_cfg(args)))
             case ("units", "encode"):

@@ -178,14 +178,24 @@ def config_from_dict(raw: dict[str, Any], cls: type = RetrievalConfig) -> Any:
     return _build(cls, raw, cls.__name__)
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None, cls: type = RetrievalConfig) -> Any:
-    """Load a YAML config (or defaults when `path` is None) and apply ``a.b=value`` overrides."""
-    raw: dict[str, Any] = {}
+def load_config(
+    path: str | Path | None, overrides: list[str] | None = None, cls: type = RetrievalConfig,
+    base: dict[str, Any] | None = None,
+) -> Any:
+    """Load a YAML config (or defaults when `path` is None) and apply ``a.b=value`` overrides.
+
+    Args:
+        path: YAML file; its keys replace those of `base`.
+        overrides: ``a.b=value`` strings (values parsed as YAML), applied last.
+        cls: the config dataclass.
+        base: starting values (e.g. a preset's dict); the dataclass defaults fill what is missing.
+    """
+    raw: dict[str, Any] = dict(base or {})
     if path is not None:
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"config file not found: {p}")
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw.update(yaml.safe_load(p.read_text()) or {})
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep:

