@@ -209,3 +209,26 @@ def test_cli_builds_a_preset_with_overrides(tmp_path: Path, capsys: pytest.Captu
         ("fr_fr", "test")] * 2 + [("fr_fr", "train")]
     assert main(["data", "build", "--preset", "tiny", "--set", "test_per_lang=many", "--out", str(out)]) == 2
     assert "test_per_lang: expected int" in capsys.readouterr().err
+
+
+def test_report_counts_hours_and_transcribes_samples(tiny_builds: tuple[Path, Path]) -> None:
+    from polyvox.data.report import cer, corpus_report, markdown
+
+    assert cer("abc", "abd") == pytest.approx(1 / 3) and cer("Hello", "hello ") == 0.0
+    root = tiny_builds[0].parent
+    utts = read_manifest(root / "manifest.jsonl")
+    report = corpus_report(root, samples_per_lang=2, asr_model="tiny-whisper", tts_clips=4)
+    part = report["manifests"]["manifest.jsonl"]
+    assert part["utterances"] == len(utts) == report["totals"]["utterances"]
+    for lang, row in part["languages"].items():
+        mine = [u for u in utts if u.lang == lang]
+        assert row["test"] == sum(u.split == "test" for u in mine)
+        assert row["hours"] == pytest.approx(sum(u.duration for u in mine) / 3600, abs=1e-4)
+        assert len(row["samples"]) == 2
+        for s in row["samples"]:
+            u = next(u for u in mine if u.id == s["id"])
+            assert u.split == "test" and s["text"] == u.text and s["cer"] == round(cer(u.text, s["transcript"]), 3)
+    assert report["languages"]["seen"] == ["de_de", "fr_fr"]
+    assert report["tts"]["clips"] == 4 and report["tts"]["real_time_factor_per_process"] > 1
+    md = markdown(report)
+    assert "| fr_fr French | seen |" in md and "| es_419 Spanish |  |" in md

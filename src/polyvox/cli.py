@@ -39,6 +39,22 @@ def data_build(cfg, out: str | Path) -> Path:
     return build_corpus(cfg, out)
 
 
+def data_report(corpus: str | Path, out: str | Path | None = None, samples: int = 3, asr: str | None = "whisper-base",
+                tts_clips: int = 60) -> dict:
+    """Report counts, hours, TTS speed and Whisper transcripts of a corpus into ``report.json`` / ``report.md``."""
+    import json
+
+    from polyvox.data.report import corpus_report, markdown
+    from polyvox.fileio import atomic_write_text
+
+    report = corpus_report(corpus, samples, asr, tts_clips)
+    out = Path(out) if out is not None else Path(corpus)
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(out / "report.md", markdown(report))
+    print(markdown(report))
+    return report
+
+
 def units_fit(cfg: RetrievalConfig) -> Path:
     from polyvox.recipes.retrieval import run_units_fit, units_dir
 
@@ -162,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. test_per_lang=200")
     p.add_argument("--out", required=True)
 
+    p = data.add_parser("report", help="counts, hours, TTS speed and Whisper transcripts of a built corpus")
+    p.add_argument("--corpus", required=True, help="corpus folder (with manifest.jsonl)")
+    p.add_argument("--out", help="where report.json and report.md go (default: the corpus folder)")
+    p.add_argument("--samples", type=int, default=3, help="test clips per language transcribed (0: none)")
+    p.add_argument("--asr", default="whisper-base", help="Whisper model for the samples")
+    p.add_argument("--tts-clips", type=int, default=60, help="sentences spoken again to time eSpeak (0: none)")
+
     units = sub.add_parser("units", help="audio units").add_subparsers(dest="sub", required=True)
     _common(units.add_parser("fit", help="fit the k-means unit tokenizer"))
     p = units.add_parser("encode", help="encode a manifest to unit sequences (cached)")
@@ -200,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         match (args.cmd, getattr(args, "sub", None)):
             case ("data", "build"):
                 print(data_build(corpus_config(args.preset, args.config, args.set), args.out))
+            case ("data", "report"):
+                data_report(args.corpus, args.out, args.samples, args.asr, args.tts_clips)
             case ("units", "fit"):
                 print(units_fit(_cfg(args)))
             case ("units", "encode"):

@@ -41,7 +41,8 @@ class Transcriber:
         """Load the model (a preset, a local directory or a hub id; see `load_speech_model`)."""
         self.model, self.features = load_speech_model(model, cache_dir)
         self.tokenizer = load_speech_tokenizer(model, cache_dir)
-        self.max_new_tokens = max_new_tokens
+        # the decoder's position table bounds prompt (4 tokens) + generated tokens
+        self.max_new_tokens = min(max_new_tokens, self.model.config.max_target_positions - 5)
 
     @torch.no_grad()
     def transcribe(self, clips: Sequence[np.ndarray], lang: str, batch_size: int = 8) -> list[str]:
