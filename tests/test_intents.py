@@ -20,6 +20,7 @@ from polyvox.data.sources.intents import (
     entity_values,
     expand_template,
     fetch_skills,
+    find_wheels,
     intent_counts,
     ovos_locale_to_fleurs,
     read_skills,
@@ -232,6 +233,7 @@ def test_unpacked_folder_reads_like_the_wheel(wheel: Path, tmp_path: Path) -> No
     from_dir = collect_intents(["en_us", "de_de"], wheels=[root], progress=False)
     assert from_dir == collect_intents(["en_us", "de_de"], wheels=[wheel], progress=False)
     assert [s.name for s in read_skills([wheel.parent])] == ["demo"]  # a folder of wheels
+    assert find_wheels([wheel.parent, root, wheel]) == [wheel, root, wheel]
 
 
 def test_bad_inputs_give_clear_errors(tmp_path: Path) -> None:

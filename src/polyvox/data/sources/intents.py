@@ -325,6 +325,20 @@ def read_skill_folder(path: str | Path) -> list[SkillText]:
     return skills
 
 
+def find_wheels(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand folders of wheels into their ``*.whl`` files; wheels and unpacked-skill folders stay.
+
+    Raises:
+        IntentSourceError: a path does not exist.
+    """
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise IntentSourceError(f"skill wheel or folder not found: {p}")
+        out += (sorted(p.glob("*.whl")) or [p]) if p.is_dir() else [p]
+    return out
+
+
 def read_skills(paths: Iterable[str | Path]) -> list[SkillText]:
     """Read wheels, folders of wheels and folders of unpacked skills; sorted by skill name.
 
@@ -332,16 +346,10 @@ def read_skills(paths: Iterable[str | Path]) -> list[SkillText]:
         IntentSourceError: a path is missing, unreadable, or holds no skill.
     """
     found: dict[str, SkillText] = {}
-    for p in map(Path, paths):
-        if p.is_file():
-            batch = [read_wheel(p)]
-        elif p.is_dir():
-            wheels = sorted(p.glob("*.whl"))
-            batch = [read_wheel(w) for w in wheels] if wheels else read_skill_folder(p)
-            if not batch:
-                raise IntentSourceError(f"{p}: holds no skill wheels (*.whl) and no skill 'locale' folder")
-        else:
-            raise IntentSourceError(f"skill wheel or folder not found: {p}")
+    for p in find_wheels(paths):
+        batch = read_skill_folder(p) if p.is_dir() else [read_wheel(p)]
+        if not batch:
+            raise IntentSourceError(f"{p}: holds no skill wheels (*.whl) and no skill 'locale' folder")
         for skill in batch:
             if skill.name in found:
                 log.warning("skill %s given twice; keeping the first one, not %s", skill.name, p)
