@@ -416,3 +416,15 @@ def test_duplicate_recordings_are_not_counted_as_wrong_matches(tmp_path: Path) -
     units = {u.id: [model.index[u.text]] for u in utts}
     row = evaluate_retrieval(model, utts, units, seen={"fr_fr"}, ks=(1,))["languages"]["fr_fr"]
     assert row["n"] == 3 and row["candidates"] == 2 and row["R@1"] == 1.0
+
+
+def test_cli_imports_a_folder_and_reports_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from polyvox.cli import main
+
+    src = make_folder(tmp_path / "mine", n=4, ext="tsv")
+    out = tmp_path / "out"
+    assert main(["data", "import", "folder", str(src), "--out", str(out), "--splits", "test", "--workers", "1"]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "manifest.jsonl")
+    assert sorted(by_id(out / "manifest.jsonl")) == ["pl_pl/test/a/clip1", "pl_pl/test/b/clip2"]
+    assert main(["data", "import", "folder", str(src), "--out", str(out), "--lang", "klingon"]) == 2
+    assert "unknown language code 'klingon'" in capsys.readouterr().err

