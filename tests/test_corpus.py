@@ -321,3 +321,19 @@ def test_named_language_sets() -> None:
     assert resolved.seen_langs == ["fr_fr"] and "pl_pl" in resolved.unseen_langs and "cs_cz" not in resolved.unseen_langs
     assert re.fullmatch(r"unseen set: \d+ test sentences, fewer than 40", left_out["cs_cz"])
     assert left_out["uk_ua"] == "unseen set: 0 test sentences, fewer than 40"
+
+
+def test_build_reports_unreadable_catalogs_and_refuses_a_missing_folder(tmp_path: Path) -> None:
+    pytest.importorskip("espeakng_loader")
+    pytest.importorskip("django")
+    extra = tmp_path / "extra" / "fr" / "LC_MESSAGES"
+    extra.mkdir(parents=True)
+    (extra / "broken.mo").write_bytes(b"this is not a catalog")
+    cfg = replace(CorpusConfig.tiny(), train_per_lang=1, test_per_lang=1, unseen_langs=[],
+                  catalog_dirs=[str(tmp_path / "extra")])  # fmt: skip
+    build_corpus(cfg, tmp_path / "c", progress=False)
+    text = json.loads((tmp_path / "c" / "corpus.json").read_text())["text"]
+    assert text["unreadable"] == ["gettext:broken (fr): not a .mo file (bad magic number)"]
+    assert text["catalogs"] > 0 and text["rejected"]["too few words"] > 0
+    with pytest.raises(FileNotFoundError, match="catalog folder not found: .*nowhere"):
+        build_corpus(replace(cfg, catalog_dirs=[str(tmp_path / "nowhere")]), tmp_path / "d", progress=False)

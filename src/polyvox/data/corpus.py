@@ -444,8 +444,9 @@ def build_corpus(cfg: CorpusConfig, out_dir: str | Path, progress: bool = True) 
     Writes into `out_dir`:
     - ``manifest.jsonl``: translated messages, ids ``<lang>/<n:06d>``, audio ``audio/<id>.flac``;
     - ``udhr.jsonl`` / ``intents.jsonl`` when `cfg.udhr` / `cfg.intents` are set (ids ``udhr/…``, ``intents/…``);
-    - ``corpus.json``: config, the resolved ``seen``/``unseen`` sets, what was skipped and why, counts and
-      hours per language, source versions, manifest hashes and one content hash over manifests and audio;
+    - ``corpus.json``: config, the resolved ``seen``/``unseen`` sets, what was skipped and why (languages,
+      unreadable catalogs, rejected pairs by reason, clips that failed), counts and hours per language,
+      source versions, manifest hashes and one content hash over manifests and audio;
     - ``synthesis.json``: how long speaking took (real-time factor); not part of the content hash.
 
     Raises:
@@ -455,9 +456,10 @@ def build_corpus(cfg: CorpusConfig, out_dir: str | Path, progress: bool = True) 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seen, unseen, _ = candidate_languages(cfg)
+    text_report: dict[str, Any] = {}
     by_lang = collect_messages(
         seen + unseen, sources=cfg.sources, dirs=cfg.catalog_dirs, min_words=cfg.min_words,
-        max_words=cfg.max_words, max_chars=cfg.max_chars, progress=progress,
+        max_words=cfg.max_words, max_chars=cfg.max_chars, progress=progress, report=text_report,
     )
     resolved, skipped = resolve_languages(cfg, by_lang)
     picked = select_messages(resolved, by_lang)
@@ -497,6 +499,7 @@ def build_corpus(cfg: CorpusConfig, out_dir: str | Path, progress: bool = True) 
         (out / stale).unlink(missing_ok=True)
     info = _corpus_info(cfg, resolved, skipped, parts, manifests, index, failed)
     info["sources"] = sources
+    info["text"] = text_report
     _write_json_atomic(out / INFO_NAME, info)
     new_s = sum(index[i]["num_samples"] for i in spoken) / SAMPLE_RATE
     _write_json_atomic(out / SYNTH_NAME, {

@@ -19,6 +19,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -370,6 +371,7 @@ def collect_messages(
     max_words: int = 14,
     max_chars: int = 120,
     progress: bool = True,
+    report: dict[str, Any] | None = None,
 ) -> dict[str, list[Message]]:
     """Sentence-like messages per language, one per pivot group, sorted by group.
 
@@ -387,6 +389,8 @@ def collect_messages(
         max_words: most words an English message may have.
         max_chars: most characters a message or translation may have.
         progress: show a progress bar.
+        report: if given, filled with what was read and skipped: ``catalogs`` (count read),
+            ``unreadable`` (catalog label and reason), ``rejected`` (pair count by reason).
 
     Returns:
         FLEURS code -> messages (every requested language is a key, possibly with an empty list).
@@ -406,11 +410,13 @@ def collect_messages(
     spellings: dict[str, Counter[str]] = defaultdict(Counter)
     en_source: dict[str, set[str]] = defaultdict(set)
     rejected: Counter[str] = Counter()
+    unreadable: list[str] = []
     for cat, lang, rank in tqdm(cats, desc="catalogs", unit="file", disable=not progress):
         try:
             entries = read_catalog(cat.path)
         except (MoError, OSError) as e:
             log.warning("skipping unreadable catalog: %s", e)
+            unreadable.append(f"{cat.source} ({cat.locale}): {str(e).removeprefix(str(cat.path) + ': ')}")
             continue
         for msgid, msgstr in entries.items():
             if not msgid or "\x00" in msgid or "\x04" in msgid or "\x00" in msgstr:
@@ -425,6 +431,9 @@ def collect_messages(
             if lang != ENGLISH:
                 cands[(lang, gid)].append((rank, normalise(msgstr), cat.source))
     log.info("rejected pairs by reason: %s", dict(sorted(rejected.items())))
+    if report is not None:
+        report.update(catalogs=len(cats) - len(unreadable), unreadable=sorted(unreadable),
+                      rejected=dict(sorted(rejected.items())))
 
     pivot = {gid: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for gid, c in spellings.items()}
     chosen: dict[str, list[Message]] = {code: [] for code in sorted(wanted)}
