@@ -273,7 +273,7 @@ def select_messages(cfg: CorpusConfig, by_lang: dict[str, list[Message]]) -> dic
     Groups are first split into a train pool and a test pool by hash (`splits.assign_split`).
     Test picks walk the test pool from groups present in most chosen languages to fewest (ties in
     seeded-hash order), filling every language up to `test_per_lang`. Train picks take seen
-    languages' train-pool groups in seeded-hash order.
+    languages' train-pool groups in the same order (messages translated into many languages first).
 
     Returns:
         lang -> {"train": [...], "test": [...]}, each sorted by group.
@@ -296,7 +296,7 @@ def select_messages(cfg: CorpusConfig, by_lang: dict[str, list[Message]]) -> dic
                 picked[lang]["test"].append(avail[lang][g])
         if all(len(p["test"]) >= cfg.test_per_lang for p in picked.values()):
             break
-    train_groups = sorted((g for g in groups if pool[g] == "train"), key=lambda g: order[g])
+    train_groups = sorted((g for g in groups if pool[g] == "train"), key=lambda g: (-coverage[g], order[g]))
     for lang in sorted(cfg.seen_langs):
         picked[lang]["train"] = [avail[lang][g] for g in train_groups if g in avail[lang]][: cfg.train_per_lang]
 
