@@ -337,3 +337,27 @@ def test_build_reports_unreadable_catalogs_and_refuses_a_missing_folder(tmp_path
     assert text["catalogs"] > 0 and text["rejected"]["too few words"] > 0
     with pytest.raises(FileNotFoundError, match="catalog folder not found: .*nowhere"):
         build_corpus(replace(cfg, catalog_dirs=[str(tmp_path / "nowhere")]), tmp_path / "d", progress=False)
+
+
+def test_an_interrupted_build_keeps_the_clips_it_spoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("espeakng_loader")
+    pytest.importorskip("django")
+    from polyvox.data import corpus, tts
+
+    cfg = replace(CorpusConfig.tiny(), train_per_lang=2, test_per_lang=2, unseen_langs=[])
+    real, calls = tts.synthesize_batch, []
+
+    def flaky(jobs, **kw):
+        calls.append(len(jobs))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(jobs, **kw)
+
+    monkeypatch.setattr(corpus, "INDEX_EVERY", 3)
+    monkeypatch.setattr(tts, "synthesize_batch", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        build_corpus(cfg, tmp_path, progress=False)
+    assert len(json.loads((tmp_path / ".synth-index.json").read_text())) == 3
+    monkeypatch.setattr(tts, "synthesize_batch", real)
+    build_corpus(cfg, tmp_path, progress=False)
+    assert json.loads((tmp_path / "synthesis.json").read_text())["clips_spoken"] == 8 - 3

@@ -40,6 +40,7 @@ INFO_NAME = "corpus.json"
 SYNTH_NAME = "synthesis.json"
 """How long the last build took to speak its new clips (not part of the content hash)."""
 INDEX_NAME = ".synth-index.json"  # id -> synthesis key, file hash, length: lets a rebuild skip done clips
+INDEX_EVERY = 5000  # clips spoken between saves of the synthesis index
 SYNTH_FORMAT = 1  # bump when the way clips are made changes, so cached clips are remade
 
 
@@ -357,10 +358,13 @@ def _speak(
             todo.append(job)
     log.info("%d clips up to date, %d to speak", len(index), len(todo))
     spoken = []
-    for res in tts.synthesize_batch(todo, num_workers=num_workers, progress=progress):
-        if res.error is None:
-            index[res.id] = {"key": keys[res.id], "sha256": res.sha256, "num_samples": res.num_samples}
-            spoken.append(res.id)
+    for start in range(0, len(todo), INDEX_EVERY):
+        # the index is saved after every chunk, so an interrupted build resumes where it stopped
+        for res in tts.synthesize_batch(todo[start : start + INDEX_EVERY], num_workers=num_workers, progress=progress):
+            if res.error is None:
+                index[res.id] = {"key": keys[res.id], "sha256": res.sha256, "num_samples": res.num_samples}
+                spoken.append(res.id)
+        _write_json_atomic(index_path, dict(sorted({**old, **index}.items())))
     _write_json_atomic(index_path, dict(sorted(index.items())))
     return index, spoken
 
