@@ -1,8 +1,14 @@
-"""Text sources for the offline speech corpus.
+"""Where polyvox's data comes from.
 
-Every source yields `Message`s: sentences in one language tied to an English pivot by a shared
-``group`` id (:mod:`polyvox.data.sources.text`). :mod:`polyvox.data.sources.gettext` reads translated
-software messages.
+Text for the offline benchmark: every text source yields `Message`s, sentences in one language tied
+to an English pivot by a shared ``group`` id (:mod:`~polyvox.data.sources.text`):
+:mod:`~polyvox.data.sources.gettext` (translated software messages from ``.mo``/``.po`` catalogs, with
+:mod:`~polyvox.data.sources.debian` fetching Debian's translation packages),
+:mod:`~polyvox.data.sources.udhr` (the Universal Declaration of Human Rights, aligned by article) and
+:mod:`~polyvox.data.sources.intents` (spoken commands with intent labels from OpenVoiceOS skills).
+
+Real speech corpora: :mod:`~polyvox.data.sources.corpora` converts FLEURS, CoVoST 2, Common Voice and
+plain folders of audio into manifests.
 """
 
 from polyvox.data.sources.gettext import (
