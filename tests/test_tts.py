@@ -122,3 +122,21 @@ def test_batch_writes_flac_and_reports_failures(tmp_path: Path) -> None:
         assert res.error is None
         wav = load_audio(job.path)
         assert len(wav) == res.num_samples and res.sha256 == tts.file_sha256(job.path)
+
+
+# A real input that makes eSpeak NG's Marathi voice crash its process (a segfault, not an exception).
+CRASHER = ("mr_in", "सर्वसमावेश मदत मिळविण्यासाठी, '-एच' वापरा.", tts.VoiceSpec("mr+f1", 190, 44, 1919028))
+
+
+def test_an_input_that_crashes_espeak_fails_alone_and_the_batch_goes_on(tmp_path: Path) -> None:
+    lang, text, spec = CRASHER
+    jobs = [tts.SynthJob(f"fr_fr/{i:06d}", "fr_fr", f"{FR} {i}", str(tmp_path / f"fr{i}.flac"),
+                         tts.voice_for("fr_fr", f"fr_fr/{i:06d}")) for i in range(12)]  # fmt: skip
+    jobs.insert(5, tts.SynthJob("mr_in/000161", lang, text, str(tmp_path / "mr.flac"), spec))
+    results = tts.synthesize_batch(jobs, num_workers=2, progress=False)
+    assert [r.id for r in results] == [j.id for j in jobs]
+    failed = [r for r in results if r.error]
+    if not failed:
+        pytest.skip("this eSpeak NG build does not crash on the input any more")
+    assert [r.id for r in failed] == ["mr_in/000161"] and "eSpeak crashed on this input" in failed[0].error
+    assert all(Path(j.path).exists() for j in jobs if j.lang == "fr_fr")

@@ -404,27 +404,58 @@ def _run_in_worker(job: SynthJob) -> SynthResult:
     return run_job(job, _WORKER)
 
 
+_CHUNK = 16  # jobs a worker takes at a time
+
+
+def _isolated(job: SynthJob, ctx: Any) -> SynthResult:
+    """Speak one job in a fresh process; a result with `error` set if the process died."""
+    try:
+        with ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker) as pool:
+            return pool.submit(_run_in_worker, job).result()
+    except BrokenProcessPool:
+        return SynthResult(job.id, error=f"{job.id}: eSpeak crashed on this input ({job.lang}, {job.text[:60]!r})")
+
+
+def _pooled(jobs: Sequence[SynthJob], num_workers: int, bar: Any) -> list[SynthResult]:
+    """Speak `jobs` in worker processes, in order. eSpeak can crash its process on some inputs (a
+    segfault, not an exception); then the jobs that were in flight are spoken one per fresh process,
+    the one that crashes becomes a failed result, and the pool starts again after them. Returns fewer
+    results than jobs only if no worker process can run (e.g. the main module cannot be re-imported)."""
+    ctx = mp.get_context("spawn")  # fresh interpreters, no inherited threads or library state
+    results: list[SynthResult] = []
+    while len(results) < len(jobs):
+        rest = jobs[len(results) :]
+        try:
+            with ProcessPoolExecutor(num_workers, mp_context=ctx, initializer=_init_worker) as pool:
+                for res in pool.map(_run_in_worker, rest, chunksize=_CHUNK):
+                    results.append(res)
+                    bar.update()
+        except BrokenProcessPool as e:
+            log.warning("a speech worker process died (%s); finding the input that crashed it", e)
+            suspects = jobs[len(results) : len(results) + num_workers * _CHUNK]
+            retried = [_isolated(job, ctx) for job in suspects]
+            if len(suspects) > 1 and all(r.error for r in retried):
+                return results  # no worker can run at all: the caller speaks the rest in-process
+            results += retried
+            bar.update(len(retried))
+    return results
+
+
 def synthesize_batch(jobs: Sequence[SynthJob], num_workers: int = 2, progress: bool = True) -> list[SynthResult]:
     """Speak many jobs into files, in `num_workers` processes; results are in job order.
 
-    Failed jobs are reported in their result (and logged), the others go on.
+    Failed jobs (including inputs that crash eSpeak) are reported in their result and logged; the
+    others go on.
     """
     if not jobs:
         return []
     bar = tqdm(total=len(jobs), desc="speech", unit="utt", disable=not progress)
     results: list[SynthResult] = []
     if num_workers > 1 and len(jobs) >= 8:
-        # spawn: fresh interpreters, no inherited threads or library state; each runs its own eSpeak
-        ctx = mp.get_context("spawn")
-        try:
-            with ProcessPoolExecutor(num_workers, mp_context=ctx, initializer=_init_worker) as pool:
-                for res in pool.map(_run_in_worker, jobs, chunksize=16):
-                    results.append(res)
-                    bar.update()
-        except BrokenProcessPool as e:
-            # e.g. the main module cannot be re-imported (code run from stdin or without a main guard)
-            log.warning("speech worker processes failed (%s); speaking the remaining jobs in this process", e)
+        results = _pooled(jobs, num_workers, bar)
     if len(results) < len(jobs):
+        if num_workers > 1 and len(jobs) >= 8:
+            log.warning("speech worker processes cannot run; speaking the remaining jobs in this process")
         with Synthesizer() as synth:
             for job in jobs[len(results) :]:
                 results.append(run_job(job, synth))
