@@ -361,3 +361,15 @@ def test_an_interrupted_build_keeps_the_clips_it_spoke(tmp_path: Path, monkeypat
     monkeypatch.setattr(tts, "synthesize_batch", real)
     build_corpus(cfg, tmp_path, progress=False)
     assert json.loads((tmp_path / "synthesis.json").read_text())["clips_spoken"] == 8 - 3
+
+
+def test_cli_report_writes_json_and_markdown(tiny_builds: tuple[Path, Path], tmp_path: Path) -> None:
+    from polyvox.cli import main
+
+    corpus = tiny_builds[0].parent
+    assert main(["data", "report", "--corpus", str(corpus), "--asr", "tiny-whisper", "--samples", "1",
+                 "--tts-clips", "2", "--out", str(tmp_path)]) == 0  # fmt: skip
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["totals"]["utterances"] == len(read_manifest(tiny_builds[0]))
+    assert "| de_de German | seen |" in (tmp_path / "report.md").read_text()
+    assert main(["data", "report", "--corpus", str(tmp_path / "nothing"), "--samples", "0"]) == 2
