@@ -279,6 +279,7 @@ def test_build_with_udhr_and_intent_test_sets(tmp_path: Path) -> None:
     assert set(info["manifests"]) == {"manifest.jsonl", "udhr.jsonl", "intents.jsonl"}
     assert info["manifests"]["intents.jsonl"]["intent_labels"] == 3
     assert info["sources"]["ovos_skills"] == {"demo": "given"} and info["sources"]["udhr"]["given"]
+    assert info["sources"]["intents_left_out"] == {}
     assert info["total_utterances"] == sum(len(read_manifest(out / n)) for n in info["manifests"])
 
     # turning a test set off removes its manifest and clips on the next build

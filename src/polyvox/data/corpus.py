@@ -424,14 +424,19 @@ def _intents_part(cfg: CorpusConfig) -> tuple[list[Utterance], dict[str, Any]]:
                                    progress=False)
     skills = sorted({m.source.removeprefix("ovos:") for ms in msgs.values() for m in ms})
     fractions = {"test": cfg.test_fraction, "train": 1.0 - cfg.test_fraction}
-    utts = []
+    utts, left_out = [], {}
     for lang in langs:
         # whole template lines (groups) in seeded order, up to the cap
         ranked = sorted(_speakable(lang, msgs[lang]).values(), key=lambda m: (splits.group_unit(m.group, cfg.seed), m.text))
         chosen = sorted(ranked[: cfg.intents_per_lang], key=lambda m: (m.group, m.text))
+        if len(chosen) < cfg.test_floor:
+            if chosen:
+                left_out[lang] = f"{len(chosen)} intent utterances, fewer than {cfg.test_floor}"
+            continue
         utts += _utterances("intents/", lang, [(splits.assign_split(m.group, fractions, cfg.seed), m) for m in chosen], cfg.seed)
     pinned = intents.SKILLS if not cfg.intent_wheels else {}
-    return utts, {"ovos_skills": {s: pinned.get(f"ovos-skill-{s}", "given") for s in skills}}
+    skill_versions = {s: pinned.get(f"ovos-skill-{s}", "given") for s in skills}
+    return utts, {"ovos_skills": skill_versions, "intents_left_out": left_out}
 
 
 PartBuilder = Callable[[CorpusConfig], tuple[list[Utterance], dict[str, Any]]]
