@@ -267,6 +267,8 @@ def test_build_with_udhr_and_intent_test_sets(tmp_path: Path) -> None:
 
     intents = read_manifest(out / "intents.jsonl")
     assert {u.lang for u in intents} == {"de_de", "en_us", "es_419"}  # fr-fr file is machine-translated: skipped
+    de = [u for u in intents if u.lang == "de_de"]  # one template line, 4 expansions, 3 kept
+    assert len(de) == 3 and len({u.group for u in de}) == 1 and len({u.text for u in de}) == 3
     assert all(u.intent and u.intent.startswith("demo:") and not u.translations for u in intents)
     assert {u.intent for u in intents if u.lang == "en_us"} == {"demo:lights", "demo:call", "demo:greet"}
     splits.check_no_leak(intents)

