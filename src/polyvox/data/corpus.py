@@ -138,7 +138,7 @@ class CorpusConfig:
 
         Up to 400 test utterances per language (at least 40), 2,000 train utterances per seen
         language, translated messages from the machine, Django and Debian's translation packages,
-        plus the UDHR and spoken-intent test sets. About an hour to speak on 2 cores.
+        plus the UDHR and spoken-intent test sets: ~79k clips, ~66 h of speech, ~8 min on 2 cores.
         """
         return cls(
             train_per_lang=2000,
