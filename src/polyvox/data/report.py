@@ -125,8 +125,9 @@ def corpus_report(corpus_dir: str | Path, samples_per_lang: int = 3, asr_model: 
                            "seen": sorted(seen), "skipped": info.get("skipped_languages", {})}
     report["totals"] = {"utterances": sum(p["utterances"] for p in report["manifests"].values()),
                         "hours": round(sum(p["hours"] for p in report["manifests"].values()), 3)}
-    if tts_clips > 0:
-        report["tts"] = tts_speed([u for u in main if u.split == "test"], tts_clips)
+    spoken = [u for u in main if u.split == "test" and "voice" in u.meta]  # clips polyvox synthesised
+    if tts_clips > 0 and spoken:
+        report["tts"] = tts_speed(spoken, tts_clips)
     synthesis = root / "synthesis.json"
     if synthesis.exists():
         report["build_synthesis"] = json.loads(synthesis.read_text())
