@@ -428,3 +428,15 @@ def test_cli_imports_a_folder_and_reports_errors(tmp_path: Path, capsys: pytest.
     assert sorted(by_id(out / "manifest.jsonl")) == ["pl_pl/test/a/clip1", "pl_pl/test/b/clip2"]
     assert main(["data", "import", "folder", str(src), "--out", str(out), "--lang", "klingon"]) == 2
     assert "unknown language code 'klingon'" in capsys.readouterr().err
+
+
+def test_report_on_an_imported_corpus(tmp_path: Path) -> None:
+    from polyvox.data.report import corpus_report
+
+    src = make_folder(tmp_path / "mine", n=6)
+    out = tmp_path / "out"
+    import_corpus("folder", src, out, num_workers=1, progress=False)
+    report = corpus_report(out, samples_per_lang=0, asr_model=None)
+    assert report["manifests"]["manifest.jsonl"]["languages"]["pl_pl"]["train"] == 2
+    assert report["manifests"]["manifest.jsonl"]["languages"]["pl_pl"]["test"] == 4
+    assert "tts" not in report  # nothing here was synthesised
