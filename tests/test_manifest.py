@@ -45,3 +45,14 @@ def test_check_lang_hint():
     assert check_lang("cmn_hans_cn") == "cmn_hans_cn"
     with pytest.raises(UnknownLanguageError, match="did you mean fr_fr"):
         check_lang("fr")
+
+
+def test_split_counts_and_speech_hours_by_hand() -> None:
+    from polyvox.data.manifest import speech_hours, split_counts
+
+    utts = [Utterance(id=str(i), audio=None, text="x", lang=lang, split=split, duration=d)
+            for i, (lang, split, d) in enumerate([("fr_fr", "test", 1800.0), ("de_de", "train", 360.0),
+                                                  ("fr_fr", "train", None), ("fr_fr", "test", 1800.0)])]
+    assert split_counts(utts) == {"de_de": {"train": 1}, "fr_fr": {"test": 2, "train": 1}}
+    assert list(split_counts(utts)) == ["de_de", "fr_fr"]
+    assert speech_hours(utts) == {"de_de": 0.1, "fr_fr": 1.0}

@@ -27,7 +27,7 @@ from typing import Any
 from polyvox.audio import SAMPLE_RATE
 from polyvox.data import splits, tts
 from polyvox.data.languages import check_lang
-from polyvox.data.manifest import Utterance, write_manifest
+from polyvox.data.manifest import Utterance, speech_hours, split_counts, write_manifest
 from polyvox.data.sources.gettext import collect_messages
 from polyvox.data.sources.text import ENGLISH, Message
 from polyvox.fileio import atomic_write_text
@@ -527,24 +527,19 @@ def build_corpus(cfg: CorpusConfig, out_dir: str | Path, progress: bool = True) 
 def _corpus_info(cfg: CorpusConfig, resolved: CorpusConfig, skipped: dict[str, str], parts: dict[str, list[Utterance]],
                  manifests: dict[str, Path], index: dict[str, dict[str, Any]], failed: list[str]) -> dict[str, Any]:
     content = hashlib.sha256()
-    for name in sorted(manifests):
-        content.update(manifests[name].read_bytes())
-        for u in parts[name]:
-            content.update(index[u.id]["sha256"].encode())
     per_part = {}
-    for name, utts in parts.items():
-        langs = sorted({u.lang for u in utts}, key=lambda c: (c not in resolved.seen_langs, c))
-        counts: dict[str, dict[str, int]] = {lang: {"train": 0, "test": 0} for lang in langs}
-        hours = dict.fromkeys(langs, 0.0)
+    for name in sorted(manifests):
+        data, utts = manifests[name].read_bytes(), parts[name]
+        content.update(data)
         for u in utts:
-            counts[u.lang][u.split] = counts[u.lang].get(u.split, 0) + 1
-            hours[u.lang] += (u.duration or 0.0) / 3600
+            content.update(index[u.id]["sha256"].encode())
+        hours = speech_hours(utts)
         per_part[name] = {
-            "counts": counts,
-            "hours": {lang: round(h, 4) for lang, h in hours.items()},
+            "counts": {lang: {"train": 0, "test": 0, **c} for lang, c in split_counts(utts).items()},
+            "hours": hours,
             "utterances": len(utts),
             "hours_total": round(sum(hours.values()), 4),
-            "sha256": tts.file_sha256(manifests[name]),
+            "sha256": hashlib.sha256(data).hexdigest(),
         }
         if any(u.intent for u in utts):
             per_part[name]["intent_labels"] = len({u.intent for u in utts})

@@ -116,3 +116,20 @@ def write_manifest(path: str | Path, utts: Iterable[Utterance]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(path, "".join(u.to_json() + "\n" for u in utts))
+
+
+def split_counts(utts: Iterable[Utterance]) -> dict[str, dict[str, int]]:
+    """Language -> split -> number of utterances (both sorted)."""
+    out: dict[str, dict[str, int]] = {}
+    for u in sorted(utts, key=lambda u: (u.lang, u.split)):
+        out.setdefault(u.lang, {}).setdefault(u.split, 0)
+        out[u.lang][u.split] += 1
+    return out
+
+
+def speech_hours(utts: Iterable[Utterance]) -> dict[str, float]:
+    """Language -> hours of speech (known durations), rounded to 4 decimals, sorted by language."""
+    seconds: dict[str, float] = {}
+    for u in utts:
+        seconds[u.lang] = seconds.get(u.lang, 0.0) + (u.duration or 0.0)
+    return {lang: round(seconds[lang] / 3600, 4) for lang in sorted(seconds)}

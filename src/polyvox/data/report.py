@@ -19,10 +19,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from polyvox.audio import load_audio
+from polyvox.audio import SAMPLE_RATE, load_audio
 from polyvox.data import tts
 from polyvox.data.languages import language_name
-from polyvox.data.manifest import Utterance, read_manifest
+from polyvox.data.manifest import Utterance, read_manifest, speech_hours, split_counts
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,8 @@ PARTS: tuple[str, ...] = ("manifest.jsonl", "udhr.jsonl", "intents.jsonl")
 
 
 def _counts(utts: list[Utterance]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = defaultdict(lambda: {"train": 0, "test": 0, "hours": 0.0})
-    for u in utts:
-        row = out[u.lang]
-        row[u.split] = row.get(u.split, 0) + 1
-        row["hours"] += (u.duration or 0.0) / 3600
-    return {lang: {**row, "hours": round(row["hours"], 4)} for lang, row in sorted(out.items())}
+    hours = speech_hours(utts)
+    return {lang: {"train": 0, "test": 0, **c, "hours": hours[lang]} for lang, c in split_counts(utts).items()}
 
 
 def tts_speed(utts: list[Utterance], n: int = 60, repeats: int = 3, seed: int = 0) -> dict[str, Any]:
@@ -50,7 +46,7 @@ def tts_speed(utts: list[Utterance], n: int = 60, repeats: int = 3, seed: int = 
         total = 0.0
         for u in sample:
             spec = tts.VoiceSpec(u.meta["voice"], u.meta["rate"], u.meta["pitch"], u.meta.get("seed", 0))
-            total += len(synth.synthesize(u.lang, u.text, spec, where=u.id)) / 16000
+            total += len(synth.synthesize(u.lang, u.text, spec, where=u.id)) / SAMPLE_RATE
         times.append(time.perf_counter() - t)
         audio_s = total
     synth.close()
@@ -106,8 +102,10 @@ def corpus_report(corpus_dir: str | Path, samples_per_lang: int = 3, asr_model: 
 
         asr = Transcriber(asr_model)
     report: dict[str, Any] = {"corpus": str(root), "manifests": {}}
+    main: list[Utterance] = []
     for name in present:
         utts = read_manifest(root / name)
+        main = main or utts  # the first manifest present: the one timed below
         part: dict[str, Any] = {
             "utterances": len(utts), "hours": round(sum(u.duration or 0.0 for u in utts) / 3600, 3),
             "languages": _counts(utts),
@@ -120,7 +118,6 @@ def corpus_report(corpus_dir: str | Path, samples_per_lang: int = 3, asr_model: 
                 part["languages"][lang]["samples"] = rows
                 part["languages"][lang]["sample_cer"] = round(statistics.median(r["cer"] for r in rows), 3)
         report["manifests"][name] = part
-    main = read_manifest(root / present[0])
     report["languages"] = {"total": len(report["manifests"][present[0]]["languages"]),
                            "seen": sorted(seen), "skipped": info.get("skipped_languages", {})}
     report["totals"] = {"utterances": sum(p["utterances"] for p in report["manifests"].values()),

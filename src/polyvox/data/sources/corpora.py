@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from polyvox.audio import SAMPLE_RATE, AudioError, load_audio, to_mono_16k, write_flac
 from polyvox.data.languages import check_lang
-from polyvox.data.manifest import Utterance, write_manifest
+from polyvox.data.manifest import Utterance, split_counts, write_manifest
 from polyvox.data.sources.corpora_readers import (
     PYARROW_HINT,
     SPLITS,
@@ -458,9 +458,6 @@ def import_corpus(
 
 def _write_info(out: Path, kind: str, source: str, ctx: ReadContext, limit: int | None, utts: list[Utterance],
                 converted: int, reused: int, manifest: Path) -> None:
-    counts: dict[str, dict[str, int]] = defaultdict(dict)
-    for (lg, split), n in sorted(Counter((u.lang, u.split) for u in utts).items()):
-        counts[lg][split] = n
     info = {
         "kind": kind,
         "source": source,
@@ -469,7 +466,7 @@ def _write_info(out: Path, kind: str, source: str, ctx: ReadContext, limit: int 
                     "translation_lang": ctx.translation_lang},
         "utterances": len(utts),
         "hours": round(sum(u.duration or 0.0 for u in utts) / 3600, 4),
-        "counts": counts,
+        "counts": split_counts(utts),
         "converted": converted,
         "reused": reused,
         "skipped_count": len(ctx.skipped),
