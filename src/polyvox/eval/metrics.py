@@ -1,7 +1,8 @@
-"""Pure metric functions (numpy in, floats out)."""
+"""Pure metric functions: retrieval recall, BLEU and chrF, WER and CER, accuracy."""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,3 +49,68 @@ def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
     import sacrebleu
 
     return float(sacrebleu.corpus_bleu(hypotheses, [references]).score)
+
+
+def normalize_text(text: str) -> str:
+    """Language-agnostic normalisation for scoring: NFKC, casefold, punctuation and symbols to spaces.
+
+    Characters of Unicode categories ``P*`` (punctuation) and ``S*`` (symbols) become spaces, then runs of
+    whitespace collapse to one space and the ends are stripped. Letters, marks and digits of every script
+    are kept, so ``"Hello, World!"`` and ``"hello world"`` compare equal in any language.
+    """
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = "".join(" " if unicodedata.category(c)[0] in "PS" else c for c in text)
+    return " ".join(text.split())
+
+
+def _scored_pairs(refs: Sequence[str], hyps: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Normalised (reference, hypothesis) pairs, leaving out references that normalise to nothing."""
+    if len(refs) != len(hyps):
+        raise ValueError(f"got {len(refs)} references but {len(hyps)} hypotheses")
+    pairs = [(normalize_text(r), normalize_text(h)) for r, h in zip(refs, hyps)]
+    pairs = [(r, h) for r, h in pairs if r]
+    if not pairs:
+        raise ValueError("no reference with any word left after normalisation")
+    return [r for r, _ in pairs], [h for _, h in pairs]
+
+
+def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
+    """Corpus word error rate on normalised text: (S + D + I) / reference words, over all pairs.
+
+    An empty hypothesis counts as deleting every reference word (WER 1 for that pair). References that
+    normalise to nothing (punctuation only) are left out, as they have no words to recognise.
+    """
+    import jiwer
+
+    r, h = _scored_pairs(refs, hyps)
+    return float(jiwer.wer(r, h))
+
+
+def cer(refs: Sequence[str], hyps: Sequence[str]) -> float:
+    """Corpus character error rate on normalised text: (S + D + I) / reference characters, over all pairs.
+
+    Characters include the single spaces left between words by `normalize_text` (jiwer's convention), so
+    a wrong word split costs one edit. It is the meaningful rate for scripts written without spaces.
+    """
+    import jiwer
+
+    r, h = _scored_pairs(refs, hyps)
+    return float(jiwer.cer(r, h))
+
+
+def chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus chrF (sacrebleu defaults: character 6-grams, beta 2) on a 0–100 scale, one reference each."""
+    import sacrebleu
+
+    if len(hypotheses) != len(references):
+        raise ValueError(f"got {len(hypotheses)} hypotheses but {len(references)} references")
+    return float(sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score)
+
+
+def accuracy(pred: Sequence[object], gold: Sequence[object]) -> float:
+    """Fraction of predictions equal to their gold value."""
+    if len(pred) != len(gold):
+        raise ValueError(f"got {len(pred)} predictions but {len(gold)} gold values")
+    if not gold:
+        raise ValueError("accuracy of an empty set is undefined")
+    return sum(p == g for p, g in zip(pred, gold)) / len(gold)

@@ -69,3 +69,93 @@ def write_report(result: dict, out_dir: str | Path, name: str = "eval", config: 
     paths["md"].write_text(markdown_table(result))
     plot(result, paths["png"])
     return paths
+
+
+# -- generation (zero-shot prompting of a speech LLM) ------------------------------------------------
+
+GENERATION_TITLES = {"asr": "Speech recognition", "translation": "Speech translation",
+                     "intent": "Spoken intent"}
+_SCALED = ("WER", "CER", "accuracy", "parsed", "chance")  # fractions, shown in %
+
+
+def _gfmt(v: Any, key: str) -> str:
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return "–" if v is None else str(v)
+    return f"{100 * v:.1f}" if key in _SCALED else f"{v:.1f}"
+
+
+def _generation_table(task: str, t: dict) -> list[str]:
+    """One Markdown table: languages then averages as rows, system × metric as columns."""
+    systems, metrics = list(t["systems"]), t["metrics"]
+    extra = ["chance"] if any("chance" in r for r in t["languages"].values()) else []
+    direction = "higher is better" if t["higher_is_better"] else "lower is better"
+    head = ["language", "seen", "n", *extra] + [f"{s} {m}" for s in systems for m in metrics]
+    scaled = [m for m in metrics if m in _SCALED] + extra
+    note = f"; {', '.join(scaled)} in %" if scaled else ""
+    lines = [f"### {GENERATION_TITLES.get(task, task)} (headline: {t['headline']}, {direction}{note})", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    def row(first: list[str], shared: dict, part: str, key: str) -> str:
+        cells = first + [_gfmt(shared.get(c), c) for c in extra]
+        cells += [_gfmt(t["systems"][s][part].get(key, {}).get(m), m) for s in systems for m in metrics]
+        return "| " + " | ".join(cells) + " |"
+
+    for lang, r in t["languages"].items():
+        lines.append(row([lang, "yes" if r["seen"] else "no", str(r["n"])], r, "languages", lang))
+    for group, r in t["averages"].items():
+        lines.append(row([f"**{group} avg** ({r['languages']})", "", ""], r, "averages", group))
+    return lines
+
+
+def generation_markdown(result: dict, title: str = "Zero-shot speech LLM evaluation") -> str:
+    """One table per task (per-language rows, seen / unseen / all averages), then the bad lines, if any."""
+    lines = [f"## {title}", ""]
+    for task, t in result["tasks"].items():
+        lines += _generation_table(task, t) + [""]
+    if result.get("bad_lines"):
+        lines += [f"{len(result['bad_lines'])} item(s) left out for bad audio:", ""]
+        lines += [f"- {b['task']}: {b['error']}" for b in result["bad_lines"]] + [""]
+    return "\n".join(lines)
+
+
+def generation_plot(result: dict, path: str | Path) -> Path:
+    """One panel per task: each system's headline metric, seen vs unseen averages as grouped bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    tasks = result["tasks"]
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(4.5 * max(1, len(tasks)), 3.8), squeeze=False)
+    for ax, (task, t) in zip(axes[0], tasks.items()):
+        metric, systems = t["headline"], list(t["systems"])
+        scale = 100 if metric in _SCALED else 1
+        x = np.arange(len(systems))
+        for j, (group, colour) in enumerate((("seen", "tab:blue"), ("unseen", "tab:orange"))):
+            values = [scale * t["systems"][s]["averages"].get(group, {}).get(metric, np.nan) for s in systems]
+            ax.bar(x + (j - 0.5) * 0.38, values, 0.38, color=colour, label=group)
+        chance = t["averages"].get("all", {}).get("chance")
+        if chance is not None:
+            ax.axhline(scale * chance, color="black", linestyle="--", linewidth=1, label="chance")
+        ax.set_xticks(x, systems, rotation=30, ha="right")
+        unit = " (%)" if scale == 100 else ""
+        ax.set_ylabel(f"{metric}{unit}, {'higher' if t['higher_is_better'] else 'lower'} is better")
+        ax.set_title(GENERATION_TITLES.get(task, task))
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def write_generation_report(result: dict, out_dir: str | Path, name: str = "generation",
+                            config: dict | None = None) -> dict[str, Path]:
+    """Write ``name.json`` (result + config + versions), ``name.md`` and ``name.png`` into `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / f"{name}.json", "md": out_dir / f"{name}.md", "png": out_dir / f"{name}.png"}
+    meta = {"config": config, "versions": {**versions(), **provenance.versions(("jiwer",))}}
+    paths["json"].write_text(json.dumps({**result, **meta}, indent=2, ensure_ascii=False))
+    paths["md"].write_text(generation_markdown(result))
+    generation_plot(result, paths["png"])
+    return paths

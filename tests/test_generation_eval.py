@@ -1,0 +1,316 @@
+"""Zero-shot generation evaluation: metrics, task building, scoring with fake systems, cascade, report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from conftest import WORDS, tone_speech
+
+from polyvox.audio import write_flac
+from polyvox.config import GenerationEvalConfig
+from polyvox.data.manifest import Utterance, read_manifest, write_manifest
+from polyvox.eval.generation import (
+    CascadeSystem,
+    SpeechLLMSystem,
+    build_tasks,
+    evaluate_generation,
+    label_name,
+    parse_label,
+    shown_names,
+)
+from polyvox.eval.metrics import accuracy, cer, chrf, normalize_text, wer
+from polyvox.eval.report import generation_markdown, write_generation_report
+
+LANGS = ("fr_fr", "de_de", "en_us")
+INTENTS = {
+    "fr_fr": ["weather:current_weather.intent", "weather:news", "news:news", "volume:volume.mute",
+              "volume:volume.mute.toggle", "personal:WhoMadeYou", "date-time:what.time.is.it"],
+    "de_de": ["weather:current_weather.intent", "news:news", "personal:WhoMadeYou"],
+}
+
+
+# -- metrics -----------------------------------------------------------------------------------------
+
+
+def test_wer_hand_computed():
+    # 4 reference words, 1 substitution (cat -> dog) + 1 deletion (down): 2 / 4
+    assert wer(["the cat sat down"], ["the dog sat"]) == pytest.approx(0.5)
+    # corpus level: (2 + 0) / (4 + 2) errors, not the mean of per-sentence rates
+    assert wer(["the cat sat down", "hello there"], ["the dog sat", "hello there"]) == pytest.approx(2 / 6)
+    assert wer(["Hello, World!"], ["hello world"]) == 0.0  # normalised before scoring
+    assert wer(["a b c"], [""]) == 1.0  # an empty hypothesis deletes every word
+
+
+def test_cer_hand_computed():
+    assert cer(["abcd"], ["abxd"]) == pytest.approx(0.25)
+    assert cer(["ab cd"], ["abcd"]) == pytest.approx(1 / 5)  # the space is a character
+    assert cer(["abc"], [""]) == 1.0
+    assert cer(["Ça va?"], ["ça va"]) == 0.0
+
+
+def test_metric_errors():
+    with pytest.raises(ValueError, match="2 references but 1"):
+        wer(["a", "b"], ["a"])
+    with pytest.raises(ValueError, match="no reference"):
+        wer(["?!"], ["a"])
+    with pytest.raises(ValueError):
+        accuracy([], [])
+
+
+def test_chrf_and_accuracy():
+    assert chrf(["The file cannot be found."], ["The file cannot be found."]) == pytest.approx(100.0)
+    assert chrf(["completely different"], ["The file cannot be found."]) < 30
+    assert accuracy(["a", "b", "x", "d"], ["a", "b", "c", "d"]) == 0.75
+    assert accuracy([None, "b"], ["a", "b"]) == 0.5
+
+
+def test_normalize_text():
+    assert normalize_text("  Ｈｅｌｌｏ，  WORLD!!\n") == "hello world"  # NFKC folds full-width forms
+    assert normalize_text("Straße l'homme") == "strasse l homme"
+    assert normalize_text("5 € + 3$ = ½") == "5 3 1 2"  # symbols (S*) go, digits stay
+    assert normalize_text("Cafe\u0301 «déjà»") == "café déjà"  # composed, quotes removed
+    assert normalize_text("你好，世界。") == "你好 世界"
+    assert normalize_text("") == ""
+
+
+# -- labels ------------------------------------------------------------------------------------------
+
+
+def test_label_names_are_readable_and_unique():
+    assert label_name("weather:current_weather.intent") == "current weather"
+    assert label_name("personal:WhoMadeYou") == "who made you"
+    assert label_name("date-time:what.time.is.it") == "what time is it"
+    assert shown_names(["weather:news", "news:news", "volume:volume.mute"]) == [
+        "weather news", "news news", "volume mute"]
+    names = shown_names(["a:x", "a-:x", "b:y"])
+    assert len({normalize_text(n) for n in names}) == 3
+
+
+def test_parse_label():
+    shown = ["volume mute", "volume mute toggle", "who made you"]
+    assert parse_label("Volume mute toggle.", shown) == (1, False)  # longer label at a tie
+    assert parse_label("I think: who made you, or volume mute", shown) == (2, False)  # earliest wins
+    assert parse_label("whom made u", shown) == (2, True)  # fuzzy fallback
+    assert parse_label("  ", shown) == (None, False)
+    assert parse_label("unmuted", ["mute", "who"]) == (0, True)  # whole words only for containment
+
+
+# -- fixtures ----------------------------------------------------------------------------------------
+
+
+def write_corpus(root, corrupt: str | None = None):
+    """Data manifest (8 clips per language, 6 test; some lack a translation) and an intents manifest."""
+    utts = []
+    for lang in LANGS:
+        for i in range(8):
+            text = " ".join(WORDS[(i + j) % len(WORDS)] for j in range(3))
+            audio = f"audio/{lang}/{i:03d}.flac"
+            write_flac(root / audio, tone_speech(text[:4], i))
+            translations = {"en_us": text.upper()} if lang != "en_us" and i % 3 != 2 else {}
+            split = "test" if i < 6 else "train"
+            utts.append(Utterance(id=f"{lang}/{i:03d}", audio=audio, text=text, lang=lang, split=split,
+                                  translations=translations, group=f"g{i}"))
+    manifest = write_manifest(root / "manifest.jsonl", utts)
+    intents = []
+    for lang, labels in INTENTS.items():
+        for k, label in enumerate(labels):
+            for i in range(3):
+                uid = f"intents/{lang}/{k}{i}"
+                audio = f"audio/intents/{lang}/{k}{i}.flac"
+                write_flac(root / audio, tone_speech(label[:4], i))
+                intents.append(Utterance(id=uid, audio=audio, text=f"{label} {i}", lang=lang,
+                                         split="test" if i < 2 else "train", intent=label))
+    write_manifest(root / "intents.jsonl", intents)
+    if corrupt:
+        (root / corrupt).write_bytes(b"not audio at all")
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("gen"))
+
+
+def gold_answer(item) -> str:
+    return item.shown[item.labels.index(item.reference)] if item.labels else item.reference
+
+
+class Oracle:
+    def answer(self, items, wavs):
+        assert len(items) == len(wavs) and len({it.lang for it in items}) == 1
+        return [gold_answer(it) for it in items]
+
+
+class Silent:
+    def answer(self, items, wavs):
+        return [""] * len(items)
+
+
+# -- build_tasks -------------------------------------------------------------------------------------
+
+
+def test_build_tasks_sample_and_references(corpus):
+    cfg = GenerationEvalConfig(per_lang=3, seed=1)
+    tasks = build_tasks(corpus, cfg, "en_us")
+    assert list(tasks) == ["asr", "translation", "intent"]
+    assert tasks == build_tasks(corpus, cfg, "en_us")  # seeded and deterministic
+    asr, xl = tasks["asr"], tasks["translation"]
+    for lang in LANGS:
+        assert len([it for it in asr if it.lang == lang]) == 3
+    assert all(int(it.id[-3:]) < 6 for it in asr)  # test split only
+    texts = {u.id: u.text for u in read_manifest(corpus)}
+    assert all(it.reference == texts[it.id] for it in asr)
+    assert {it.lang for it in xl} == {"fr_fr", "de_de"}  # not the pivot itself
+    assert all(it.reference.isupper() and "English" in it.instruction for it in xl)
+    assert all(int(it.id[-3:]) % 3 != 2 for it in xl)  # only clips with a translation
+    assert "French" in next(it.instruction for it in asr if it.lang == "fr_fr")
+    full = build_tasks(corpus, GenerationEvalConfig(per_lang=0, tasks=["asr"]), "en_us")
+    assert list(full) == ["asr"] and len(full["asr"]) == 6 * len(LANGS)
+    other = build_tasks(corpus, GenerationEvalConfig(per_lang=3, seed=2, tasks=["asr"]), "en_us")
+    assert [it.id for it in other["asr"]] != [it.id for it in asr]
+
+
+def test_build_tasks_intent_distractors(corpus):
+    cfg = GenerationEvalConfig(per_lang=0, intent_choices=4, tasks=["intent"])
+    items = build_tasks(corpus, cfg, "en_us")["intent"]
+    assert len(items) == 2 * (len(INTENTS["fr_fr"]) + len(INTENTS["de_de"]))  # the test split
+    for it in items:
+        assert it.reference in it.labels
+        assert len(it.labels) == min(4, len(INTENTS[it.lang])) == len(set(it.labels))
+        assert set(it.labels) <= set(INTENTS[it.lang])
+        assert len({normalize_text(s) for s in it.shown}) == len(it.shown)
+        assert all(s in it.instruction for s in it.shown)
+        assert ":" not in " ".join(it.shown)  # human-readable names, not raw labels
+    fr = [it for it in items if it.lang == "fr_fr"]
+    assert len({tuple(it.labels) for it in fr}) > 1  # distractors drawn per item
+    assert items == build_tasks(corpus, cfg, "en_us")["intent"]
+
+
+def test_build_tasks_errors_and_missing_intents(corpus, tmp_path):
+    with pytest.raises(ValueError, match="known: asr, translation, intent"):
+        build_tasks(corpus, GenerationEvalConfig(tasks=["asr", "summarise"]), "en_us")
+    with pytest.raises(FileNotFoundError, match="nowhere.jsonl"):
+        build_tasks(corpus, GenerationEvalConfig(intents_manifest=str(tmp_path / "nowhere.jsonl")), "en_us")
+    lone = tmp_path / "lone"
+    write_manifest(lone / "manifest.jsonl", [Utterance("x", "x.flac", "a b", "fr_fr", split="test")])
+    assert list(build_tasks(lone / "manifest.jsonl", GenerationEvalConfig(), "en_us")) == ["asr"]
+
+
+# -- evaluate_generation -----------------------------------------------------------------------------
+
+
+def test_oracle_and_silent_systems(corpus):
+    tasks = build_tasks(corpus, GenerationEvalConfig(per_lang=4), "en_us")
+    systems = {"oracle": Oracle(), "silent": Silent()}
+    result = evaluate_generation(systems, tasks, None, {"fr_fr"}, batch_size=3)
+    json.dumps(result)  # serialisable
+    assert result["bad_lines"] == []
+    asr, xl, intent = (result["tasks"][t] for t in ("asr", "translation", "intent"))
+    assert asr["headline"] == "CER" and not asr["higher_is_better"]
+    oracle = {t: result["tasks"][t]["systems"]["oracle"]["averages"]["all"] for t in result["tasks"]}
+    assert oracle["asr"]["WER"] == 0.0 and oracle["asr"]["CER"] == 0.0
+    assert oracle["translation"]["chrF"] == pytest.approx(100.0)
+    assert oracle["intent"]["accuracy"] == 1.0 and oracle["intent"]["parsed"] == 1.0
+    silent = asr["systems"]["silent"]["averages"]["all"]
+    assert silent["WER"] == 1.0 and silent["CER"] == 1.0
+    assert intent["systems"]["silent"]["averages"]["all"]["accuracy"] == 0.0
+    assert set(asr["averages"]) == {"seen", "unseen", "all"} and asr["averages"]["seen"]["languages"] == 1
+    assert asr["languages"]["fr_fr"] == {"n": 4, "seen": True}
+    assert intent["languages"]["de_de"]["chance"] == pytest.approx(1 / 3)
+    assert intent["languages"]["fr_fr"]["chance"] == pytest.approx(1 / 5)
+    ex = xl["systems"]["oracle"]["examples"]["fr_fr"]
+    assert 0 < len(ex) <= 3 and all(r == a for r, a in ex)
+
+
+def test_bad_audio_is_reported_and_the_rest_scored(tmp_path):
+    manifest = write_corpus(tmp_path, corrupt="audio/de_de/001.flac")
+    tasks = build_tasks(manifest, GenerationEvalConfig(per_lang=0, tasks=["asr", "translation"]), "en_us")
+    result = evaluate_generation({"oracle": Oracle()}, tasks, seen_langs=set(), batch_size=4)
+    bad = {(b["task"], b["id"]) for b in result["bad_lines"]}
+    assert bad == {("asr", "de_de/001"), ("translation", "de_de/001")}
+    assert "de_de/001" in result["bad_lines"][0]["error"]
+    asr = result["tasks"]["asr"]
+    assert asr["languages"]["de_de"]["n"] == 5 and asr["languages"]["fr_fr"]["n"] == 6
+    assert asr["systems"]["oracle"]["averages"]["all"]["WER"] == 0.0
+    assert "de_de/001" in generation_markdown(result)
+
+
+def test_relative_audio_paths_use_root(corpus):
+    items = [replace(it, audio=str(it.audio).removeprefix(str(corpus.parent.resolve()) + "/"))
+             for it in build_tasks(corpus, GenerationEvalConfig(per_lang=2, tasks=["asr"]), "en_us")["asr"]]
+    assert not items[0].audio.startswith("/")
+    result = evaluate_generation({"oracle": Oracle()}, {"asr": items}, corpus.parent)
+    assert result["bad_lines"] == [] and result["tasks"]["asr"]["averages"]["all"]["languages"] == 3
+
+
+def test_unknown_task_in_evaluate():
+    with pytest.raises(ValueError, match="known"):
+        evaluate_generation({}, {"summary": []})
+
+
+# -- systems -----------------------------------------------------------------------------------------
+
+
+class FakeLLM:
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, wavs, instructions, **kw):
+        self.calls.append(("speech", len(wavs), list(instructions), kw))
+        return [f"heard {len(w)}" for w in wavs]
+
+    def generate_text(self, texts, instructions, **kw):
+        self.calls.append(("text", list(texts), list(instructions), kw))
+        return list(texts)  # echoes the transcript
+
+
+class FakeTranscriber:
+    def __init__(self):
+        self.clips = 0
+
+    def transcribe(self, clips, lang, batch_size=8):
+        self.clips += len(clips)
+        return [f"{lang} transcript" for _ in clips]
+
+
+def test_speech_llm_system_passes_instructions_and_options(corpus):
+    tasks = build_tasks(corpus, GenerationEvalConfig(per_lang=2, tasks=["asr"]), "en_us")
+    llm = FakeLLM()
+    evaluate_generation({"llm": SpeechLLMSystem(llm, max_new_tokens=7)}, tasks, batch_size=8)
+    kind, n, instructions, kw = llm.calls[0]
+    assert kind == "speech" and n == 2 and kw == {"stop_at_newline": True, "max_new_tokens": 7}
+    assert instructions == [it.instruction for it in tasks["asr"][:2]]
+
+
+def test_cascade_transcribes_each_clip_once(corpus):
+    tasks = build_tasks(corpus, GenerationEvalConfig(per_lang=4), "en_us")
+    llm, asr = FakeLLM(), FakeTranscriber()
+    cascade = CascadeSystem(llm, asr, max_new_tokens=5)
+    result = evaluate_generation({"cascade": cascade}, tasks, batch_size=3)
+    ids = {it.id for items in tasks.values() for it in items}
+    shared = {it.id for it in tasks["asr"]} & {it.id for it in tasks["translation"]}
+    assert shared  # the same clips appear in both tasks
+    assert asr.clips == len(ids) == len(cascade.transcripts)
+    assert all(c[0] == "text" and c[3]["max_new_tokens"] == 5 for c in llm.calls)
+    assert llm.calls[0][1] == ["de_de transcript"] * len(llm.calls[0][1])
+    systems = result["tasks"]["asr"]["systems"]
+    assert set(systems) == {"cascade", "cascade front-end"}
+    assert systems["cascade front-end"]["averages"]["all"]["WER"] > 0
+
+
+# -- report ------------------------------------------------------------------------------------------
+
+
+def test_generation_report_files(corpus, tmp_path):
+    tasks = build_tasks(corpus, GenerationEvalConfig(per_lang=2), "en_us")
+    result = evaluate_generation({"oracle": Oracle(), "silent": Silent()}, tasks, seen_langs={"de_de"})
+    paths = write_generation_report(result, tmp_path / "out", "gen", config={"eval": {"per_lang": 2}})
+    assert all(p.exists() and p.stat().st_size > 0 for p in paths.values())
+    md = paths["md"].read_text()
+    assert "oracle CER" in md and "silent chrF" in md and "silent accuracy" in md and "chance" in md
+    assert "| **seen avg** (1)" in md and "| fr_fr | no | 2 |" in md
+    saved = json.loads(paths["json"].read_text())
+    assert saved["config"] == {"eval": {"per_lang": 2}} and "jiwer" in saved["versions"]
+    assert saved["tasks"]["asr"]["systems"]["oracle"]["averages"]["all"]["WER"] == 0.0
