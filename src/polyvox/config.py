@@ -1,4 +1,4 @@
-"""Dataclass configs. A YAML file is a serialised `RetrievalConfig`; `--set a.b=v` overrides one field."""
+"""Dataclass configs. A YAML file is a serialised `RetrievalConfig` or `BLSPConfig`; `--set a.b=v` overrides one field."""
 
 from __future__ import annotations
 
@@ -140,6 +140,91 @@ class RetrievalConfig:
     """Run folder: unit tokenizer, unit cache, checkpoints, metrics and reports."""
     corpus: str | None = None
     """Offline corpus preset that `polyvox demo` builds first (demo, tiny), or None."""
+
+
+# ------------------------------------------------------------------------------ speech LLM (BLSP)
+@dataclass
+class SpeechLLMConfig:
+    encoder: str = "whisper-base"
+    """Frozen speech encoder (Whisper preset, local directory or hub id); run on each clip's real length."""
+    encoder_layer: int | None = None
+    """1-based encoder layer fed to the adapter (None: the last, with Whisper's final LayerNorm)."""
+    llm: str = "gemma3-270m"
+    """Frozen LLM: preset, local directory or hub id (any Hugging Face causal LM)."""
+    adapter: str = "conv-glu"
+    """Modality adapter (see `polyvox.models.adapter.ADAPTERS`): conv-glu (the paper's) or stack-mlp."""
+    adapter_hidden: int = 512
+    """Width of the adapter's bottleneck (conv-glu) or hidden layer (stack-mlp)."""
+    adapter_stack: int = 8
+    """stack-mlp: encoder frames concatenated into one LLM position (conv-glu always downsamples 8x)."""
+    prompt_template: str = "{instruction}\n\nInput: {input}\nOutput:"
+    """How an instruction and its input (speech or text) become the LLM's prompt; the answer follows.
+    ``chat`` uses the tokenizer's chat template (instruction-tuned LLMs)."""
+    max_speech_seconds: float = 30.0
+    """Longer clips are refused with a clear error (Whisper's window)."""
+
+
+@dataclass
+class ContinuationConfig:
+    instruction: str = "Continue the following text in a coherent and engaging style with less than 40 words."
+    """Step 1: the instruction under which the frozen LLM continues each transcript (the paper's)."""
+    max_new_tokens: int = 48
+    """Bound on generated tokens per continuation."""
+    max_input_tokens: int = 160
+    """Prompts longer than this (in LLM tokens) are skipped and counted."""
+    batch_size: int = 16
+    """Transcripts per generation batch."""
+    stop_at_newline: bool = True
+    """End a continuation at its first line break (base LLMs rarely emit EOS)."""
+    max_utterances: int | None = None
+    """Use at most this many training utterances (a seeded sample; None: all)."""
+
+
+@dataclass
+class AlignConfig:
+    max_target_tokens: int = 48
+    """Continuation tokens kept as the training target (EOS is appended)."""
+    kl_weight: float = 0.0
+    """Weight of the text-teacher KL term (the LLM's next-token distribution on the text input); 0: off."""
+    kl_temperature: float = 1.0
+    """Softmax temperature of the KL term."""
+
+
+@dataclass
+class GenerationEvalConfig:
+    tasks: list[str] = field(default_factory=lambda: ["asr", "translation", "intent"])
+    """Zero-shot tasks to evaluate: asr, translation (X -> pivot language), intent."""
+    per_lang: int = 20
+    """Test utterances per language and task (a seeded sample; 0: all)."""
+    intents_manifest: str | None = None
+    """Manifest of labelled spoken commands (default: ``intents.jsonl`` beside the data manifest, if any)."""
+    intent_choices: int = 5
+    """Labels offered per intent question: the right one and seeded distractors (chance = 1/n)."""
+    baselines: list[str] = field(default_factory=lambda: ["cascade", "untrained"])
+    """Systems run beside the trained model on the same items: cascade (Whisper ASR -> the same LLM and
+    prompt) and untrained (the adapter at initialisation)."""
+    asr_model: str = "whisper-base"
+    """Whisper model of the cascade baseline."""
+    max_new_tokens: int = 48
+    """Bound on generated tokens per answer."""
+    batch_size: int = 16
+    """Clips per generation batch."""
+    seed: int = 0
+    """Seed of the per-language sample and the intent distractors."""
+
+
+@dataclass
+class BLSPConfig:
+    """The BLSP recipe: continuations (step 1), behaviour-alignment training (step 2), evaluation."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: SpeechLLMConfig = field(default_factory=SpeechLLMConfig)
+    continuation: ContinuationConfig = field(default_factory=ContinuationConfig)
+    loss: AlignConfig = field(default_factory=AlignConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: GenerationEvalConfig = field(default_factory=GenerationEvalConfig)
+    out_dir: str = "runs/blsp"
+    """Run folder: continuations, checkpoints, the exported adapter, metrics and reports."""
 
 
 def _build(cls: Any, raw: dict[str, Any], where: str) -> Any:

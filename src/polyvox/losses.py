@@ -33,3 +33,17 @@ def spread_out(x: torch.Tensor) -> torch.Tensor:
     sims = x @ x.T  # (B, B)
     off = sims[~torch.eye(b, dtype=torch.bool, device=x.device)]
     return off.mean() ** 2 + F.relu(off.pow(2).mean() - 1.0 / e)
+
+
+def distill_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(teacher || student) of next-token distributions, mean over positions, scaled by T².
+
+    Args:
+        student: (N, V) logits of the model being trained (speech input).
+        teacher: (N, V) logits of the same LLM on the text input at the same target positions.
+        temperature: softmax temperature of both distributions.
+    """
+    t = temperature
+    log_p = F.log_softmax(teacher.detach() / t, dim=-1)
+    log_q = F.log_softmax(student / t, dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1).mean() * t * t

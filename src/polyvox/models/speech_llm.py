@@ -1,0 +1,293 @@
+"""Speech LLM: frozen speech encoder -> trainable adapter -> frozen causal LM (BLSP; the mit recipe reuses it).
+
+A prompt is ``prefix + input + suffix`` where the input is either adapter outputs (speech) or the
+tokens of a text (the same LLM reading a transcript: continuations, the cascade baseline, the KL teacher).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from polyvox.audio import SAMPLE_RATE
+from polyvox.config import SpeechLLMConfig, config_from_dict
+from polyvox.data.languages import language_name
+from polyvox.fileio import atomic_write, atomic_write_text
+from polyvox.models.adapter import build_adapter
+from polyvox.models.speech_encoder import SpeechEncoder
+
+log = logging.getLogger(__name__)
+
+IGNORE = -100
+_SLOT = "\x00INPUT\x00"  # stands for the input while a prompt template is split
+
+# Prompt presets: the instruction placed before the input. {language} is the input's language name.
+PROMPTS: dict[str, str] = {
+    "transcribe": "Write down, word for word, what is said in the following {language} input.",
+    "translate": "Translate the following {language} input into {target}.",
+    "intent": "Which one of these labels fits the following {language} request: {labels}? Answer with the label only.",
+    "continue": "Continue the following text in a coherent and engaging style with less than 40 words.",
+    "chat": "{prompt}",
+}
+
+
+def make_instruction(task: str, lang: str | None = None, target: str | None = None,
+                     labels: list[str] | None = None, prompt: str | None = None) -> str:
+    """The instruction of a prompt preset (see `PROMPTS`); language arguments are FLEURS codes."""
+    if task not in PROMPTS:
+        raise ValueError(f"unknown prompt preset {task!r}; known: {', '.join(PROMPTS)}")
+    need = {"translate": ("target", target), "intent": ("labels", labels), "chat": ("prompt", prompt)}
+    if task in need and not need[task][1]:
+        raise ValueError(f"prompt preset {task!r} needs {need[task][0]}")
+    return PROMPTS[task].format(
+        language=language_name(lang) if lang else "spoken", target=language_name(target) if target else "",
+        labels=", ".join(labels or []), prompt=prompt or "",
+    )
+
+
+Part = list[int] | torch.Tensor  # token ids, or (L, D) input embeddings
+
+
+class SpeechLLM(nn.Module):
+    """Frozen Whisper encoder + trainable adapter + frozen causal LM.
+
+    Args:
+        encoder: a `SpeechEncoder` (frozen) run on each clip's real length.
+        lm: a Hugging Face causal LM (frozen).
+        tokenizer: its tokenizer.
+        cfg: the model config (adapter, prompt template, …).
+        seed: seeds the adapter's initialisation.
+    """
+
+    def __init__(self, encoder: SpeechEncoder, lm: nn.Module, tokenizer, cfg: SpeechLLMConfig, seed: int = 0):
+        super().__init__()
+        self.cfg, self.tokenizer, self.seed = cfg, tokenizer, seed
+        self.encoder = encoder.requires_grad_(False).eval()
+        self.lm = lm.requires_grad_(False).eval()
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        emb = lm.get_input_embeddings()
+        with torch.no_grad():  # adapter outputs start at the scale of the (possibly scaled) text embeddings
+            sample = emb(torch.arange(0, emb.weight.shape[0], max(1, emb.weight.shape[0] // 4096)))
+            rms = float(sample.pow(2).mean().sqrt())
+        torch.manual_seed(seed)
+        self.adapter = build_adapter(cfg.adapter, encoder.dim, emb.weight.shape[1], cfg.adapter_hidden,
+                                     cfg.adapter_stack, out_scale=rms)
+        self._newline_ids: list[int] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.adapter.parameters()).device
+
+    def train(self, mode: bool = True) -> SpeechLLM:
+        super().train(mode)
+        self.encoder.eval(), self.lm.eval()  # frozen parts never switch to training behaviour (dropout)
+        return self
+
+    # -- prompts ------------------------------------------------------------------------------------
+    def prompt_ids(self, instruction: str) -> tuple[list[int], list[int]]:
+        """Token ids before and after the input for `instruction` (the prefix starts with BOS)."""
+        if self.cfg.prompt_template == "chat":
+            if not getattr(self.tokenizer, "chat_template", None):
+                raise ValueError(f"{self.cfg.llm}: tokenizer has no chat template; set model.prompt_template")
+            text = self.tokenizer.apply_chat_template([{"role": "user", "content": f"{instruction}\n{_SLOT}"}],
+                                                      tokenize=False, add_generation_prompt=True)
+            add_bos = False  # chat templates write their own BOS
+        else:
+            if "{input}" not in self.cfg.prompt_template:
+                raise ValueError("model.prompt_template must contain {input} (and may contain {instruction})")
+            text = self.cfg.prompt_template.format(instruction=instruction, input=_SLOT)
+            add_bos = True
+        before, after = text.split(_SLOT)
+        prefix = self.tokenizer(before, add_special_tokens=add_bos)["input_ids"]
+        return prefix, self.tokenizer(after, add_special_tokens=False)["input_ids"]
+
+    def text_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    # -- speech -------------------------------------------------------------------------------------
+    def speech_embeds(self, wavs: list[np.ndarray]) -> list[torch.Tensor]:
+        """16 kHz clips -> one (L_i, D_llm) tensor of adapter outputs per clip (differentiable w.r.t. the adapter)."""
+        limit = self.cfg.max_speech_seconds
+        for i, w in enumerate(wavs):
+            if len(w) == 0:
+                raise ValueError(f"clip {i} is empty")
+            if len(w) > limit * SAMPLE_RATE:
+                raise ValueError(f"clip {i} is {len(w) / SAMPLE_RATE:.1f} s long; at most {limit:g} s is supported")
+        mel, lengths = self.encoder.features(wavs)
+        with torch.no_grad():
+            hidden, frames = self.encoder(mel.to(self.device), lengths.to(self.device))  # (B, T, D_enc)
+        out, n = self.adapter(hidden, frames)  # (B, T/8, D_llm)
+        return [o[:k] for o, k in zip(out, n.tolist())]
+
+    # -- batches ------------------------------------------------------------------------------------
+    def assemble(self, rows: list[list[Part]], targets: list[list[int]] | None = None,
+                 left_pad: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Concatenate each row's parts (+ its target ids) into padded LLM inputs.
+
+        Returns:
+            embeds: (B, T, D) input embeddings.
+            mask: (B, T) 1 on real positions.
+            labels: (B, T) the target token ids where targets sit, IGNORE on prompt, speech and padding
+                (position t is predicted from position t-1, as in Hugging Face's `labels`).
+        """
+        emb = self.lm.get_input_embeddings()
+        dtype = emb.weight.dtype
+        seqs, labs = [], []
+        for i, parts in enumerate(rows):
+            tgt = list(targets[i]) if targets is not None else []
+            pieces = [p.to(dtype) if isinstance(p, torch.Tensor) else emb(torch.tensor(p, dtype=torch.long,
+                      device=self.device)) for p in [*parts, tgt] if len(p)]
+            seqs.append(torch.cat(pieces))
+            labs.append([IGNORE] * sum(len(p) for p in parts) + tgt)
+        t = max(len(s) for s in seqs)
+        d = seqs[0].shape[-1]
+        embeds = seqs[0].new_zeros(len(seqs), t, d)
+        mask = torch.zeros(len(seqs), t, dtype=torch.long, device=self.device)
+        labels = torch.full((len(seqs), t), IGNORE, dtype=torch.long, device=self.device)
+        for i, (s, lab) in enumerate(zip(seqs, labs)):
+            sl = slice(t - len(s), t) if left_pad else slice(0, len(s))
+            embeds[i, sl], mask[i, sl] = s, 1
+            labels[i, sl] = torch.tensor(lab, device=self.device)
+        return embeds, mask, labels
+
+    def speech_rows(self, wavs: list[np.ndarray], instructions: list[str]) -> list[list[Part]]:
+        """``[prefix, adapter outputs, suffix]`` per clip."""
+        prompts = [self._prompt(ins) for ins in instructions]
+        return [[pre, s, post] for s, (pre, post) in zip(self.speech_embeds(wavs), prompts)]
+
+    def text_rows(self, texts: list[str], instructions: list[str]) -> list[list[Part]]:
+        """``[prefix, text tokens, suffix]`` per text."""
+        prompts = [self._prompt(ins) for ins in instructions]
+        return [[pre, self.text_ids(t), post] for t, (pre, post) in zip(texts, prompts)]
+
+    def _prompt(self, instruction: str) -> tuple[list[int], list[int]]:
+        cache = self.__dict__.setdefault("_prompt_cache", {})
+        if instruction not in cache:
+            cache[instruction] = self.prompt_ids(instruction)
+        return cache[instruction]
+
+    def target_logits(self, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits only where a target token is predicted (the LM head over 262k words is the costly part).
+
+        Returns (N, V) logits and the (N,) target ids, row-major over the batch.
+        """
+        hidden = self.lm.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state  # (B, T, D)
+        predict = labels[:, 1:] != IGNORE  # (B, T-1): position t predicts token t+1
+        logits = self.lm.get_output_embeddings()(hidden[:, :-1][predict])  # (N, V)
+        cap = getattr(self.lm.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits.float(), labels[:, 1:][predict]
+
+    def forward(self, wavs: list[np.ndarray], instructions: list[str], targets: list[list[int]],
+                teacher_texts: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Teacher-forced pass on ``prefix + speech + suffix + target``.
+
+        Returns:
+            logits: (N, V) at the N target positions (row-major over the batch).
+            target_ids: (N,).
+            teacher: (N, V) logits of the frozen LLM reading `teacher_texts` in place of the speech, with
+                the same targets (no gradient), or None.
+        """
+        logits, ids = self.target_logits(*self.assemble(self.speech_rows(wavs, instructions), targets))
+        teacher = None
+        if teacher_texts is not None:
+            with torch.no_grad():
+                teacher, _ = self.target_logits(*self.assemble(self.text_rows(teacher_texts, instructions), targets))
+        return logits, ids, teacher
+
+    # -- generation ---------------------------------------------------------------------------------
+    def newline_ids(self) -> list[int]:
+        """Vocabulary entries whose text contains a line break (generation can stop on them)."""
+        if self._newline_ids is None:
+            vocab = len(self.tokenizer)
+            words = self.tokenizer.batch_decode([[i] for i in range(vocab)])
+            self._newline_ids = [i for i, w in enumerate(words) if "\n" in w]
+        return self._newline_ids
+
+    @torch.no_grad()
+    def decode(self, rows: list[list[Part]], max_new_tokens: int = 64, do_sample: bool = False,
+               temperature: float = 1.0, top_p: float = 1.0, stop_at_newline: bool = False) -> list[str]:
+        """Generate an answer for each prompt row (batched, left-padded); stops at EOS (or a line break)."""
+        embeds, mask, _ = self.assemble(rows, left_pad=True)
+        eos = self.lm.generation_config.eos_token_id
+        eos = [eos] if isinstance(eos, int) else list(eos or [self.tokenizer.eos_token_id])
+        if stop_at_newline:
+            eos = eos + self.newline_ids()
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {
+            "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        out = self.lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
+                               eos_token_id=eos, pad_token_id=self.tokenizer.pad_token_id, **sampling)
+        texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
+        return [t.split("\n")[0].strip() if stop_at_newline else t.strip() for t in texts]
+
+    def generate(self, wavs: list[np.ndarray], instructions: str | list[str], **kwargs) -> list[str]:
+        """Answer `instructions` (one for all, or one per clip) about 16 kHz clips; see `decode` for options."""
+        instructions = [instructions] * len(wavs) if isinstance(instructions, str) else instructions
+        with torch.no_grad():
+            return self.decode(self.speech_rows(wavs, instructions), **kwargs)
+
+    def generate_text(self, texts: list[str], instructions: str | list[str], **kwargs) -> list[str]:
+        """The same LLM and prompt with a text in place of the speech (continuations, the cascade baseline)."""
+        instructions = [instructions] * len(texts) if isinstance(instructions, str) else instructions
+        return self.decode(self.text_rows(texts, instructions), **kwargs)
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        names = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if k in names}
+
+    def save(self, folder: str | Path, extra: dict | None = None) -> Path:
+        """Write the adapter (safetensors) + JSON; the frozen encoder and LLM are referenced by name and fingerprint."""
+        from polyvox.models.sources import fingerprint
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / "model.safetensors", lambda p: save_file(self.trainable_state(), p))
+        meta = {"kind": "speech_llm", "model": asdict(self.cfg), "seed": self.seed,
+                "encoder_fingerprint": fingerprint(self.cfg.encoder), "llm_fingerprint": fingerprint(self.cfg.llm),
+                **(extra or {})}
+        atomic_write_text(folder / "model.json", json.dumps(meta, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> SpeechLLM:
+        """Rebuild the model from a saved folder, refusing an encoder or LLM that is not the one it was trained with."""
+        from polyvox.models.sources import fingerprint
+
+        folder = Path(folder)
+        if not (folder / "model.json").exists():
+            raise FileNotFoundError(f"no speech-LLM checkpoint in {folder} (model.json missing)")
+        meta = json.loads((folder / "model.json").read_text())
+        if meta.get("kind") != "speech_llm":
+            raise ValueError(f"{folder}: not a speech-LLM checkpoint (kind {meta.get('kind')!r})")
+        cfg = config_from_dict(meta["model"], SpeechLLMConfig)
+        for part in ("encoder", "llm"):
+            if fingerprint(getattr(cfg, part)) != meta[f"{part}_fingerprint"]:
+                raise ValueError(f"{folder}: {part} {getattr(cfg, part)!r} is not the one this adapter was trained with")
+        model = build_speech_llm(cfg, meta.get("seed", 0))
+        weights = load_file(str(folder / "model.safetensors"))
+        missing = set(model.trainable_state()) - set(weights)
+        if missing:
+            raise ValueError(f"{folder}: checkpoint lacks {len(missing)} adapter tensors, e.g. {sorted(missing)[:3]}")
+        model.load_state_dict(weights, strict=False)
+        return model.eval()
+
+
+def build_speech_llm(cfg: SpeechLLMConfig, seed: int = 0) -> SpeechLLM:
+    """Load the frozen encoder and LLM named by `cfg` (presets resolve offline) and add a fresh adapter."""
+    from polyvox.models.sources import load_llm, load_speech_model
+
+    whisper, fe = load_speech_model(cfg.encoder)
+    layer = cfg.encoder_layer or whisper.config.encoder_layers
+    encoder = SpeechEncoder(whisper, fe, layer=layer, pool=1)
+    lm, tok = load_llm(cfg.llm)
+    return SpeechLLM(encoder, lm, tok, cfg, seed)

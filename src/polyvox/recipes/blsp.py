@@ -1,0 +1,197 @@
+"""BLSP recipe: continuations (step 1) -> behaviour-alignment training (step 2) -> zero-shot evaluation.
+
+Run folder (`cfg.out_dir`): ``continuations.jsonl`` + ``continuations.json`` (step 1 cache and counts),
+``checkpoints/``, ``model/`` (the adapter + references to the frozen parts), ``metrics.jsonl``,
+``eval.{json,md,png}``, ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from polyvox.audio import AudioError, load_audio
+from polyvox.config import BLSPConfig, config_to_dict, save_config
+from polyvox.data.manifest import Utterance, read_manifest
+from polyvox.fileio import atomic_write_text
+from polyvox.losses import distill_kl
+from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
+from polyvox.train.loop import train
+
+log = logging.getLogger(__name__)
+
+
+def train_utterances(cfg: BLSPConfig) -> list[Utterance]:
+    """The training split, or a seeded sample of `continuation.max_utterances` of it."""
+    utts = read_manifest(cfg.data.manifest, split=cfg.data.train_split)
+    if not utts:
+        raise ValueError(f"{cfg.data.manifest}: no utterances in split {cfg.data.train_split!r}")
+    k = cfg.continuation.max_utterances
+    if k is not None and len(utts) > k:
+        rng = np.random.default_rng(cfg.train.seed)
+        utts = [utts[i] for i in sorted(rng.choice(len(utts), k, replace=False))]
+    return utts
+
+
+def _continuation_key(cfg: BLSPConfig) -> str:
+    """What a cached continuation depends on: the LLM, the prompt and the decoding bounds."""
+    from polyvox.models.sources import fingerprint
+
+    c = cfg.continuation
+    parts = [fingerprint(cfg.model.llm), cfg.model.prompt_template, c.instruction, str(c.max_new_tokens),
+             str(c.stop_at_newline)]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+
+
+def run_continuations(cfg: BLSPConfig, model: SpeechLLM | None = None) -> dict[str, str]:
+    """Step 1: the frozen LLM continues each training transcript (greedy, batched, cached, resumable).
+
+    Every finished batch is appended to ``continuations.jsonl``, so a killed run loses at most one batch;
+    prompts longer than `continuation.max_input_tokens` are skipped and counted in ``continuations.json``.
+    Returns utterance id -> continuation.
+    """
+    c, out = cfg.continuation, Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cache, key = out / "continuations.jsonl", _continuation_key(cfg)
+    done: dict[str, str] = {}
+    if cache.exists():
+        for line in cache.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                if row["key"] == key:
+                    done[row["id"]] = row["continuation"]
+    utts = train_utterances(cfg)
+    todo = [u for u in utts if u.id not in done]
+    counts = {"utterances": len(utts), "cached": len(utts) - len(todo), "generated": 0, "too_long": 0, "empty": 0}
+    if todo:
+        model = model or build_speech_llm(cfg.model, cfg.train.seed)
+        pre, post = model.prompt_ids(c.instruction)
+        fits = [u for u in todo if len(pre) + len(model.text_ids(u.text)) + len(post) <= c.max_input_tokens]
+        counts["too_long"] = len(todo) - len(fits)
+        fits.sort(key=lambda u: len(u.text))  # similar lengths per batch: little padding
+        with cache.open("a") as f:
+            for s in tqdm(range(0, len(fits), c.batch_size), desc="continuations", unit="batch"):
+                batch = fits[s : s + c.batch_size]
+                texts = model.generate_text([u.text for u in batch], c.instruction, max_new_tokens=c.max_new_tokens,
+                                            stop_at_newline=c.stop_at_newline)
+                for u, t in zip(batch, texts):
+                    f.write(json.dumps({"id": u.id, "lang": u.lang, "text": u.text, "continuation": t, "key": key},
+                                       ensure_ascii=False) + "\n")
+                    done[u.id] = t
+                f.flush()
+                counts["generated"] += len(batch)
+    wanted = {u.id for u in utts}
+    result = {i: t for i, t in done.items() if i in wanted and t.strip()}
+    counts["empty"] = sum(1 for i, t in done.items() if i in wanted and not t.strip())
+    counts["usable"] = len(result)
+    atomic_write_text(out / "continuations.json", json.dumps({**counts, "key": key}, indent=2) + "\n")
+    log.info("continuations: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return result
+
+
+def _batches(cfg: BLSPConfig, model: SpeechLLM, train_set: list[tuple[Utterance, list[int]]], root: Path):
+    """The step -> micro-batches function, a pure function of (seed, step) so a resumed run sees the same data."""
+    t = cfg.train
+    per_epoch = max(1, len(train_set) // t.batch_size)
+
+    @functools.lru_cache(maxsize=2)
+    def order(epoch: int) -> np.ndarray:
+        return np.random.default_rng([t.seed, epoch]).permutation(len(train_set))
+
+    def batches(step: int, rank: int, world: int) -> list[dict]:
+        epoch, i = divmod(step, per_epoch)
+        idx = order(epoch)[i * t.batch_size : (i + 1) * t.batch_size][rank::world]
+        micros = []
+        for m in range(t.grad_accum):
+            sel, wavs = [], []
+            for u, ids in (train_set[j] for j in idx[m :: t.grad_accum]):
+                try:
+                    wavs.append(load_audio(u.audio_path(root), u.id))
+                    sel.append((u, ids))
+                except AudioError as e:  # a bad clip costs one item, not the run
+                    log.warning("step %d: skipping %s", step + 1, e)
+            micros.append({"wavs": wavs, "targets": [ids for _, ids in sel], "texts": [u.text for u, _ in sel]})
+        return micros
+
+    return batches
+
+
+def _loss_fn(cfg: BLSPConfig):
+    lc, instruction = cfg.loss, cfg.continuation.instruction
+
+    def loss_fn(model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        n = len(batch["wavs"])
+        logits, ids, teacher = model(batch["wavs"], [instruction] * n, batch["targets"],
+                                     batch["texts"] if lc.kl_weight > 0 else None)
+        ce = F.cross_entropy(logits, ids)
+        m = {"ce": ce.item(), "token_acc": logits.argmax(-1).eq(ids).float().mean().item(), "tokens": len(ids)}
+        loss = ce
+        if teacher is not None:
+            kl = distill_kl(logits, teacher, lc.kl_temperature)
+            loss = loss + lc.kl_weight * kl
+            m["kl"] = kl.item()
+        return loss, m
+
+    return loss_fn
+
+
+def run_train(cfg: BLSPConfig, continuations: dict[str, str] | None = None) -> Path:
+    """Step 2: train the adapter so the frozen LLM, given the speech, writes the text's continuation.
+
+    Returns the exported model folder (``out_dir/model``).
+    """
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    model = build_speech_llm(cfg.model, cfg.train.seed)
+    if continuations is None:
+        continuations = run_continuations(cfg, model)
+    eos = model.tokenizer.eos_token_id
+    train_set = [(u, model.text_ids(continuations[u.id])[: cfg.loss.max_target_tokens] + [eos])
+                 for u in train_utterances(cfg) if u.id in continuations]
+    if len(train_set) < 1:
+        raise ValueError("no training utterance has a continuation; run step 1 first (polyvox data continuations)")
+    langs = sorted({u.lang for u, _ in train_set})
+    params = [p for p in model.parameters() if p.requires_grad]
+    log.info("training the %s adapter (%.2fM parameters) on %d utterances in %d languages", cfg.model.adapter,
+             sum(p.numel() for p in params) / 1e6, len(train_set), len(langs))
+    train(model, [{"params": params, "lr": cfg.train.lr}], _batches(cfg, model, train_set, Path(cfg.data.manifest).parent),
+          _loss_fn(cfg), cfg.train, out)
+    return model.save(out / "model", extra={"train_languages": langs, "recipe": "blsp"})
+
+
+def run_eval(cfg: BLSPConfig, checkpoint: str | Path | None = None, name: str = "eval",
+             system: str = "blsp") -> dict:
+    """Zero-shot ASR, X -> pivot translation and intent classification by prompting, with the baselines
+    of `cfg.eval.baselines` on the same items; writes ``name.{json,md,png}`` into the run folder."""
+    from polyvox.eval.generation import CascadeSystem, SpeechLLMSystem, build_tasks, evaluate_generation
+    from polyvox.eval.report import write_generation_report
+    from polyvox.models.asr import Transcriber
+
+    e = cfg.eval
+    folder = Path(checkpoint or Path(cfg.out_dir) / "model")
+    model = SpeechLLM.load(folder)
+    seen = set(json.loads((folder / "model.json").read_text()).get("train_languages", []))
+    gen = {"max_new_tokens": e.max_new_tokens, "stop_at_newline": cfg.continuation.stop_at_newline}
+    systems = {system: SpeechLLMSystem(model, **gen)}
+    known = {"cascade", "untrained"}
+    if set(e.baselines) - known:
+        raise ValueError(f"unknown baseline(s) {sorted(set(e.baselines) - known)}; known: {sorted(known)}")
+    if "cascade" in e.baselines:
+        systems["cascade"] = CascadeSystem(model, Transcriber(e.asr_model), **gen)
+    if "untrained" in e.baselines:  # same frozen parts and seed, adapter at initialisation
+        untrained = SpeechLLM(model.encoder, model.lm, model.tokenizer, model.cfg, model.seed).eval()
+        systems["untrained"] = SpeechLLMSystem(untrained, **gen)
+    tasks = build_tasks(cfg.data.manifest, e, cfg.data.pivot_lang)
+    result = evaluate_generation(systems, tasks, Path(cfg.data.manifest).parent, seen, e.batch_size)
+    paths = write_generation_report(result, cfg.out_dir, name, config_to_dict(cfg))
+    log.info("report: %s", ", ".join(str(p) for p in paths.values()))
+    return result
