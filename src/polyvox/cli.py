@@ -10,18 +10,18 @@ from pathlib import Path
 
 import numpy as np
 
-from polyvox.config import RetrievalConfig, load_config
+from polyvox.config import BLSPConfig, RetrievalConfig, load_config
 
 log = logging.getLogger("polyvox")
 
 
-def _cfg(args) -> RetrievalConfig:
+def _cfg(args, cls: type = RetrievalConfig):
     overrides = list(args.set or [])
     if getattr(args, "out", None):
         overrides.append(f"out_dir={args.out}")
     if getattr(args, "manifest", None):
         overrides.append(f"data.manifest={args.manifest}")
-    return load_config(args.config, overrides)
+    return load_config(args.config, overrides, cls)
 
 
 # -- typed entry points (tests call these) -----------------------------------------------------------
@@ -94,6 +94,62 @@ def eval_retrieval(cfg: RetrievalConfig, checkpoint: str | None = None) -> dict:
     result = run_eval(cfg, checkpoint)
     print(markdown_table(result))
     return result
+
+
+def continuations(cfg: BLSPConfig) -> dict[str, str]:
+    """BLSP step 1: the frozen LLM continues every training transcript (cached in the run folder)."""
+    from polyvox.recipes.blsp import run_continuations
+
+    out = run_continuations(cfg)
+    print(f"{len(out)} continuations in {Path(cfg.out_dir) / 'continuations.jsonl'}")
+    return out
+
+
+def train_blsp(cfg: BLSPConfig) -> Path:
+    """BLSP steps 1 and 2: continuations (cached), then behaviour-alignment training of the adapter."""
+    from polyvox.recipes.blsp import run_train
+
+    path = run_train(cfg)
+    print(f"adapter saved to {path}")
+    return path
+
+
+def eval_generate(cfg: BLSPConfig, checkpoint: str | None = None) -> dict:
+    """Zero-shot ASR, translation and intent classification by prompting, with the baselines."""
+    from polyvox.eval.report import generation_markdown
+    from polyvox.recipes.blsp import run_eval
+
+    result = run_eval(cfg, checkpoint)
+    print(generation_markdown(result))
+    return result
+
+
+def generate(model: str | Path, audio: list[str], prompt: str = "transcribe", lang: str | None = None,
+             target: str = "en_us", labels: list[str] | None = None, max_new_tokens: int = 64,
+             sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, stop_at_newline: bool = True,
+             batch_size: int = 8) -> list[str]:
+    """Answer a prompt about each audio file with a trained speech LLM.
+
+    `prompt` is a preset (transcribe, translate, intent, continue) or any other text, asked as is.
+    """
+    from polyvox.audio import load_audio
+    from polyvox.data.languages import check_lang
+    from polyvox.models.speech_llm import PROMPTS, SpeechLLM, make_instruction
+
+    if lang is not None:
+        check_lang(lang)
+    instruction = (make_instruction(prompt, lang, target, labels) if prompt in PROMPTS
+                   else make_instruction("chat", prompt=prompt))
+    wavs = [load_audio(a) for a in audio]  # a bad file fails here, named, before the model loads
+    llm = SpeechLLM.load(model)
+    answers: list[str] = []
+    for s in range(0, len(wavs), batch_size):
+        answers += llm.generate(wavs[s : s + batch_size], instruction, max_new_tokens=max_new_tokens,
+                                do_sample=sample, temperature=temperature, top_p=top_p,
+                                stop_at_newline=stop_at_newline)
+    for a, text in zip(audio, answers):
+        print(f"{a}\t{text}")
+    return answers
 
 
 def embed(model: str | Path, out: str | Path, lang: str, audio: list[str] | None = None,
@@ -205,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--asr", default="whisper-base", help="Whisper model for the samples")
     p.add_argument("--tts-clips", type=int, default=60, help="sentences spoken again to time eSpeak (0: none)")
 
+    p = data.add_parser("continuations", help="BLSP step 1: the LLM continues each training transcript")
+    _common(p)
+
     units = sub.add_parser("units", help="audio units").add_subparsers(dest="sub", required=True)
     _common(units.add_parser("fit", help="fit the k-means unit tokenizer"))
     p = units.add_parser("encode", help="encode a manifest to unit sequences (cached)")
@@ -213,11 +272,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train a system").add_subparsers(dest="sub", required=True)
     _common(tr.add_parser("retrieval", help="train the speech-text dual encoder"))
+    _common(tr.add_parser("blsp", help="train a speech adapter for a frozen LLM by behaviour alignment"))
 
     ev = sub.add_parser("eval", help="evaluate a system").add_subparsers(dest="sub", required=True)
     p = ev.add_parser("retrieval", help="evaluate speech -> text retrieval")
     _common(p)
     p.add_argument("--checkpoint", help="model folder (default: <out_dir>/model)")
+    p = ev.add_parser("generate", help="zero-shot ASR, translation and intents by prompting a speech LLM")
+    _common(p)
+    p.add_argument("--checkpoint", help="model folder (default: <out_dir>/model)")
+
+    p = sub.add_parser("generate", help="prompt a trained speech LLM about audio files")
+    p.add_argument("--model", required=True, help="trained speech-LLM folder")
+    p.add_argument("--audio", nargs="+", required=True)
+    p.add_argument("--prompt", default="transcribe",
+                   help="transcribe, translate, intent, continue, or any other text (asked as is)")
+    p.add_argument("--lang", help="FLEURS code of the speech (named in the prompt)")
+    p.add_argument("--target", default="en_us", help="translate: FLEURS code of the target language")
+    p.add_argument("--labels", nargs="+", help="intent: the labels to choose from")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--multiline", action="store_true", help="do not stop at the first line break")
 
     p = sub.add_parser("embed", help="speech or text -> vectors (.npy)")
     p.add_argument("--model", required=True, help="trained model folder")
@@ -248,14 +325,23 @@ def main(argv: list[str] | None = None) -> int:
                                   limit=args.limit, translation_lang=args.translation_lang, num_workers=args.workers))
             case ("data", "report"):
                 data_report(args.corpus, args.out, args.samples, args.asr, args.tts_clips)
+            case ("data", "continuations"):
+                continuations(_cfg(args, BLSPConfig))
             case ("units", "fit"):
                 print(units_fit(_cfg(args)))
             case ("units", "encode"):
                 units_encode(_cfg(args), args.split)
             case ("train", "retrieval"):
                 train_retrieval(_cfg(args))
+            case ("train", "blsp"):
+                train_blsp(_cfg(args, BLSPConfig))
             case ("eval", "retrieval"):
                 eval_retrieval(_cfg(args), args.checkpoint)
+            case ("eval", "generate"):
+                eval_generate(_cfg(args, BLSPConfig), args.checkpoint)
+            case ("generate", _):
+                generate(args.model, args.audio, args.prompt, args.lang, args.target, args.labels, args.max_new_tokens,
+                         args.sample, args.temperature, args.top_p, not args.multiline)
             case ("embed", _):
                 embed(args.model, args.out, args.lang, args.audio, args.text, args.manifest, args.split)
             case ("demo", _):
