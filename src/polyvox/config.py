@@ -157,7 +157,7 @@ class SpeechLLMConfig:
     """Width of the adapter's bottleneck (conv-glu) or hidden layer (stack-mlp)."""
     adapter_stack: int = 8
     """stack-mlp: encoder frames concatenated into one LLM position (conv-glu always downsamples 8x)."""
-    prompt_template: str = "{instruction}\n\nInput: {input}\nOutput:"
+    prompt_template: str = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
     """How an instruction and its input (speech or text) become the LLM's prompt; the answer follows.
     ``chat`` uses the tokenizer's chat template (instruction-tuned LLMs)."""
     max_speech_seconds: float = 30.0

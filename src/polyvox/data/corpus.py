@@ -111,13 +111,16 @@ class CorpusConfig:
         """8 seen + 5 unseen languages, 150 test utterances each, 700 train per seen language.
 
         Seen languages are CoVoST-2 source languages; unseen ones are not. All have thousands of
-        sentence-like messages on a stock Debian machine, and >2,000 groups shared by all 13.
+        sentence-like messages on a stock Debian machine, and >2,000 groups shared by all 13. Spoken
+        intents (up to 300 per language, for the languages the skills cover) test spoken understanding.
         """
         return cls(
             seen_langs=["de_de", "es_419", "fr_fr", "it_it", "pt_br", "ru_ru", "sv_se", "tr_tr"],
             unseen_langs=["cs_cz", "fi_fi", "pl_pl", "ro_ro", "uk_ua"],
             train_per_lang=700,
             test_per_lang=150,
+            intents=True,
+            intents_per_lang=300,
         )
 
     @classmethod
