@@ -1,0 +1,112 @@
+"""Speech-LLM speed on real demo clips: adapter training throughput and peak memory per adapter, and the
+real-time factor of prompted generation.
+
+    python benchmarks/blsp_speed.py [--config configs/blsp-demo.yaml] [--steps 6] [--clips 24]
+
+Training steps use the config's batch size, real training clips and their continuations when the run
+folder has them (else the transcript is the target). Generation transcribes `--clips` test clips, greedy,
+in batches of `eval.batch_size`; RTF = generation time / audio duration (lower is faster).
+Writes benchmarks/results/blsp_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from _common import peak_rss_mb, write_result
+
+from polyvox.audio import SAMPLE_RATE, load_audio
+from polyvox.config import BLSPConfig, load_config
+from polyvox.data.manifest import read_manifest
+from polyvox.models.adapter import ADAPTERS
+from polyvox.models.speech_llm import SpeechLLM, build_speech_llm, make_instruction
+
+
+def train_speed(model: SpeechLLM, cfg: BLSPConfig, wavs: list[np.ndarray], targets: list[list[int]],
+                steps: int) -> dict:
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    b = cfg.train.batch_size
+    instr = [cfg.continuation.instruction] * b
+    times = []
+    for step in range(steps + 1):
+        sl = slice((step * b) % (len(wavs) - b + 1), (step * b) % (len(wavs) - b + 1) + b)
+        t = time.perf_counter()
+        logits, ids, _ = model(wavs[sl], instr, targets[sl])
+        loss = F.cross_entropy(logits, ids)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step:  # the first step pays one-off allocation costs
+            times.append(time.perf_counter() - t)
+    med = statistics.median(times)
+    return {"trainable_params_m": sum(p.numel() for p in params) / 1e6, "step_s_median": med,
+            "step_s_all": times, "utterances_per_s": b / med}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="configs/blsp-demo.yaml")
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--clips", type=int, default=24)
+    ap.add_argument("--set", action="append", default=[])
+    args = ap.parse_args()
+    cfg = load_config(args.config, args.set, BLSPConfig)
+    root = Path(cfg.data.manifest).parent
+    rng = np.random.default_rng(0)
+    train = read_manifest(cfg.data.manifest, split=cfg.data.train_split)
+    train = [train[i] for i in rng.choice(len(train), cfg.train.batch_size * (args.steps + 1), replace=False)]
+    cont_path = Path(cfg.out_dir) / "continuations.jsonl"
+    cont = {}
+    if cont_path.exists():
+        cont = {r["id"]: r["continuation"] for r in map(json.loads, cont_path.read_text().splitlines()) if r}
+    result: dict = {"config": args.config, "overrides": args.set, "batch_size": cfg.train.batch_size,
+                    "targets": "continuations" if cont else "transcripts", "adapters": {}}
+    wavs = [load_audio(u.audio_path(root)) for u in train]
+    result["train_clip_s_mean"] = float(np.mean([len(w) for w in wavs]) / SAMPLE_RATE)
+    model = None
+    for name in ADAPTERS:
+        cfg.model.adapter = name
+        model = SpeechLLM(model.encoder, model.lm, model.tokenizer, cfg.model) if model else build_speech_llm(cfg.model)
+        eos = model.tokenizer.eos_token_id
+        targets = [model.text_ids(cont.get(u.id, u.text))[: cfg.loss.max_target_tokens] + [eos] for u in train]
+        result["adapters"][name] = train_speed(model, cfg, wavs, targets, args.steps)
+        result["adapters"][name]["peak_rss_mb_so_far"] = peak_rss_mb()
+        print(name, result["adapters"][name])
+
+    test = read_manifest(cfg.data.manifest, split=cfg.data.test_split)
+    test = [test[i] for i in rng.choice(len(test), args.clips, replace=False)]
+    clips = [load_audio(u.audio_path(root)) for u in test]
+    audio_s = sum(len(c) for c in clips) / SAMPLE_RATE
+    model.eval()
+    bs = cfg.eval.batch_size
+
+    def generate_all() -> list[str]:
+        out = []
+        for s in range(0, len(clips), bs):
+            out += model.generate(clips[s : s + bs], [make_instruction("transcribe", u.lang) for u in test[s : s + bs]],
+                                  max_new_tokens=cfg.eval.max_new_tokens, stop_at_newline=True)
+        return out
+
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        generate_all()
+        times.append(time.perf_counter() - t)
+    med = statistics.median(times)
+    result["generation"] = {"clips": len(clips), "audio_s": audio_s, "batch_size": bs,
+                            "max_new_tokens": cfg.eval.max_new_tokens, "time_s_median": med, "times_s": times,
+                            "rtf": med / audio_s, "clips_per_s": len(clips) / med}
+    result["peak_rss_mb"] = peak_rss_mb()
+    write_result("blsp_speed", result)
+
+
+if __name__ == "__main__":
+    main()
