@@ -1,0 +1,569 @@
+"""The speech LLM and the BLSP recipe on tiny random models: prompt assembly, adapters, learning from speech,
+checkpoints, batched generation, the KL term, continuations, training, resume and the CLI."""
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import tone_speech
+
+from polyvox.audio import SAMPLE_RATE, write_flac
+from polyvox.cli import main
+from polyvox.config import BLSPConfig, SpeechLLMConfig, load_config
+from polyvox.data.manifest import read_manifest
+from polyvox.losses import distill_kl
+from polyvox.models.adapter import build_adapter
+from polyvox.models.speech_llm import IGNORE, SpeechLLM, build_speech_llm, make_instruction
+from polyvox.recipes import blsp
+from polyvox.recipes.blsp import run_continuations, run_train
+
+BLSP_TINY = Path(__file__).parents[1] / "configs" / "blsp-tiny.yaml"
+SAY = "Say it."
+TEXTS = ["red cat", "blue dog", "sun moon", "tree fish", "bird stone", "green river", "cat sun", "dog tree"]
+
+
+def tiny_model(**model: object) -> SpeechLLM:
+    cfg = SpeechLLMConfig(**{"encoder": "tiny-whisper", "llm": "tiny-gemma3", "adapter_hidden": 64, **model})
+    return build_speech_llm(cfg).eval()
+
+
+def content_sensitive(model: SpeechLLM) -> None:
+    """Make the random tiny Whisper encoder hear what a clip says.
+
+    Its weights are initialised at std 0.02, so the convolution outputs are tiny next to the sinusoidal
+    position table added after them: every clip then encodes to nearly the same features. Scaling the two
+    input convolutions by 10 puts the audio content on the scale of the positions.
+    """
+    with torch.no_grad():
+        for conv in (model.encoder.encoder.conv1, model.encoder.encoder.conv2):
+            conv.weight.mul_(10)
+
+
+def char_speech(text: str, seed: int = 0) -> np.ndarray:
+    """`tone_speech` with each character held for 160 ms: one conv-GLU adapter position (8 encoder frames).
+
+    The taught LLM copies its input one character per position. With `tone_speech`'s 60 ms tones an adapter
+    position has to carry ~3 characters, which the frozen LLM was never taught to read, and training from
+    some seeds stalls a token short; at one character per position every seed tried learns every clip.
+    """
+    n = int(0.16 * SAMPLE_RATE)
+    return np.concatenate([tone_speech(c * 3, seed)[:n] for c in text])
+
+
+def blsp_cfg(manifest: Path, out: Path, *overrides: str) -> BLSPConfig:
+    return load_config(BLSP_TINY, [f"data.manifest={manifest}", f"out_dir={out}", *overrides], BLSPConfig)
+
+
+def metric_rows(run: Path) -> list[dict]:
+    return [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+# -- prompt assembly and the label mask ----------------------------------------------------------------------
+def test_assemble_labels_only_the_targets_and_pads_either_side() -> None:
+    model = tiny_model()
+    emb = model.lm.get_input_embeddings()
+    d = emb.weight.shape[1]
+    speech = torch.randn(3, d, generator=torch.Generator().manual_seed(0))
+    rows = [[[2, 10, 11], speech, [12]], [[2, 20], []]]  # token ids, (L, D) speech, an empty part
+    targets = [[30, 31], [40, 41, 42]]
+    with torch.no_grad():
+        embeds, mask, labels = model.assemble(rows, targets)
+        assert embeds.shape == (2, 9, d)  # 3 + 3 + 1 + 2 and 2 + 0 + 3, padded to 9
+        assert mask.tolist() == [[1] * 9, [1] * 5 + [0] * 4]
+        assert labels.tolist() == [[IGNORE] * 7 + [30, 31], [IGNORE] * 2 + [40, 41, 42] + [IGNORE] * 4]
+        assert torch.equal(embeds[0, 3:6], speech)
+        assert torch.allclose(embeds[0, :3], emb(torch.tensor([2, 10, 11])))
+        assert torch.allclose(embeds[1, 2:5], emb(torch.tensor([40, 41, 42])))
+        assert not embeds[1, 5:].any()
+
+        left, lmask, llabels = model.assemble(rows, targets, left_pad=True)
+        assert lmask.tolist() == [[1] * 9, [0] * 4 + [1] * 5]
+        assert llabels.tolist() == [labels[0].tolist(), [IGNORE] * 6 + [40, 41, 42]]
+        assert torch.equal(left[1, 4:], embeds[1, :5]) and not left[1, :4].any()
+
+        _, _, none = model.assemble(rows)
+        assert (none == IGNORE).all()
+
+        # target_logits: exactly the target ids, row-major, each predicted from the position before it
+        logits, ids = model.target_logits(embeds, mask, labels)
+        assert ids.tolist() == [30, 31, 40, 41, 42]
+        full = model.lm(inputs_embeds=embeds, attention_mask=mask).logits  # (B, T, V)
+        expected = torch.stack([full[0, 6], full[0, 7], full[1, 1], full[1, 2], full[1, 3]])
+        assert logits.shape == (5, full.shape[-1])
+        assert torch.allclose(logits, expected, atol=1e-5)
+        # left padding is masked: the same logits at the same targets
+        left_logits, left_ids = model.target_logits(left, lmask, llabels)
+        assert torch.equal(left_ids, ids) and torch.allclose(left_logits, logits, atol=1e-4)
+
+
+def test_prompt_ids_wrap_the_input_in_the_template() -> None:
+    model = tiny_model()
+    pre, post = model.prompt_ids(SAY)
+    assert pre[0] == model.tokenizer.bos_token_id
+    text = model.tokenizer.decode(pre[1:] + model.text_ids("red cat") + post)
+    assert text == model.cfg.prompt_template.format(instruction=SAY, input="red cat")
+    assert SAY in model.tokenizer.decode(pre)
+    assert model.text_rows(["red cat"], [SAY]) == [[pre, model.text_ids("red cat"), post]]
+
+
+# -- adapters ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "factor"), [("conv-glu", 8), ("stack-mlp", 4)])
+def test_adapter_lengths_and_batch_independence(name: str, factor: int) -> None:
+    torch.manual_seed(0)
+    adapter = build_adapter(name, 16, 24, hidden=32, stack=4).eval()
+    with torch.no_grad():
+        for t in (1, 2, 7, 8, 9, 16, 17, 50, 63, 64):
+            out, n = adapter(torch.randn(1, t, 16), torch.tensor([t]))
+            assert out.shape == (1, math.ceil(t / factor), 24), t
+            assert n.tolist() == adapter.out_lengths(torch.tensor([t])).tolist() == [math.ceil(t / factor)]
+        short, long = torch.randn(13, 16), torch.randn(50, 16)
+        batch = 100 * torch.randn(2, 50, 16)  # loud garbage where the short clip is padded
+        batch[0, :13], batch[1] = short, long
+        out, n = adapter(batch, torch.tensor([13, 50]))
+        alone, k = adapter(short[None], torch.tensor([13]))
+        alone_long, _ = adapter(long[None], torch.tensor([50]))
+    assert n.tolist() == [math.ceil(13 / factor), math.ceil(50 / factor)] and n[0] == k[0]
+    assert torch.allclose(out[0, : n[0]], alone[0], atol=1e-5)
+    assert torch.allclose(out[1], alone_long[0], atol=1e-5)
+
+
+def test_adapter_registry_and_output_scale() -> None:
+    assert build_adapter("stack-mlp", 16, 24, hidden=32).stack == 8  # the default stack
+    scaled = build_adapter("conv-glu", 16, 24, hidden=32, out_scale=3.0)
+    assert torch.all(scaled.norm.weight == 3.0)
+    with pytest.raises(ValueError, match=r"unknown adapter 'qformer'; known: conv-glu, stack-mlp"):
+        build_adapter("qformer", 16, 24)
+    model = tiny_model()
+    n = model.adapter.out_lengths(torch.tensor([1000]))  # 10 s clip, 50 encoder frames/s
+    assert n.item() == 125
+    with pytest.raises(ValueError, match="unknown adapter"):
+        tiny_model(adapter="qformer")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "SpeechEncoder: a clip's last encoder frame depends on its batch partners. Alone, the conv stem sees "
+    "zero padding (and a reflect-padded STFT) past the clip's end; batched, it sees the log-mel of the "
+    "zero-padded waveform. Attention then spreads the difference to every frame."))
+def test_speech_embeds_do_not_depend_on_batch_partners() -> None:
+    model = tiny_model()
+    content_sensitive(model)
+    short, long = tone_speech("red", 0), tone_speech("green river stone fish", 1)
+    with torch.no_grad():
+        alone = model.speech_embeds([short])[0]
+        batched = model.speech_embeds([short, long])[0]
+    assert alone.shape == batched.shape
+    assert torch.allclose(alone, batched, atol=1e-4)
+
+
+# -- learning: the adapter alone steers a frozen LLM from speech ---------------------------------------------
+@pytest.fixture(scope="module")
+def taught() -> SimpleNamespace:
+    """A tiny LLM taught to repeat a text, frozen, then an adapter trained so it repeats the *speech*.
+
+    BLSP assumes an LLM that already does the task from text; the random tiny LLM has near-uniform
+    logits, so it first learns (all its parameters) to answer ``Say it.`` with the input text.
+    """
+    torch.manual_seed(0)
+    # the default prompt is worded for real base LLMs; a fixed compact one keeps this test about the adapter
+    base = tiny_model(adapter_hidden=128, prompt_template="{instruction}\n\nInput: {input}\nOutput:")
+    content_sensitive(base)
+    eos = base.tokenizer.eos_token_id
+    targets = [base.text_ids(t) + [eos] for t in TEXTS]
+    instructions = [SAY] * len(TEXTS)
+
+    lm = base.lm.requires_grad_(True).train()
+    opt = torch.optim.AdamW(lm.parameters(), lr=1e-2)
+    for _ in range(80):
+        logits, ids = base.target_logits(*base.assemble(base.text_rows(TEXTS, instructions), targets))
+        text_loss = F.cross_entropy(logits, ids)
+        opt.zero_grad()
+        text_loss.backward()
+        opt.step()
+    lm.requires_grad_(False).eval()
+    text_answers = base.generate_text(TEXTS, SAY, max_new_tokens=12)
+
+    # a fresh adapter, so its output scale matches the taught embeddings
+    model = SpeechLLM(base.encoder, base.lm, base.tokenizer, base.cfg, seed=0)
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("adapter.")}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    wavs = [char_speech(t, i) for i, t in enumerate(TEXTS)]
+    steps = 300
+    opt = torch.optim.AdamW(trainable, lr=3e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        logits, ids, teacher = model(wavs, instructions, targets)
+        loss = F.cross_entropy(logits, ids)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    model.eval()
+    return SimpleNamespace(model=model, wavs=wavs, targets=targets, text_loss=text_loss.item(),
+                           text_answers=text_answers, losses=losses, frozen=frozen, trainable=trainable,
+                           teacher=teacher)
+
+
+def test_adapter_learns_to_make_the_llm_repeat_speech(taught: SimpleNamespace) -> None:
+    model = taught.model
+    # the premise: the LLM does the task from text
+    assert taught.text_loss < 0.05 and taught.text_answers == TEXTS
+    # only the adapter trains; the encoder and LLM are untouched by it
+    assert {id(p) for p in taught.trainable} == {id(p) for p in model.adapter.parameters()}
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in taught.frozen.items())
+    assert taught.teacher is None
+    # the loss falls to near zero (runs from 8 seeds end at 0.004-0.02), and greedy decoding repeats every clip
+    assert taught.losses[0] > 1.0
+    assert np.mean(taught.losses[-10:]) < 0.05
+    assert model.generate(taught.wavs, SAY, max_new_tokens=12) == TEXTS
+
+
+# -- batched generation --------------------------------------------------------------------------------------
+def test_batched_generation_equals_one_at_a_time(taught: SimpleNamespace) -> None:
+    model = taught.model
+    wavs = [taught.wavs[i] for i in (5, 0, 2, 4)]  # 11, 7, 8 and 10 characters: left padding of 0-4 clips
+    expected = [TEXTS[i] for i in (5, 0, 2, 4)]
+    singles = [model.generate([w], SAY, max_new_tokens=12)[0] for w in wavs]
+    assert singles == expected
+    assert model.generate(wavs, SAY, max_new_tokens=12) == singles
+    # decode alone: the same speech inputs left-padded in one batch or fed one at a time
+    with torch.no_grad():
+        rows = [model.speech_rows([w], [SAY])[0] for w in wavs]
+        assert model.decode(rows, max_new_tokens=12) == [model.decode([r], max_new_tokens=12)[0] for r in rows]
+        # and the next-token logits of a left-padded batch equal those of each prompt alone
+        embeds, mask, _ = model.assemble(rows, left_pad=True)
+        batched = model.lm(inputs_embeds=embeds, attention_mask=mask).logits[:, -1]
+        for i, r in enumerate(rows):
+            e, m, _ = model.assemble([r])
+            assert torch.allclose(batched[i], model.lm(inputs_embeds=e, attention_mask=m).logits[0, -1], atol=1e-4)
+
+
+def test_per_clip_instructions_and_text_teacher(taught: SimpleNamespace) -> None:
+    model = taught.model
+    assert model.generate(taught.wavs[:2], [SAY, SAY], max_new_tokens=12) == TEXTS[:2]
+    # the text teacher reads the transcript in place of the speech: same targets, same positions
+    logits, ids, teacher = model(taught.wavs[:2], [SAY, SAY], taught.targets[:2], TEXTS[:2])
+    assert teacher is not None and teacher.shape == logits.shape and not teacher.requires_grad
+    assert ids.tolist() == taught.targets[0] + taught.targets[1]
+    # the taught LLM reading the text predicts the targets, as the adapter has learnt to make it do from speech
+    assert torch.equal(teacher.argmax(-1), ids) and torch.equal(logits.argmax(-1), ids)
+
+
+# -- checkpoints ---------------------------------------------------------------------------------------------
+def test_checkpoint_round_trip_and_refusals(tmp_path: Path) -> None:
+    model = tiny_model(adapter="stack-mlp", adapter_stack=4, adapter_hidden=32)
+    content_sensitive(model)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # weights unlike any seeded initialisation
+        for p in model.adapter.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    folder = model.save(tmp_path / "m", extra={"train_languages": ["fr_fr"]})
+    meta = json.loads((folder / "model.json").read_text())
+    assert meta["kind"] == "speech_llm" and meta["train_languages"] == ["fr_fr"]
+
+    loaded = SpeechLLM.load(folder)
+    assert loaded.cfg == model.cfg and not loaded.training
+    saved, back = model.trainable_state(), loaded.trainable_state()
+    assert set(saved) == {f"adapter.{k}" for k in model.adapter.state_dict()}  # only the adapter is written
+    assert set(back) == set(saved) and all(torch.equal(saved[k], back[k]) for k in saved)
+    fresh = SpeechLLM(model.encoder, model.lm, model.tokenizer, model.cfg, model.seed).trainable_state()
+    assert not all(torch.equal(saved[k], fresh[k]) for k in saved)
+
+    content_sensitive(loaded)  # the encoder is rebuilt from its preset: give it the same test tweak
+    wavs = [tone_speech("red cat", 0), tone_speech("blue moon river", 1)]
+    with torch.no_grad():
+        for a, b in zip(model.speech_embeds(wavs), loaded.speech_embeds(wavs)):
+            assert torch.equal(a, b)
+    assert loaded.generate(wavs, SAY, max_new_tokens=6) == model.generate(wavs, SAY, max_new_tokens=6)
+
+    # an adapter trained for another LLM is refused
+    meta["llm_fingerprint"] = "0" * 16
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"llm 'tiny-gemma3' is not the one this adapter was trained with"):
+        SpeechLLM.load(folder)
+    # a folder that is not a speech-LLM checkpoint
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"model.json missing"):
+        SpeechLLM.load(tmp_path / "empty")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "model.json").write_text(json.dumps({"kind": "dual_encoder"}))
+    with pytest.raises(ValueError, match=r"not a speech-LLM checkpoint \(kind 'dual_encoder'\)"):
+        SpeechLLM.load(tmp_path / "other")
+
+
+# -- the KL term ---------------------------------------------------------------------------------------------
+def test_distill_kl_matches_brute_force_and_trains_only_the_student() -> None:
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.randn(3, 5, generator=g).requires_grad_(True)
+    student = torch.randn(3, 5, generator=g).requires_grad_(True)
+    assert distill_kl(teacher.detach(), teacher.detach()).abs().item() < 1e-6
+    assert distill_kl(student, student, 3.0).abs().item() < 1e-5
+
+    temperature = 2.0
+    expected = 0.0
+    for s_row, t_row in zip(student.tolist(), teacher.tolist()):
+        zs = sum(math.exp(v / temperature) for v in s_row)
+        zt = sum(math.exp(v / temperature) for v in t_row)
+        for s, t in zip(s_row, t_row):
+            p, q = math.exp(t / temperature) / zt, math.exp(s / temperature) / zs
+            expected += p * math.log(p / q)
+    expected = expected / len(teacher) * temperature**2  # KL(teacher || student), mean over positions, T²
+    kl = distill_kl(student, teacher, temperature)
+    assert kl.item() == pytest.approx(expected, rel=1e-5)
+    assert kl.item() > 0
+    kl.backward()
+    assert teacher.grad is None
+    assert student.grad is not None and student.grad.abs().sum() > 0
+
+
+# -- continuations -------------------------------------------------------------------------------------------
+def read_counts(run: Path) -> dict:
+    return json.loads((run / "continuations.json").read_text())
+
+
+def test_continuations_are_cached_resumable_and_keyed(tiny_corpus: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    cfg = blsp_cfg(tiny_corpus, run)
+    train_ids = [u.id for u in read_manifest(tiny_corpus, split="train")]
+    assert len(train_ids) == 12
+    model = build_speech_llm(cfg.model)
+    first = run_continuations(cfg, model)
+    counts = read_counts(run)
+    assert {k: counts[k] for k in ("utterances", "cached", "generated", "too_long")} == {
+        "utterances": 12, "cached": 0, "generated": 12, "too_long": 0}
+    assert counts["usable"] + counts["empty"] == 12 and counts["usable"] == len(first)
+    cache = run / "continuations.jsonl"
+    lines = cache.read_text().splitlines()
+    rows = [json.loads(r) for r in lines]
+    assert sorted(r["id"] for r in rows) == sorted(train_ids)
+    assert {r["key"] for r in rows} == {counts["key"]}
+    assert all(first[r["id"]] == r["continuation"] for r in rows if r["continuation"].strip())
+
+    # a second call generates nothing, and does not even build the model
+    def no_model(*args: object) -> None:
+        raise AssertionError("the model was built although every continuation is cached")
+
+    monkeypatch.setattr(blsp, "build_speech_llm", no_model)
+    assert run_continuations(cfg) == first
+    counts = read_counts(run)
+    assert counts["cached"] == 12 and counts["generated"] == 0
+    assert cache.read_text().splitlines() == lines
+    monkeypatch.undo()
+
+    # an interrupted run (lines lost) resumes: only the missing ones are generated
+    cache.write_text("".join(r + "\n" for r in lines[:7]))
+    again = run_continuations(cfg, model)
+    counts = read_counts(run)
+    assert counts["cached"] == 7 and counts["generated"] == 5
+    new = [json.loads(r)["id"] for r in cache.read_text().splitlines()[7:]]
+    assert sorted(new) == sorted(r["id"] for r in rows[7:])
+    assert set(again) | {i for i in train_ids if i not in again} == set(train_ids)
+
+    # another instruction is another cache key: everything is generated again, the old rows stay valid
+    other = blsp_cfg(tiny_corpus, run, "continuation.instruction=Repeat the text.")
+    run_continuations(other, model)
+    counts = read_counts(run)
+    assert counts["generated"] == 12 and counts["cached"] == 0
+    assert counts["key"] != rows[0]["key"]
+    run_continuations(cfg, model)
+    assert read_counts(run)["generated"] == 0 and read_counts(run)["cached"] == 12
+
+
+def test_too_long_inputs_are_skipped_and_counted(tiny_corpus: Path, tmp_path: Path) -> None:
+    cfg = blsp_cfg(tiny_corpus, tmp_path / "none", "continuation.max_input_tokens=10")
+    model = build_speech_llm(cfg.model)
+    assert run_continuations(cfg, model) == {}
+    counts = read_counts(tmp_path / "none")
+    assert counts["too_long"] == 12 and counts["generated"] == 0 and counts["usable"] == 0
+
+    # a limit between the shortest and the longest prompt: the boundary is inclusive
+    pre, post = model.prompt_ids(cfg.continuation.instruction)
+    utts = read_manifest(tiny_corpus, split="train")
+    sizes = sorted(len(pre) + len(model.text_ids(u.text)) + len(post) for u in utts)
+    limit = max(s for s in sizes if s < sizes[-1])  # the longest prompts are cut, one of this size is kept
+    cfg = blsp_cfg(tiny_corpus, tmp_path / "some", f"continuation.max_input_tokens={limit}")
+    run_continuations(cfg, model)
+    counts = read_counts(tmp_path / "some")
+    assert counts["too_long"] == sum(s > limit for s in sizes) > 0
+    assert counts["generated"] == sum(s <= limit for s in sizes)
+
+    # a seeded sample of the training split
+    cfg = blsp_cfg(tiny_corpus, tmp_path / "sample", "continuation.max_utterances=5")
+    run_continuations(cfg, model)
+    assert read_counts(tmp_path / "sample")["utterances"] == 5
+
+
+@pytest.mark.xfail(strict=True, raises=json.JSONDecodeError, reason=(
+    "run_continuations: a run killed mid-write leaves a truncated last line in continuations.jsonl; the "
+    "next run crashes on json.loads of that line instead of regenerating it (and it would append its "
+    "first new row onto the unterminated fragment)."))
+def test_continuations_survive_a_truncated_last_line(tiny_corpus: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg = blsp_cfg(tiny_corpus, run)
+    model = build_speech_llm(cfg.model)
+    run_continuations(cfg, model)
+    cache = run / "continuations.jsonl"
+    lines = cache.read_text().splitlines()
+    cache.write_text("".join(r + "\n" for r in lines[:-1]) + lines[-1][:25])  # killed inside the last write
+    run_continuations(cfg, model)
+    assert read_counts(run)["generated"] == 1
+    run_continuations(cfg, model)
+    assert read_counts(run)["generated"] == 0 and read_counts(run)["cached"] == 12
+
+
+# -- training ------------------------------------------------------------------------------------------------
+def test_train_exports_a_model_and_resumes(tiny_corpus: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    folder = run_train(blsp_cfg(tiny_corpus, run, "train.steps=4"))
+    assert folder == run / "model"
+    rows4 = metric_rows(run)
+    assert [r["step"] for r in rows4] == [1, 2, 3, 4]
+    for r in rows4:
+        assert {"loss", "ce", "token_acc", "tokens", "grad_norm", "lr"} <= set(r) and "kl" not in r
+        assert math.isfinite(r["loss"]) and r["loss"] == pytest.approx(r["ce"]) and 0 <= r["token_acc"] <= 1
+    meta = json.loads((folder / "model.json").read_text())
+    assert meta["train_languages"] == ["de_de", "fr_fr"] and meta["recipe"] == "blsp"
+    assert (run / "config.yaml").exists() and (run / "continuations.jsonl").exists()
+    loaded = SpeechLLM.load(folder)
+    assert loaded.cfg.adapter == "conv-glu" and loaded.cfg.adapter_hidden == 64
+    wav = tone_speech("red cat")
+    assert len(loaded.generate([wav], SAY, max_new_tokens=3)) == 1
+
+    # more steps: continues from the step-4 checkpoint, continuations come from the cache
+    run_train(blsp_cfg(tiny_corpus, run, "train.steps=6"))
+    rows = metric_rows(run)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert rows[:4] == rows4
+    assert read_counts(run)["generated"] == 0
+    moved = SpeechLLM.load(folder).trainable_state()
+    before = loaded.trainable_state()
+    assert any(not torch.equal(moved[k], before[k]) for k in moved)
+
+
+def test_interrupted_training_resumes_exactly(tiny_corpus: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    straight = run_train(blsp_cfg(tiny_corpus, tmp_path / "a", "train.steps=6"))
+
+    real = blsp._batches
+
+    def dies_at_step_6(*args: object):
+        inner = real(*args)
+
+        def batches(step: int, rank: int, world: int) -> list[dict]:
+            if step == 5:
+                raise KeyboardInterrupt  # killed after step 5 was logged, one step past the step-4 checkpoint
+            return inner(step, rank, world)
+
+        return batches
+
+    cfg = blsp_cfg(tiny_corpus, tmp_path / "b", "train.steps=6")
+    monkeypatch.setattr(blsp, "_batches", dies_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(cfg)
+    assert [r["step"] for r in metric_rows(tmp_path / "b")] == [1, 2, 3, 4, 5]
+    monkeypatch.undo()
+    resumed = run_train(cfg)
+    rows = metric_rows(tmp_path / "b")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # step 5's row from the killed run is dropped
+    a, b = SpeechLLM.load(straight).trainable_state(), SpeechLLM.load(resumed).trainable_state()
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    ref = metric_rows(tmp_path / "a")
+    assert [r["loss"] for r in rows] == [r["loss"] for r in ref]
+
+
+def test_kl_weight_adds_the_teacher_term(tiny_corpus: Path, tmp_path: Path) -> None:
+    run_train(blsp_cfg(tiny_corpus, tmp_path / "run", "train.steps=2", "loss.kl_weight=0.5"))
+    for r in metric_rows(tmp_path / "run"):
+        assert r["kl"] >= 0 and r["loss"] == pytest.approx(r["ce"] + 0.5 * r["kl"], rel=1e-5)
+
+
+# -- the command line ----------------------------------------------------------------------------------------
+def test_cli_blsp_pipeline_and_generate(tiny_corpus: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    args = ["--config", str(BLSP_TINY), "--manifest", str(tiny_corpus), "--out", str(run)]
+    assert main(["data", "continuations", *args]) == 0
+    assert f"continuations in {run / 'continuations.jsonl'}" in capsys.readouterr().out
+    assert main(["train", "blsp", *args, "--set", "train.steps=2"]) == 0
+    assert f"adapter saved to {run / 'model'}" in capsys.readouterr().out
+    assert [r["step"] for r in metric_rows(run)] == [1, 2]
+    assert main(["eval", "generate", *args, "--set", "eval.baselines=[untrained]"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads((run / "eval.json").read_text())
+    assert set(result["tasks"]) == {"asr", "translation"}
+    for task in result["tasks"].values():
+        assert set(task["systems"]) == {"blsp", "untrained"}
+        assert task["languages"]["pl_pl"]["seen"] is False and task["languages"]["fr_fr"]["seen"] is True
+    assert "pl_pl" in out and (run / "eval.md").exists()
+
+    model = str(run / "model")
+    audio = [str(p) for p in sorted((tiny_corpus.parent / "audio" / "fr_fr").glob("*.flac"))[:3]]
+    assert main(["generate", "--model", model, "--audio", *audio, "--lang", "fr_fr", "--max-new-tokens", "4"]) == 0
+    lines = [line for line in capsys.readouterr().out.split("\n") if line]
+    assert len(lines) == 3 and all(line.startswith(f"{a}\t") for line, a in zip(lines, audio))
+    for prompt in (["--prompt", "translate", "--lang", "fr_fr", "--target", "de_de"],
+                   ["--prompt", "What colour is it?"]):
+        assert main(["generate", "--model", model, "--audio", audio[0], *prompt, "--max-new-tokens", "2"]) == 0
+        assert capsys.readouterr().out.startswith(f"{audio[0]}\t")
+
+
+def test_cli_generate_names_a_bad_audio_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = tiny_model().save(tmp_path / "model")
+    good = tmp_path / "good.flac"
+    write_flac(good, tone_speech("red cat"))
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    garbage = tmp_path / "garbage.flac"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    silent = tmp_path / "zero-length.flac"
+    write_flac(silent, np.zeros(0, dtype=np.float32))
+    missing = tmp_path / "missing.wav"
+    for bad in (empty, garbage, silent, missing):
+        assert main(["generate", "--model", str(model), "--audio", str(good), str(bad)]) == 2, bad
+        captured = capsys.readouterr()
+        assert captured.err.startswith("polyvox: error:") and str(bad) in captured.err
+        assert "Traceback" not in captured.err and captured.out == ""
+    assert main(["generate", "--model", str(model), "--audio", str(good), "--lang", "xx_xx"]) == 2
+    assert "unknown language code 'xx_xx'" in capsys.readouterr().err
+    assert main(["generate", "--model", str(tmp_path), "--audio", str(good)]) == 2
+    assert "model.json missing" in capsys.readouterr().err
+
+
+# -- prompt presets and input limits -------------------------------------------------------------------------
+def test_prompt_presets() -> None:
+    ins = make_instruction("translate", "fr_fr", target="en_us")
+    assert "French" in ins and "English" in ins
+    assert "German" in make_instruction("transcribe", "de_de") and "spoken" in make_instruction("transcribe")
+    assert "play, stop?" in make_instruction("intent", "fr_fr", labels=["play", "stop"])
+    assert make_instruction("chat", prompt="Who speaks?") == "Who speaks?"
+    for task, need in (("translate", "target"), ("intent", "labels"), ("chat", "prompt")):
+        with pytest.raises(ValueError, match=f"prompt preset '{task}' needs {need}"):
+            make_instruction(task, "fr_fr")
+    with pytest.raises(ValueError, match=r"unknown prompt preset 'summarise'; known: transcribe, translate"):
+        make_instruction("summarise", "fr_fr")
+    with pytest.raises(ValueError, match=r"unknown language code 'xx_xx'"):
+        make_instruction("transcribe", "xx_xx")
+
+
+def test_prompt_template_and_clip_limits() -> None:
+    model = tiny_model(prompt_template="{instruction}\nAnswer:", max_speech_seconds=1.0)
+    with pytest.raises(ValueError, match=r"must contain \{input\}"):
+        model.prompt_ids(SAY)
+    chat = tiny_model(prompt_template="chat")
+    with pytest.raises(ValueError, match="tokenizer has no chat template"):
+        chat.prompt_ids(SAY)
+    ok = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"clip 1 is 1.5 s long; at most 1 s is supported"):
+        model.speech_embeds([ok, np.zeros(SAMPLE_RATE * 3 // 2, dtype=np.float32)])
+    with pytest.raises(ValueError, match=r"clip 0 is empty"):
+        model.speech_embeds([np.zeros(0, dtype=np.float32), ok])
+    assert model.speech_embeds([ok])[0].shape == (4, model.lm.config.hidden_size)  # 25 frames / 8, rounded up
