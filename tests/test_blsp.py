@@ -145,10 +145,6 @@ def test_adapter_registry_and_output_scale() -> None:
         tiny_model(adapter="qformer")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "SpeechEncoder: a clip's last encoder frame depends on its batch partners. Alone, the conv stem sees "
-    "zero padding (and a reflect-padded STFT) past the clip's end; batched, it sees the log-mel of the "
-    "zero-padded waveform. Attention then spreads the difference to every frame."))
 def test_speech_embeds_do_not_depend_on_batch_partners() -> None:
     model = tiny_model()
     content_sensitive(model)
@@ -402,10 +398,6 @@ def test_too_long_inputs_are_skipped_and_counted(tiny_corpus: Path, tmp_path: Pa
     assert read_counts(tmp_path / "sample")["utterances"] == 5
 
 
-@pytest.mark.xfail(strict=True, raises=json.JSONDecodeError, reason=(
-    "run_continuations: a run killed mid-write leaves a truncated last line in continuations.jsonl; the "
-    "next run crashes on json.loads of that line instead of regenerating it (and it would append its "
-    "first new row onto the unterminated fragment)."))
 def test_continuations_survive_a_truncated_last_line(tiny_corpus: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     cfg = blsp_cfg(tiny_corpus, run)

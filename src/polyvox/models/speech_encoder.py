@@ -42,23 +42,29 @@ class SpeechEncoder(nn.Module):
         return self.encoder.config.d_model
 
     def features(self, wavs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-mel features, shape (B, n_mels, T) with T even, and valid mel lengths (B,)."""
+        """Log-mel features, shape (B, n_mels, T) with T even, and valid mel lengths (B,).
+
+        Without 30 s padding each clip's log-mel is computed on its own (its last frames would otherwise see
+        the batch's padding) and frames past its length are zero.
+        """
         hop = self.feature_extractor.hop_length
         max_len = WHISPER_WINDOW_S * SAMPLE_RATE
         if any(len(w) > max_len for w in wavs):
             raise ValueError(f"clips longer than {WHISPER_WINDOW_S} s are not supported; cut them first")
         lengths = torch.tensor([min(len(w) // hop, max_len // hop) for w in wavs])
         lengths = lengths + lengths % 2  # the stride-2 conv halves T
-        padding = "max_length" if self.pad_to_30s else "longest"
-        out = self.feature_extractor(
-            [np.asarray(w, dtype=np.float32) for w in wavs],
-            sampling_rate=SAMPLE_RATE, padding=padding, return_tensors="pt", truncation=True,
-        )
-        mel = out["input_features"]  # (B, n_mels, T)
-        t = int(lengths.max()) if not self.pad_to_30s else mel.shape[-1]
-        if mel.shape[-1] < t:
-            mel = F.pad(mel, (0, t - mel.shape[-1]), value=float(mel.min()))
-        return mel[..., :t], lengths
+        wavs = [np.asarray(w, dtype=np.float32) for w in wavs]
+        if self.pad_to_30s:
+            mel = self.feature_extractor(wavs, sampling_rate=SAMPLE_RATE, padding="max_length", return_tensors="pt",
+                                         truncation=True)["input_features"]  # (B, n_mels, 3000)
+            return mel, lengths
+        mel = torch.zeros(len(wavs), self.feature_extractor.feature_size, int(lengths.max()))  # (B, n_mels, T)
+        for i, (w, n) in enumerate(zip(wavs, lengths.tolist())):
+            one = self.feature_extractor([w], sampling_rate=SAMPLE_RATE, padding="longest", return_tensors="pt",
+                                         truncation=True)["input_features"][0]  # (n_mels, ~n)
+            one = one[:, :n]
+            mel[i, :, : one.shape[-1]] = one
+        return mel, lengths
 
     @torch.no_grad()
     def forward(self, mel: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,15 +80,21 @@ class SpeechEncoder(nn.Module):
         """
         enc = self.encoder
         mel = mel.to(enc.conv1.weight.dtype)
+        valid = None if self.pad_to_30s else (torch.arange(mel.shape[-1], device=mel.device)[None, :]
+                                              < lengths.to(mel.device)[:, None])[:, None, :]  # (B, 1, T)
+        if valid is not None:  # a clip alone is zero-padded by the convolutions: make a batch look the same
+            mel = mel * valid
         x = F.gelu(enc.conv1(mel))
+        if valid is not None:
+            x = x * valid
         x = F.gelu(enc.conv2(x)).transpose(1, 2)  # (B, T/2, D)
         t = x.shape[1]
         x = x + enc.embed_positions.weight[:t]
         frames = (lengths + 1) // 2
         mask = None
         if not self.pad_to_30s:
-            valid = torch.arange(t)[None, :] < frames[:, None]  # (B, T/2)
-            mask = torch.zeros(valid.shape, dtype=x.dtype).masked_fill(~valid, torch.finfo(x.dtype).min)
+            keep = torch.arange(t, device=x.device)[None, :] < frames.to(x.device)[:, None]  # (B, T/2)
+            mask = torch.zeros(keep.shape, dtype=x.dtype, device=x.device).masked_fill(~keep, torch.finfo(x.dtype).min)
             mask = mask[:, None, None, :]  # (B, 1, 1, T/2) additive key mask
         for layer in enc.layers[: self.layer]:
             x = layer(x, attention_mask=mask)

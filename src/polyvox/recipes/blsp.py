@@ -63,11 +63,15 @@ def run_continuations(cfg: BLSPConfig, model: SpeechLLM | None = None) -> dict[s
     cache, key = out / "continuations.jsonl", _continuation_key(cfg)
     done: dict[str, str] = {}
     if cache.exists():
-        for line in cache.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                if row["key"] == key:
-                    done[row["id"]] = row["continuation"]
+        text = cache.read_text()
+        if text and not text.endswith("\n"):  # killed inside a write: drop the partial row, keep whole ones
+            log.warning("%s: dropping an unfinished last row (an interrupted run); it is generated again", cache)
+            text = text[: text.rfind("\n") + 1]
+            atomic_write_text(cache, text)
+        for line in text.splitlines():
+            row = json.loads(line)
+            if row["key"] == key:
+                done[row["id"]] = row["continuation"]
     utts = train_utterances(cfg)
     todo = [u for u in utts if u.id not in done]
     counts = {"utterances": len(utts), "cached": len(utts) - len(todo), "generated": 0, "too_long": 0, "empty": 0}
