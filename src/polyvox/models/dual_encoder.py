@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import asdict
@@ -10,12 +9,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from polyvox.config import ModelConfig, config_from_dict
 from polyvox.data.languages import language_name
-from polyvox.fileio import atomic_write, atomic_write_text
+from polyvox.models.export import load_trainable, read_meta, save_trainable, trainable_state
 
 log = logging.getLogger(__name__)
 
@@ -159,46 +157,35 @@ class DualEncoder(nn.Module):
                 raise ValueError(f"unit ids at position {i} must be in 0..{self.num_units - 1}")
         return self(self.tokenize_speech(units, langs))[0]
 
-    # -- checkpoints -------------------------------------------------------------------------------
+    # -- checkpoints ---------------------------------------------------------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        names = {n for n, p in self.named_parameters() if p.requires_grad}
-        return {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if k in names}
+        return trainable_state(self)
 
     def save(self, folder: str | Path, extra: dict | None = None) -> Path:
         """Write trainable weights (safetensors) + config JSON; frozen weights are referenced by name."""
         from polyvox.models.sources import fingerprint
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(folder / "model.safetensors", lambda p: save_file(self.trainable_state(), p))
         meta = {"model": asdict(self.cfg), "num_units": self.num_units, "seed": self.seed,
                 "backbone_fingerprint": fingerprint(self.cfg.backbone), **(extra or {})}
         if self.unit_tokenizer is not None:
             self.unit_tokenizer.save(folder)
-        atomic_write_text(folder / "model.json", json.dumps(meta, indent=2))
-        return folder
+        return save_trainable(self, folder, meta)
 
     @classmethod
     def load(cls, folder: str | Path) -> DualEncoder:
         from polyvox.models.sources import fingerprint
 
         folder = Path(folder)
-        if not (folder / "model.json").exists():
-            raise FileNotFoundError(f"no dual-encoder checkpoint in {folder} (model.json missing)")
-        meta = json.loads((folder / "model.json").read_text())
+        meta = read_meta(folder, "dual-encoder")
         cfg = config_from_dict(meta["model"], ModelConfig)
         if fingerprint(cfg.backbone) != meta["backbone_fingerprint"]:
             raise ValueError(f"{folder}: backbone {cfg.backbone!r} is not the one this checkpoint was trained on")
         seed = meta.get("seed", 0)
         backbone, tok = load_backbone(cfg, seed)
         model = cls(backbone, tok, meta["num_units"], cfg, seed)
-        missing = set(model.trainable_state()) - set(load_file(str(folder / "model.safetensors")))
-        if missing:
-            raise ValueError(f"{folder}: checkpoint lacks {len(missing)} trainable tensors, e.g. {sorted(missing)[:3]}")
-        model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+        load_trainable(model, folder)
         if (folder / "units.json").exists():
             from polyvox.models.units import UnitTokenizer
 
             model.unit_tokenizer = UnitTokenizer.load(folder)
         return model.eval()
-

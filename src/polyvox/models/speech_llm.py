@@ -6,21 +6,19 @@ tokens of a text (the same LLM reading a transcript: continuations, the cascade 
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from polyvox.audio import SAMPLE_RATE
 from polyvox.config import SpeechLLMConfig, config_from_dict
 from polyvox.data.languages import language_name
-from polyvox.fileio import atomic_write, atomic_write_text
 from polyvox.models.adapter import build_adapter
+from polyvox.models.export import load_trainable, read_meta, save_trainable, trainable_state
 from polyvox.models.speech_encoder import SpeechEncoder
 
 log = logging.getLogger(__name__)
@@ -242,31 +240,23 @@ class SpeechLLM(nn.Module):
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        names = {n for n, p in self.named_parameters() if p.requires_grad}
-        return {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if k in names}
+        return trainable_state(self)
 
     def save(self, folder: str | Path, extra: dict | None = None) -> Path:
         """Write the adapter (safetensors) + JSON; the frozen encoder and LLM are referenced by name and fingerprint."""
         from polyvox.models.sources import fingerprint
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(folder / "model.safetensors", lambda p: save_file(self.trainable_state(), p))
         meta = {"kind": "speech_llm", "model": asdict(self.cfg), "seed": self.seed,
                 "encoder_fingerprint": fingerprint(self.cfg.encoder), "llm_fingerprint": fingerprint(self.cfg.llm),
                 **(extra or {})}
-        atomic_write_text(folder / "model.json", json.dumps(meta, indent=2))
-        return folder
+        return save_trainable(self, folder, meta)
 
     @classmethod
     def load(cls, folder: str | Path) -> SpeechLLM:
         """Rebuild the model from a saved folder, refusing an encoder or LLM that is not the one it was trained with."""
         from polyvox.models.sources import fingerprint
 
-        folder = Path(folder)
-        if not (folder / "model.json").exists():
-            raise FileNotFoundError(f"no speech-LLM checkpoint in {folder} (model.json missing)")
-        meta = json.loads((folder / "model.json").read_text())
+        meta = read_meta(folder, "speech-LLM")
         if meta.get("kind") != "speech_llm":
             raise ValueError(f"{folder}: not a speech-LLM checkpoint (kind {meta.get('kind')!r})")
         cfg = config_from_dict(meta["model"], SpeechLLMConfig)
@@ -274,11 +264,7 @@ class SpeechLLM(nn.Module):
             if fingerprint(getattr(cfg, part)) != meta[f"{part}_fingerprint"]:
                 raise ValueError(f"{folder}: {part} {getattr(cfg, part)!r} is not the one this adapter was trained with")
         model = build_speech_llm(cfg, meta.get("seed", 0))
-        weights = load_file(str(folder / "model.safetensors"))
-        missing = set(model.trainable_state()) - set(weights)
-        if missing:
-            raise ValueError(f"{folder}: checkpoint lacks {len(missing)} adapter tensors, e.g. {sorted(missing)[:3]}")
-        model.load_state_dict(weights, strict=False)
+        load_trainable(model, folder)
         return model.eval()
 
 

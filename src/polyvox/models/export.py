@@ -1,0 +1,45 @@
+"""Exported models: the trainable tensors (safetensors) + a JSON description; frozen parts are referenced by name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from polyvox.fileio import atomic_write, atomic_write_text
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state-dict entries of parameters that require gradients (CPU, contiguous)."""
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k in names}
+
+
+def save_trainable(model: nn.Module, folder: str | Path, meta: dict[str, Any]) -> Path:
+    """Write ``model.safetensors`` (trainable tensors) and ``model.json`` (`meta`) atomically into `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / "model.safetensors", lambda p: save_file(trainable_state(model), p))
+    atomic_write_text(folder / "model.json", json.dumps(meta, indent=2))
+    return folder
+
+
+def read_meta(folder: str | Path, what: str) -> dict[str, Any]:
+    """``model.json`` of an exported `what` (for the error message), or FileNotFoundError."""
+    path = Path(folder) / "model.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no {what} checkpoint in {folder} (model.json missing)")
+    return json.loads(path.read_text())
+
+
+def load_trainable(model: nn.Module, folder: str | Path) -> None:
+    """Load ``model.safetensors`` into `model`, refusing a file that lacks any of its trainable tensors."""
+    weights = load_file(str(Path(folder) / "model.safetensors"))
+    missing = set(trainable_state(model)) - set(weights)
+    if missing:
+        raise ValueError(f"{folder}: checkpoint lacks {len(missing)} trainable tensors, e.g. {sorted(missing)[:3]}")
+    model.load_state_dict(weights, strict=False)
