@@ -67,15 +67,17 @@ class SpeechEncoder(nn.Module):
         return mel, lengths
 
     @torch.no_grad()
-    def forward(self, mel: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode log-mels.
+    def hidden_states(self, mel: torch.Tensor, lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Encode log-mels and keep every layer up to `layer` (for a learned weighted sum of layers).
 
         Args:
             mel: (B, n_mels, T) log-mel features.
             lengths: (B,) valid mel frames of each clip.
 
         Returns:
-            hidden: (B, T', D) pooled features of `layer`, T' = T / 2 / pool.
+            hidden: `layer + 1` tensors (B, T', D), pooled like `forward`: the conv stem's output (with
+                positions added, the input of layer 1), then the output of each layer 1..`layer`; the last
+                is after the final LayerNorm when `layer` is the top layer, so it equals `forward`'s output.
             frames: (B,) valid output frames of each clip.
         """
         enc = self.encoder
@@ -96,15 +98,33 @@ class SpeechEncoder(nn.Module):
             keep = torch.arange(t, device=x.device)[None, :] < frames.to(x.device)[:, None]  # (B, T/2)
             mask = torch.zeros(keep.shape, dtype=x.dtype, device=x.device).masked_fill(~keep, torch.finfo(x.dtype).min)
             mask = mask[:, None, None, :]  # (B, 1, 1, T/2) additive key mask
+        states = [x]
         for layer in enc.layers[: self.layer]:
             x = layer(x, attention_mask=mask)
+            states.append(x)
         if self.layer == len(enc.layers):
-            x = enc.layer_norm(x)
+            states[-1] = enc.layer_norm(x)
         if self.pool > 1:
             t_pooled = t // self.pool
-            x = x[:, : t_pooled * self.pool].reshape(x.shape[0], t_pooled, self.pool, -1).mean(2)  # (B, T', D)
+            states = [s[:, : t_pooled * self.pool].reshape(s.shape[0], t_pooled, self.pool, -1).mean(2)
+                      for s in states]  # each (B, T', D)
             frames = (frames // self.pool).clamp(min=1)
-        return x, frames
+        return states, frames
+
+    @torch.no_grad()
+    def forward(self, mel: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode log-mels.
+
+        Args:
+            mel: (B, n_mels, T) log-mel features.
+            lengths: (B,) valid mel frames of each clip.
+
+        Returns:
+            hidden: (B, T', D) pooled features of `layer`, T' = T / 2 / pool.
+            frames: (B,) valid output frames of each clip.
+        """
+        states, frames = self.hidden_states(mel, lengths)
+        return states[-1], frames
 
     def encode(self, wavs: list[np.ndarray]) -> list[torch.Tensor]:
         """Encode a batch of 16 kHz clips; returns one (T_i, D) tensor per clip, padding removed."""

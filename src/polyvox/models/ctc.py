@@ -1,0 +1,133 @@
+"""CTC over the LLM's frozen input-embedding table (Denisov & Vu 2024, stage 1).
+
+The output layer of the CTC loss is the LLM's own input-embedding table, so the trainable encoder side
+(adapter, layer mix) learns to put each frame near the embedding of the token said there: its outputs land
+in the space the LLM reads. The table is never trained; the only parameters of the head are a blank vector
+(the CTC blank is an extra class, so no real token is sacrificed) and a scalar scale.
+
+Cost: the logits are (B, T, V + 1) over the whole vocabulary, as in the paper. For gemma3 (V = 262,145)
+that is 1 MiB of float32 per frame, and the log-softmax and its gradient need as much again twice over:
+about 3 MiB per frame, e.g. ~1.2 GiB for 8 clips of 50 adapter frames. Tiny test models cost nothing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class EmbeddingCTCHead(nn.Module):
+    """CTC output layer whose V token classes are the rows of a frozen input-embedding table, plus a blank.
+
+    ``logits = scale * x @ [E; b].T`` where E (V, D) is the embedding module's ``weight`` itself (the same
+    tensor, not a copy) and b (D,) a learned blank vector; the blank is class V.
+
+    E is the raw ``weight``: Gemma's embedding module multiplies its lookups by sqrt(D), but that is one
+    constant for every row, so it changes nothing a learned scale cannot absorb, and reading the weight
+    avoids a (V, D) scaled copy per call.
+
+    The table is held outside the module's registry: it is not in ``parameters()`` or ``state_dict()`` (so a
+    checkpoint of the head is a few floats, and a model that holds both the LLM and the head does not list the
+    168M-value table twice), and ``.to()`` does not move it; the LLM owns it. Its ``requires_grad`` is set to
+    False, which freezes it for the LLM as well, as every polyvox recipe keeps the LLM's table frozen.
+
+    Args:
+        embedding: the LLM's input-embedding module (``lm.get_input_embeddings()``).
+        learn_scale: learn the scale (stored as its log, so it stays positive); otherwise keep it fixed.
+    """
+
+    def __init__(self, embedding: nn.Embedding, learn_scale: bool = True):
+        super().__init__()
+        weight = embedding.weight
+        weight.requires_grad_(False)
+        object.__setattr__(self, "_embedding", embedding)  # a plain attribute: not a registered submodule
+        v, d = weight.shape
+        rms = float(weight.detach().float().pow(2).mean().sqrt()) or 1.0
+        # Like attention's 1/sqrt(D), divided by the table's RMS: a unit-RMS input then gives unit-variance
+        # logits at the start, whatever the scale of the table (Gemma's rows are ~0.03, others ~1).
+        log_scale = torch.tensor(-math.log(math.sqrt(d) * rms))
+        if learn_scale:
+            self.log_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_scale", log_scale)
+        # Drawn like a row of the table, so at the start the blank is scored like any token.
+        gen = torch.Generator().manual_seed(0)
+        self.blank = nn.Parameter(torch.randn(d, generator=gen) * rms)
+
+    @property
+    def embedding(self) -> nn.Embedding:
+        """The LLM's input-embedding module (shared, frozen)."""
+        return self._embedding
+
+    @property
+    def vocab_size(self) -> int:
+        """V, the number of token classes; the blank is class V."""
+        return self._embedding.weight.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, D) encoder-side frames -> (B, T, V + 1) float32 logits; the last class is the blank."""
+        weight = self._embedding.weight
+        x = x.to(weight.dtype)
+        tokens = F.linear(x, weight)  # (B, T, V)
+        blank = (x @ self.blank.to(weight.dtype))[..., None]  # (B, T, 1)
+        return torch.cat([tokens, blank], dim=-1).float() * self.log_scale.exp()  # (B, T, V + 1)
+
+
+def ctc_min_frames(target: list[int]) -> int:
+    """The fewest input frames CTC can align `target` to: one per token, plus a blank between repeats."""
+    return len(target) + sum(a == b for a, b in zip(target, target[1:]))
+
+
+def ctc_loss(head: EmbeddingCTCHead, x: torch.Tensor, lengths: torch.Tensor,
+             targets: list[list[int]]) -> torch.Tensor:
+    """CTC loss of `targets` given encoder-side frames, mean over the batch of (loss / target length).
+
+    Args:
+        head: the embedding CTC head (V token classes + blank V).
+        x: (B, T, D) frames.
+        lengths: (B,) valid frames of each item.
+        targets: LLM token ids of each item's transcript (no blank, ids in 0..V-1).
+
+    Raises:
+        ValueError: when an item cannot be aligned (fewer valid frames than `ctc_min_frames` of its target),
+            naming its batch index; filter such items with `ctc_min_frames` before batching. Also for ids out
+            of range and mismatched batch sizes.
+    """
+    b, t, _ = x.shape
+    if len(targets) != b or len(lengths) != b:
+        raise ValueError(f"batch of {b} frames but {len(targets)} targets and {len(lengths)} lengths")
+    v = head.vocab_size
+    lengths = lengths.to(torch.long).cpu()
+    for i, (tgt, n) in enumerate(zip(targets, lengths.tolist())):
+        if not 1 <= n <= t:
+            raise ValueError(f"batch item {i}: {n} valid frames, expected 1..{t}")
+        if any(not 0 <= k < v for k in tgt):
+            raise ValueError(f"batch item {i}: target ids must be in 0..{v - 1} (class {v} is the blank)")
+        need = ctc_min_frames(tgt)
+        if need > n:
+            raise ValueError(f"batch item {i}: target of {len(tgt)} tokens needs at least {need} frames, "
+                             f"but the input has {n}; CTC cannot align it")
+    log_probs = F.log_softmax(head(x), dim=-1).transpose(0, 1)  # (T, B, V + 1)
+    flat = torch.tensor([k for tgt in targets for k in tgt], dtype=torch.long)
+    target_lengths = torch.tensor([len(tgt) for tgt in targets], dtype=torch.long)
+    return F.ctc_loss(log_probs, flat.to(x.device), lengths, target_lengths, blank=v, reduction="mean",
+                      zero_infinity=True)
+
+
+def greedy_ctc_decode(logits: torch.Tensor, lengths: torch.Tensor, blank: int | None = None) -> list[list[int]]:
+    """Best path per item: argmax per frame, collapse repeats, drop blanks.
+
+    Args:
+        logits: (B, T, C) logits or log-probabilities.
+        lengths: (B,) valid frames of each item.
+        blank: the blank class; the last class (C - 1) if None, as `EmbeddingCTCHead` puts it.
+    """
+    blank = logits.shape[-1] - 1 if blank is None else blank
+    out = []
+    for path, n in zip(logits.argmax(-1).tolist(), lengths.tolist()):
+        path = path[:n]
+        out.append([k for j, k in enumerate(path) if k != blank and (j == 0 or k != path[j - 1])])
+    return out

@@ -1,0 +1,138 @@
+"""CTC over the LLM's frozen embedding table, the learned layer mix and `SpeechEncoder.hidden_states`."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import tone_speech
+from torch import nn
+
+from polyvox.models.ctc import EmbeddingCTCHead, ctc_loss, ctc_min_frames, greedy_ctc_decode
+from polyvox.models.layer_mix import WeightedLayerSum
+from polyvox.models.sources import load_llm, load_speech_model
+from polyvox.models.speech_encoder import SpeechEncoder
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return load_llm("tiny-gemma3")
+
+
+def test_head_holds_the_llm_table_itself_and_only_trains_blank_and_scale(llm):
+    lm, _ = llm
+    emb = lm.get_input_embeddings()
+    head = EmbeddingCTCHead(emb)
+    assert head.embedding.weight is emb.weight
+    assert head.embedding.weight.data_ptr() == emb.weight.data_ptr()
+    assert not emb.weight.requires_grad
+    assert {n for n, p in head.named_parameters() if p.requires_grad} == {"log_scale", "blank"}
+    assert all(p is not emb.weight for p in head.parameters()) and "embedding.weight" not in head.state_dict()
+    x = torch.randn(2, 5, emb.weight.shape[1])
+    assert head(x).shape == (2, 5, emb.weight.shape[0] + 1)
+
+
+def test_training_drives_loss_down_decodes_targets_and_leaves_table_bit_identical(llm):
+    lm, tok = llm
+    emb = lm.get_input_embeddings()
+    table = emb.weight.detach().clone()
+    targets = [tok(w, add_special_tokens=False)["input_ids"] for w in ["cat", "dog", "sun", "moon"]]
+    assert ctc_min_frames(targets[3]) == 5  # "moon" has a repeat: a blank must sit between
+    torch.manual_seed(0)
+    feats = torch.randn(4, 10, 64)  # fixed random "encoder frames"
+    lengths = torch.tensor([10, 8, 10, 9])
+    upstream = nn.Linear(64, emb.weight.shape[1])
+    head = EmbeddingCTCHead(emb)
+    before = {n: p.detach().clone() for n, p in [*upstream.named_parameters(), *head.named_parameters()]}
+    opt = torch.optim.Adam([*upstream.parameters(), *head.parameters()], lr=0.03)
+    losses = []
+    for _ in range(120):
+        loss = ctc_loss(head, upstream(feats), lengths, targets)
+        opt.zero_grad()
+        loss.backward()
+        assert emb.weight.grad is None
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.05 * losses[0]
+    assert torch.equal(emb.weight, table) and head.embedding.weight is emb.weight
+    after = dict([*upstream.named_parameters(), *head.named_parameters()])
+    assert all(not torch.equal(after[n], v) for n, v in before.items())  # every trainable part moved
+    with torch.no_grad():
+        assert greedy_ctc_decode(head(upstream(feats)), lengths) == targets
+
+
+def test_ctc_loss_by_hand():
+    emb = nn.Embedding(3, 2)
+    with torch.no_grad():
+        emb.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.5]]))
+    head = EmbeddingCTCHead(emb)
+    with torch.no_grad():
+        head.log_scale.zero_()
+        head.blank.copy_(torch.tensor([0.5, 0.5]))
+    x = torch.tensor([[[2.0, 0.0], [0.0, 1.0]], [[0.0, 3.0], [1.0, 1.0]]])  # (B=2, T=2, D=2)
+    classes = [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.5], [0.5, 0.5]]  # rows of E, then the blank (class 3)
+
+    def probs(frame: list[float]) -> list[float]:
+        z = [math.exp(sum(a * b for a, b in zip(frame, c))) for c in classes]
+        return [v / sum(z) for v in z]
+
+    p = [[probs(f) for f in item] for item in x.tolist()]
+    # item 0, target [0] in 2 frames: paths (0,0), (0,-), (-,0); item 1, target [1, 0]: only (1,0); /target length
+    item0 = -math.log(p[0][0][0] * p[0][1][0] + p[0][0][0] * p[0][1][3] + p[0][0][3] * p[0][1][0]) / 1
+    item1 = -math.log(p[1][0][1] * p[1][1][0]) / 2
+    loss = ctc_loss(head, x, torch.tensor([2, 2]), [[0], [1, 0]])
+    assert loss.item() == pytest.approx((item0 + item1) / 2, rel=1e-5)
+
+
+def test_unalignable_targets_raise_naming_the_item():
+    head = EmbeddingCTCHead(nn.Embedding(10, 4))
+    x = torch.randn(2, 4, 4)
+    assert [ctc_min_frames(t) for t in ([], [1, 2], [3, 3], [3, 3, 3])] == [0, 2, 3, 5]
+    ctc_loss(head, x, torch.tensor([4, 2]), [[1, 2, 3], [1, 2]])  # tight but possible
+    with pytest.raises(ValueError, match="batch item 1: target of 3 tokens needs at least 3 frames"):
+        ctc_loss(head, x, torch.tensor([4, 2]), [[1], [1, 2, 3]])
+    with pytest.raises(ValueError, match="batch item 0: .* needs at least 3 frames"):
+        ctc_loss(head, x, torch.tensor([2, 4]), [[3, 3], [1]])  # a repeat needs a blank between
+    with pytest.raises(ValueError, match="batch item 1: target ids"):
+        ctc_loss(head, x, torch.tensor([4, 4]), [[1], [10]])  # 10 is the blank
+
+
+def test_greedy_decode_collapses_repeats_drops_blanks_and_stops_at_length():
+    b = 3
+    paths = torch.tensor([[b, 1, 1, b, 1, 2, 2, b], [0, 0, b, 0, 2, 2, 1, 1]])
+    logits = nn.functional.one_hot(paths, 4).float()  # (B, T, 4)
+    assert greedy_ctc_decode(logits, torch.tensor([8, 5])) == [[1, 1, 2], [0, 0, 2]]
+
+
+def test_weighted_layer_sum():
+    torch.manual_seed(0)
+    layers = [torch.randn(2, 5, 8) * (i + 1) for i in range(3)]
+    mix = WeightedLayerSum(3)
+    assert torch.allclose(mix(layers), torch.stack(layers).mean(0), atol=1e-6)
+    assert torch.allclose(mix(torch.stack(layers)), mix(layers))
+    with torch.no_grad():
+        mix.logits.copy_(torch.tensor([2.0, -1.0, 0.5]))
+    assert mix.weights.sum().item() == pytest.approx(1.0)
+    (mix(layers) * torch.randn(2, 5, 8)).sum().backward()
+    assert mix.logits.grad is not None and mix.logits.grad.abs().sum() > 0
+    normed = WeightedLayerSum(3, norm=True)
+    expected = torch.stack([nn.functional.layer_norm(x, (8,)) for x in layers]).mean(0)
+    assert torch.allclose(normed(layers), expected, atol=1e-6)
+    assert [n for n, _ in normed.named_parameters()] == ["logits"]  # no affine: only the mix learns
+    with pytest.raises(ValueError, match="expected 3 layers, got 2"):
+        mix(layers[:2])
+
+
+@pytest.mark.parametrize("layer", [1, 2])
+def test_hidden_states_ends_with_forward_output(layer):
+    whisper, fe = load_speech_model("tiny-whisper")
+    enc = SpeechEncoder(whisper, fe, layer=layer, pool=1)
+    mel, lengths = enc.features([tone_speech("hello"), tone_speech("hi")])
+    states, frames = enc.hidden_states(mel, lengths)
+    hidden, frames_fwd = enc(mel, lengths)
+    assert len(states) == layer + 1
+    assert all(s.shape == hidden.shape for s in states) and hidden.shape[-1] == enc.dim
+    assert torch.equal(states[-1], hidden) and torch.equal(frames, frames_fwd)
+    assert not torch.equal(states[0], states[-1])
+    assert WeightedLayerSum(layer + 1, norm=True)(states).shape == hidden.shape
