@@ -86,7 +86,8 @@ class SpeechLLM(nn.Module):
 
     def train(self, mode: bool = True) -> SpeechLLM:
         super().train(mode)
-        self.encoder.eval(), self.lm.eval()  # frozen parts never switch to training behaviour (dropout)
+        self.encoder.eval()  # frozen parts never switch to training behaviour (dropout)
+        self.lm.eval()
         return self
 
     # -- prompts ------------------------------------------------------------------------------------
