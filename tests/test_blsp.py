@@ -111,6 +111,18 @@ def test_prompt_ids_wrap_the_input_in_the_template() -> None:
     assert model.text_rows(["red cat"], [SAY]) == [[pre, model.text_ids("red cat"), post]]
 
 
+def test_a_prefix_postfix_pair_is_used_as_is() -> None:
+    model = tiny_model()
+    pair = ("A text in French: ", " The same text in English:")
+    pre, post = model.prompt_ids(pair)
+    assert pre[0] == model.tokenizer.bos_token_id
+    assert model.tokenizer.decode(pre[1:] + model.text_ids("chat noir") + post) == (
+        "A text in French: chat noir The same text in English:")
+    rows = model.text_rows(["chat noir", "red cat"], [pair, SAY])
+    assert rows[0] == [pre, model.text_ids("chat noir"), post] and rows[1][0] == model.prompt_ids(SAY)[0]
+    assert len(model.generate_text(["chat noir"], pair, max_new_tokens=2)) == 1
+
+
 # -- adapters ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("name", "factor"), [("conv-glu", 8), ("stack-mlp", 4)])
 def test_adapter_lengths_and_batch_independence(name: str, factor: int) -> None:

@@ -51,6 +51,7 @@ def make_instruction(task: str, lang: str | None = None, target: str | None = No
 
 
 Part = list[int] | torch.Tensor  # token ids, or (L, D) input embeddings
+Prompt = str | tuple[str, str]  # an instruction for the prompt template, or a raw (prefix, postfix) pair
 
 
 class SpeechLLM(nn.Module):
@@ -91,8 +92,16 @@ class SpeechLLM(nn.Module):
         return self
 
     # -- prompts ------------------------------------------------------------------------------------
-    def prompt_ids(self, instruction: str) -> tuple[list[int], list[int]]:
-        """Token ids before and after the input for `instruction` (the prefix starts with BOS)."""
+    def prompt_ids(self, instruction: Prompt) -> tuple[list[int], list[int]]:
+        """Token ids before and after the input for `instruction` (the prefix starts with BOS).
+
+        A string is an instruction placed by `model.prompt_template`; a ``(prefix, postfix)`` pair is put
+        around the input as is (xP3-style prompts such as ``("A text in French: ", " The same text in English:")``).
+        """
+        if isinstance(instruction, tuple):
+            before, after = instruction
+            return (self.tokenizer(before, add_special_tokens=True)["input_ids"],
+                    self.tokenizer(after, add_special_tokens=False)["input_ids"])
         if self.cfg.prompt_template == "chat":
             if not getattr(self.tokenizer, "chat_template", None):
                 raise ValueError(f"{self.cfg.llm}: tokenizer has no chat template; set model.prompt_template")
@@ -157,17 +166,17 @@ class SpeechLLM(nn.Module):
             labels[i, sl] = torch.tensor(lab, device=self.device)
         return embeds, mask, labels
 
-    def speech_rows(self, wavs: list[np.ndarray], instructions: list[str]) -> list[list[Part]]:
+    def speech_rows(self, wavs: list[np.ndarray], instructions: list[Prompt]) -> list[list[Part]]:
         """``[prefix, adapter outputs, suffix]`` per clip."""
         prompts = [self._prompt(ins) for ins in instructions]
         return [[pre, s, post] for s, (pre, post) in zip(self.speech_embeds(wavs), prompts)]
 
-    def text_rows(self, texts: list[str], instructions: list[str]) -> list[list[Part]]:
+    def text_rows(self, texts: list[str], instructions: list[Prompt]) -> list[list[Part]]:
         """``[prefix, text tokens, suffix]`` per text."""
         prompts = [self._prompt(ins) for ins in instructions]
         return [[pre, self.text_ids(t), post] for t, (pre, post) in zip(texts, prompts)]
 
-    def _prompt(self, instruction: str) -> tuple[list[int], list[int]]:
+    def _prompt(self, instruction: Prompt) -> tuple[list[int], list[int]]:
         cache = self.__dict__.setdefault("_prompt_cache", {})
         if instruction not in cache:
             cache[instruction] = self.prompt_ids(instruction)
@@ -186,7 +195,7 @@ class SpeechLLM(nn.Module):
             logits = torch.tanh(logits / cap) * cap
         return logits.float(), labels[:, 1:][predict]
 
-    def forward(self, wavs: list[np.ndarray], instructions: list[str], targets: list[list[int]],
+    def forward(self, wavs: list[np.ndarray], instructions: list[Prompt], targets: list[list[int]],
                 teacher_texts: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Teacher-forced pass on ``prefix + speech + suffix + target``.
 
@@ -228,15 +237,15 @@ class SpeechLLM(nn.Module):
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
         return [t.split("\n")[0].strip() if stop_at_newline else t.strip() for t in texts]
 
-    def generate(self, wavs: list[np.ndarray], instructions: str | list[str], **kwargs) -> list[str]:
+    def generate(self, wavs: list[np.ndarray], instructions: Prompt | list[Prompt], **kwargs) -> list[str]:
         """Answer `instructions` (one for all, or one per clip) about 16 kHz clips; see `decode` for options."""
-        instructions = [instructions] * len(wavs) if isinstance(instructions, str) else instructions
+        instructions = instructions if isinstance(instructions, list) else [instructions] * len(wavs)
         with torch.no_grad():
             return self.decode(self.speech_rows(wavs, instructions), **kwargs)
 
-    def generate_text(self, texts: list[str], instructions: str | list[str], **kwargs) -> list[str]:
+    def generate_text(self, texts: list[str], instructions: Prompt | list[Prompt], **kwargs) -> list[str]:
         """The same LLM and prompt with a text in place of the speech (continuations, the cascade baseline)."""
-        instructions = [instructions] * len(texts) if isinstance(instructions, str) else instructions
+        instructions = instructions if isinstance(instructions, list) else [instructions] * len(texts)
         return self.decode(self.text_rows(texts, instructions), **kwargs)
 
     # -- checkpoints ---------------------------------------------------------------------------------
