@@ -12,15 +12,14 @@ Writes benchmarks/results/blsp_speed.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import peak_rss_mb, write_result
+from _common import median_time, peak_rss_mb, write_result
 
 from polyvox.audio import SAMPLE_RATE, load_audio
 from polyvox.config import BLSPConfig, load_config
@@ -35,18 +34,17 @@ def train_speed(model: SpeechLLM, cfg: BLSPConfig, wavs: list[np.ndarray], targe
     opt = torch.optim.AdamW(params, lr=1e-4)
     b = cfg.train.batch_size
     instr = [cfg.continuation.instruction] * b
-    times = []
-    for step in range(steps + 1):
-        sl = slice((step * b) % (len(wavs) - b + 1), (step * b) % (len(wavs) - b + 1) + b)
-        t = time.perf_counter()
-        logits, ids, _ = model(wavs[sl], instr, targets[sl])
+    starts = itertools.cycle(range(0, len(wavs) - b + 1, b))
+
+    def step() -> None:
+        s = next(starts)
+        logits, ids, _ = model(wavs[s : s + b], instr, targets[s : s + b])
         loss = F.cross_entropy(logits, ids)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if step:  # the first step pays one-off allocation costs
-            times.append(time.perf_counter() - t)
-    med = statistics.median(times)
+
+    med, times = median_time(step, repeats=steps, warmup=1)  # the first step pays one-off allocation costs
     return {"trainable_params_m": sum(p.numel() for p in params) / 1e6, "step_s_median": med,
             "step_s_all": times, "utterances_per_s": b / med}
 
@@ -95,12 +93,7 @@ def main() -> None:
                                   max_new_tokens=cfg.eval.max_new_tokens, stop_at_newline=True)
         return out
 
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        generate_all()
-        times.append(time.perf_counter() - t)
-    med = statistics.median(times)
+    med, times = median_time(generate_all, repeats=3, warmup=0)
     result["generation"] = {"clips": len(clips), "audio_s": audio_s, "batch_size": bs,
                             "max_new_tokens": cfg.eval.max_new_tokens, "time_s_median": med, "times_s": times,
                             "rtf": med / audio_s, "clips_per_s": len(clips) / med}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ COLUMNS = ("R@1", "R@5", "R@10", "chance_R@1", "xling_R@1", "xling_BLEU")
 
 def versions() -> dict[str, str]:
     """Versions of polyvox, Python and the libraries that shape results."""
-    return provenance.versions(("polyvox", "torch", "transformers", "peft", "accelerate", "faiss-cpu", "sacrebleu"))
+    return provenance.versions(("polyvox", "torch", "transformers", "peft", "accelerate", "faiss-cpu", "sacrebleu",
+                                "jiwer"))
 
 
 def _fmt(v: Any, key: str) -> str:
@@ -60,14 +62,19 @@ def plot(result: dict, path: str | Path, metric: str = "R@1") -> Path:
     return Path(path)
 
 
-def write_report(result: dict, out_dir: str | Path, name: str = "eval", config: dict | None = None) -> dict[str, Path]:
-    """Write ``name.json`` (result + config + versions), ``name.md`` and ``name.png`` into `out_dir`."""
+def write_report(result: dict, out_dir: str | Path, name: str = "eval", config: dict | None = None,
+                 markdown: Callable[[dict], str] = markdown_table,
+                 draw: Callable[[dict, Path], Path] = plot) -> dict[str, Path]:
+    """Write ``name.json`` (result + config + versions), ``name.md`` and ``name.png`` into `out_dir`.
+
+    `markdown` and `draw` render the result (default: the retrieval table and plot).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / f"{name}.json", "md": out_dir / f"{name}.md", "png": out_dir / f"{name}.png"}
     paths["json"].write_text(json.dumps({**result, "config": config, "versions": versions()}, indent=2, ensure_ascii=False))
-    paths["md"].write_text(markdown_table(result))
-    plot(result, paths["png"])
+    paths["md"].write_text(markdown(result))
+    draw(result, paths["png"])
     return paths
 
 
@@ -150,12 +157,5 @@ def generation_plot(result: dict, path: str | Path) -> Path:
 
 def write_generation_report(result: dict, out_dir: str | Path, name: str = "generation",
                             config: dict | None = None) -> dict[str, Path]:
-    """Write ``name.json`` (result + config + versions), ``name.md`` and ``name.png`` into `out_dir`."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out_dir / f"{name}.json", "md": out_dir / f"{name}.md", "png": out_dir / f"{name}.png"}
-    meta = {"config": config, "versions": {**versions(), **provenance.versions(("jiwer",))}}
-    paths["json"].write_text(json.dumps({**result, **meta}, indent=2, ensure_ascii=False))
-    paths["md"].write_text(generation_markdown(result))
-    generation_plot(result, paths["png"])
-    return paths
+    """`write_report` with the generation tables and plot."""
+    return write_report(result, out_dir, name, config, generation_markdown, generation_plot)

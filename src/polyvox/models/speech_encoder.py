@@ -80,6 +80,11 @@ class SpeechEncoder(nn.Module):
                 is after the final LayerNorm when `layer` is the top layer, so it equals `forward`'s output.
             frames: (B,) valid output frames of each clip.
         """
+        return self._encode(mel, lengths, keep_all=True)
+
+    def _encode(self, mel: torch.Tensor, lengths: torch.Tensor,
+                keep_all: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The conv stem and layers 1..`layer`; returns every state (`keep_all`) or only the last, pooled."""
         enc = self.encoder
         mel = mel.to(enc.conv1.weight.dtype)
         valid = None if self.pad_to_30s else (torch.arange(mel.shape[-1], device=mel.device)[None, :]
@@ -101,7 +106,7 @@ class SpeechEncoder(nn.Module):
         states = [x]
         for layer in enc.layers[: self.layer]:
             x = layer(x, attention_mask=mask)
-            states.append(x)
+            states = [*states, x] if keep_all else [x]
         if self.layer == len(enc.layers):
             states[-1] = enc.layer_norm(x)
         if self.pool > 1:
@@ -123,7 +128,7 @@ class SpeechEncoder(nn.Module):
             hidden: (B, T', D) pooled features of `layer`, T' = T / 2 / pool.
             frames: (B,) valid output frames of each clip.
         """
-        states, frames = self.hidden_states(mel, lengths)
+        states, frames = self._encode(mel, lengths, keep_all=False)
         return states[-1], frames
 
     def encode(self, wavs: list[np.ndarray]) -> list[torch.Tensor]:

@@ -23,6 +23,7 @@ from polyvox.config import BLSPConfig, config_to_dict, save_config
 from polyvox.data.manifest import Utterance, read_manifest
 from polyvox.fileio import atomic_write_text
 from polyvox.losses import distill_kl
+from polyvox.models.export import read_meta
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
 from polyvox.train.loop import train
 
@@ -51,12 +52,13 @@ def _continuation_key(cfg: BLSPConfig) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
-def run_continuations(cfg: BLSPConfig, model: SpeechLLM | None = None) -> dict[str, str]:
+def run_continuations(cfg: BLSPConfig, model: SpeechLLM | None = None,
+                      utts: list[Utterance] | None = None) -> dict[str, str]:
     """Step 1: the frozen LLM continues each training transcript (greedy, batched, cached, resumable).
 
     Every finished batch is appended to ``continuations.jsonl``, so a killed run loses at most one batch;
     prompts longer than `continuation.max_input_tokens` are skipped and counted in ``continuations.json``.
-    Returns utterance id -> continuation.
+    `utts` is `train_utterances(cfg)` when the caller already has it. Returns utterance id -> continuation.
     """
     c, out = cfg.continuation, Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -72,7 +74,7 @@ def run_continuations(cfg: BLSPConfig, model: SpeechLLM | None = None) -> dict[s
             row = json.loads(line)
             if row["key"] == key:
                 done[row["id"]] = row["continuation"]
-    utts = train_utterances(cfg)
+    utts = utts if utts is not None else train_utterances(cfg)
     todo = [u for u in utts if u.id not in done]
     counts = {"utterances": len(utts), "cached": len(utts) - len(todo), "generated": 0, "too_long": 0, "empty": 0}
     if todo:
@@ -156,11 +158,12 @@ def run_train(cfg: BLSPConfig, continuations: dict[str, str] | None = None) -> P
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     model = build_speech_llm(cfg.model, cfg.train.seed)
+    utts = train_utterances(cfg)
     if continuations is None:
-        continuations = run_continuations(cfg, model)
+        continuations = run_continuations(cfg, model, utts)
     eos = model.tokenizer.eos_token_id
     train_set = [(u, model.text_ids(continuations[u.id])[: cfg.loss.max_target_tokens] + [eos])
-                 for u in train_utterances(cfg) if u.id in continuations]
+                 for u in utts if u.id in continuations]
     if len(train_set) < 1:
         raise ValueError("no training utterance has a continuation; run step 1 first (polyvox data continuations)")
     langs = sorted({u.lang for u, _ in train_set})
@@ -181,19 +184,18 @@ def run_eval(cfg: BLSPConfig, checkpoint: str | Path | None = None, name: str = 
     from polyvox.models.asr import Transcriber
 
     e = cfg.eval
+    gen = {"max_new_tokens": e.max_new_tokens, "stop_at_newline": cfg.continuation.stop_at_newline}
+    baselines = {  # each built from the trained model, sharing its frozen encoder and LLM
+        "cascade": lambda m: CascadeSystem(m, Transcriber(e.asr_model), **gen),
+        "untrained": lambda m: SpeechLLMSystem(SpeechLLM(m.encoder, m.lm, m.tokenizer, m.cfg, m.seed).eval(), **gen),
+    }
+    unknown = sorted(set(e.baselines) - set(baselines))
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown}; known: {sorted(baselines)}")
     folder = Path(checkpoint or Path(cfg.out_dir) / "model")
     model = SpeechLLM.load(folder)
-    seen = set(json.loads((folder / "model.json").read_text()).get("train_languages", []))
-    gen = {"max_new_tokens": e.max_new_tokens, "stop_at_newline": cfg.continuation.stop_at_newline}
-    systems = {system: SpeechLLMSystem(model, **gen)}
-    known = {"cascade", "untrained"}
-    if set(e.baselines) - known:
-        raise ValueError(f"unknown baseline(s) {sorted(set(e.baselines) - known)}; known: {sorted(known)}")
-    if "cascade" in e.baselines:
-        systems["cascade"] = CascadeSystem(model, Transcriber(e.asr_model), **gen)
-    if "untrained" in e.baselines:  # same frozen parts and seed, adapter at initialisation
-        untrained = SpeechLLM(model.encoder, model.lm, model.tokenizer, model.cfg, model.seed).eval()
-        systems["untrained"] = SpeechLLMSystem(untrained, **gen)
+    seen = set(read_meta(folder, "speech-LLM").get("train_languages", []))
+    systems = {system: SpeechLLMSystem(model, **gen), **{b: baselines[b](model) for b in e.baselines}}
     tasks = build_tasks(cfg.data.manifest, e, cfg.data.pivot_lang)
     result = evaluate_generation(systems, tasks, Path(cfg.data.manifest).parent, seen, e.batch_size)
     paths = write_generation_report(result, cfg.out_dir, name, config_to_dict(cfg))

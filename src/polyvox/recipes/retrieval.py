@@ -7,7 +7,6 @@ Run folder (`cfg.out_dir`): ``units/`` (tokenizer), ``cache/`` (unit sequences),
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 from pathlib import Path
@@ -21,6 +20,7 @@ from polyvox.eval.report import write_report
 from polyvox.eval.retrieval import evaluate_retrieval
 from polyvox.losses import contrastive_loss, spread_out
 from polyvox.models.dual_encoder import DualEncoder, load_backbone
+from polyvox.models.export import read_meta
 from polyvox.models.speech_encoder import SpeechEncoder
 from polyvox.models.units import BadLine, UnitSpec, UnitTokenizer, encode_units, fit_units
 from polyvox.train.loop import train
@@ -195,7 +195,7 @@ def run_eval(cfg: RetrievalConfig, checkpoint: str | Path | None = None, name: s
     """
     folder = Path(checkpoint or Path(cfg.out_dir) / "model")
     model = DualEncoder.load(folder)
-    seen = set(json.loads((folder / "model.json").read_text()).get("train_languages", []))
+    seen = set(read_meta(folder, "dual-encoder").get("train_languages", []))
     bad = []
     if units is None:
         units, bad = run_units_encode(cfg, cfg.data.test_split)
