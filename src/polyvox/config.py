@@ -162,6 +162,15 @@ class SpeechLLMConfig:
     ``chat`` uses the tokenizer's chat template (instruction-tuned LLMs)."""
     max_speech_seconds: float = 30.0
     """Longer clips are refused with a clear error (Whisper's window)."""
+    layer_mix: bool = False
+    """Feed the adapter a learned softmax-weighted sum of every encoder layer up to `encoder_layer` (and the
+    conv stem), each LayerNorm-ed first, instead of that one layer (the multilayer feature of the mit paper)."""
+    lora_rank: int = 0
+    """LoRA rank on the LLM's attention projections (trained with the adapter); 0: the LLM stays fully frozen."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator (the update is scaled by alpha / rank)."""
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Module names LoRA is put on (Hugging Face names; these fit Gemma, Llama, Qwen, Mistral …)."""
 
 
 @dataclass
@@ -225,6 +234,69 @@ class BLSPConfig:
     eval: GenerationEvalConfig = field(default_factory=GenerationEvalConfig)
     out_dir: str = "runs/blsp"
     """Run folder: continuations, checkpoints, the exported adapter, metrics and reports."""
+
+
+# ------------------------------------------------------------------------ multi-instruction training
+@dataclass
+class TargetConfig:
+    """Step 1 of the mit recipe: instructions drawn from the template bank, answered by the frozen LLM."""
+
+    variant: str = "TMI"
+    """T (repeat / transcribe only), MI (other instructions only) or TMI (both)."""
+    per_kind: int = 1
+    """Instructions drawn per utterance and template kind (TMI draws this many T and this many MI)."""
+    banks: list[str] = field(default_factory=list)
+    """Extra template files (YAML / JSON, the schema of the default bank); a template id replaces the bank's."""
+    default_bank: bool = True
+    """Start from the bank shipped with polyvox (``polyvox/data/templates/bank.yaml``)."""
+    balance: str = "task"
+    """How templates are drawn: ``task`` (tasks equally often) or ``template`` (templates equally often)."""
+    other_langs: list[str] = field(default_factory=lambda: ["en_us", "de_de", "fr_fr", "es_419", "ru_ru"])
+    """Targets of ``target: other`` translation templates (the source language is left out)."""
+    repeat_target: str = "transcript"
+    """Target of repeat (T) instructions: ``transcript`` (the reference text) or ``llm`` (the LLM's answer)."""
+    max_new_tokens: int = 40
+    """Bound on generated tokens per answer."""
+    max_input_tokens: int = 192
+    """Prompts longer than this (in LLM tokens) are skipped and counted."""
+    batch_size: int = 16
+    """Prompts per generation batch."""
+    stop_at_newline: bool = True
+    """End an answer at its first line break (base LLMs rarely emit EOS)."""
+    max_utterances: int | None = None
+    """Use at most this many training utterances (a seeded sample; None: all)."""
+    cache: str | None = None
+    """Answer cache (JSONL, keyed by LLM, prompt, transcript and decoding bounds; runs may share one);
+    None: ``targets.jsonl`` in the run folder."""
+
+
+@dataclass
+class CTCStageConfig:
+    """The optional first stage: CTC over the LLM's frozen input-embedding table trains the adapter side."""
+
+    steps: int = 0
+    """Optimiser steps of the CTC stage; 0 skips it."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    warmup_steps: int = 10
+    """Linear warm-up, then cosine decay."""
+
+
+@dataclass
+class MITConfig:
+    """The mit recipe: LLM answers to template-bank instructions (step 1), optional CTC stage, cross-entropy
+    training on ``[prefix; speech; postfix] -> answer``, evaluation (zero-shot tasks + held-out instructions)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: SpeechLLMConfig = field(default_factory=lambda: SpeechLLMConfig(layer_mix=True))
+    targets: TargetConfig = field(default_factory=TargetConfig)
+    ctc: CTCStageConfig = field(default_factory=CTCStageConfig)
+    loss: AlignConfig = field(default_factory=AlignConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: GenerationEvalConfig = field(
+        default_factory=lambda: GenerationEvalConfig(tasks=["asr", "translation", "intent", "heldout"]))
+    out_dir: str = "runs/mit"
+    """Run folder: answer cache, the CTC stage (``ctc/``), checkpoints, the exported model, metrics, reports."""
 
 
 def _build(cls: Any, raw: dict[str, Any], where: str) -> Any:

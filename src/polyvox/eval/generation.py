@@ -1,8 +1,10 @@
-"""Zero-shot evaluation of a speech LLM by prompting: ASR, speech translation and intent classification.
+"""Zero-shot evaluation of a speech LLM by prompting: ASR, speech translation, intent classification and
+instruction following on held-out instruction templates.
 
 Every system answers the same items (a seeded per-language sample of the test split); answers are
 scored per language (ASR: WER and CER; translation into the pivot language: BLEU and chrF; intent:
-accuracy over a few offered labels) with macro averages over seen, unseen and all languages.
+accuracy over a few offered labels; held-out instructions: chrF and BLEU against the frozen LLM's answer from
+the transcript) with macro averages over seen, unseen and all languages.
 Systems are anything with ``answer(items, wavs) -> list[str]``: the speech LLM itself, the same LLM
 behind a Whisper front-end (the cascade baseline), or fakes in tests.
 """
@@ -27,7 +29,7 @@ from polyvox.config import GenerationEvalConfig
 from polyvox.data.manifest import Utterance, read_manifest
 from polyvox.eval.metrics import accuracy, cer, chrf, corpus_bleu, normalize_text, wer
 from polyvox.eval.retrieval import macro_averages
-from polyvox.models.speech_llm import make_instruction
+from polyvox.models.speech_llm import STYLES, Prompt, make_instruction
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +44,27 @@ class Item:
     """FLEURS code of the speech."""
     audio: str
     """Audio file; a relative path is taken relative to the `root` given to `evaluate_generation`."""
-    instruction: str
-    """The prompt's instruction (see `polyvox.models.speech_llm.make_instruction`)."""
+    instruction: Prompt
+    """The prompt for models prompted by instruction (see `polyvox.models.speech_llm.make_instruction`)."""
     reference: str
-    """Transcript (asr), pivot-language translation (translation) or gold label (intent)."""
+    """Transcript (asr), pivot-language translation (translation), gold label (intent) or the frozen LLM's
+    answer from the transcript (heldout; filled in by `fill_heldout_references`)."""
+    pair: tuple[str, str] = ("", "")
+    """The same question as an xP3-style (prefix, postfix) pair, for models trained on such pairs."""
     labels: list[str] = field(default_factory=list)
     """Intent only: the offered labels (gold + distractors, shuffled), as in the manifest."""
     shown: list[str] = field(default_factory=list)
     """Intent only: the human-readable names of `labels` shown to the LLM (same order, unique)."""
+    text: str = ""
+    """Heldout only: the transcript the reference answer is written from."""
+    template: str = ""
+    """Heldout only: the id of the held-out template."""
+    kind: str = ""
+    """Heldout only: the template's kind (T or MI)."""
 
+    def prompt(self, style: str) -> Prompt:
+        """The prompt in a style of `polyvox.models.speech_llm.STYLES`."""
+        return self.pair if style == "pair" else self.instruction
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -68,6 +82,7 @@ TASKS: dict[str, TaskSpec] = {
     "asr": TaskSpec(("WER", "CER"), "CER", False),
     "translation": TaskSpec(("BLEU", "chrF"), "chrF", True),
     "intent": TaskSpec(("accuracy", "parsed"), "accuracy", True),
+    "heldout": TaskSpec(("chrF", "BLEU"), "chrF", True),
 }
 """Known tasks. CER is the ASR headline as it stays meaningful for scripts written without spaces."""
 
@@ -132,8 +147,8 @@ def _asr_items(by_lang: dict[str, list[Utterance]], root: Path, cfg: GenerationE
     items = []
     for lang, utts in by_lang.items():
         for u in _sample(utts, cfg.per_lang, f"{cfg.seed}:{lang}"):
-            instruction = make_instruction("transcribe", lang)
-            items.append(Item(u.id, lang, str(u.audio_path(root)), instruction, u.text))
+            items.append(Item(u.id, lang, str(u.audio_path(root)), make_instruction("transcribe", lang), u.text,
+                              pair=make_instruction("transcribe", lang, style="pair")))
     return items
 
 
@@ -148,8 +163,8 @@ def _translation_items(by_lang: dict[str, list[Utterance]], root: Path, cfg: Gen
             continue
         # the ASR sample's seed and order: both tasks ask about the same clips where they can
         for u in _sample(utts, cfg.per_lang, f"{cfg.seed}:{lang}", keep=has_pivot):
-            instruction = make_instruction("translate", lang, target=pivot)
-            items.append(Item(u.id, lang, str(u.audio_path(root)), instruction, u.translations[pivot]))
+            items.append(Item(u.id, lang, str(u.audio_path(root)), make_instruction("translate", lang, target=pivot),
+                              u.translations[pivot], pair=make_instruction("translate", lang, pivot, style="pair")))
     return items
 
 
@@ -168,9 +183,25 @@ def _intent_items(path: Path, cfg: GenerationEvalConfig) -> list[Item]:
             labels = [u.intent, *rng.sample(others, min(cfg.intent_choices - 1, len(others)))]
             rng.shuffle(labels)
             shown = shown_names(labels)
-            instruction = make_instruction("intent", lang, labels=shown)
             audio = str(u.audio_path(path.parent))
-            items.append(Item(u.id, lang, audio, instruction, u.intent, labels, shown))
+            items.append(Item(u.id, lang, audio, make_instruction("intent", lang, labels=shown), u.intent, labels=labels,
+                              shown=shown, pair=make_instruction("intent", lang, labels=shown, style="pair")))
+    return items
+
+
+def _heldout_items(by_lang: dict[str, list[Utterance]], root: Path, cfg: GenerationEvalConfig, bank,
+                   pivot: str, other_langs: list[str]) -> list[Item]:
+    """One held-out template per clip (seeded), the same xP3 pair for every style; references come later."""
+    from polyvox.data.instructions import draw_instructions
+
+    items = []
+    for lang, utts in by_lang.items():
+        for u in _sample(utts, cfg.per_lang, f"{cfg.seed}:{lang}"):
+            (ins,) = draw_instructions(bank, u.id, lang, "TMI", 1, cfg.seed, split="heldout", pivot_lang=pivot,
+                                       other_langs=other_langs, balance="task")
+            pair = (ins.prefix, ins.postfix)
+            items.append(Item(u.id, lang, str(u.audio_path(root)), pair, "", pair=pair, text=u.text,
+                              template=ins.template_id, kind=ins.kind))
     return items
 
 
@@ -194,29 +225,34 @@ def check_tasks(tasks: list[str]) -> None:
         raise ValueError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
 
 
-def build_tasks(manifest_path: str | Path, cfg: GenerationEvalConfig,
-                pivot_lang: str) -> dict[str, list[Item]]:
+def build_tasks(manifest_path: str | Path, cfg: GenerationEvalConfig, pivot_lang: str, bank=None,
+                other_langs: list[str] | None = None) -> dict[str, list[Item]]:
     """The items of each task in ``cfg.tasks``, from the test split (seeded: the same call, the same items).
 
     Args:
         manifest_path: the data manifest (transcripts, translations).
         cfg: which tasks, how many items per language, the intents manifest and the number of labels offered.
         pivot_lang: target language of the translation task.
+        bank: the instruction template `Bank` whose held-out templates the heldout task asks.
+        other_langs: targets of its ``target: other`` translation templates.
 
     Returns:
         Task name -> items (audio paths resolved, absolute); tasks without any item are left out (logged).
 
     Raises:
-        ValueError: an unknown task name.
+        ValueError: an unknown task name, or the heldout task without a bank.
         FileNotFoundError: the data manifest, or an explicitly named intents manifest, is missing.
     """
     check_tasks(cfg.tasks)
+    if "heldout" in cfg.tasks and bank is None:
+        raise ValueError("the heldout task needs an instruction template bank (it is a task of the mit recipe)")
     manifest_path = Path(manifest_path).resolve()
     by_lang = _by_lang(read_manifest(manifest_path, split="test"))
     builders: dict[str, Callable[[], list[Item]]] = {
         "asr": lambda: _asr_items(by_lang, manifest_path.parent, cfg),
         "translation": lambda: _translation_items(by_lang, manifest_path.parent, cfg, pivot_lang),
         "intent": lambda: _intent_items(p.resolve(), cfg) if (p := _intents_path(manifest_path, cfg)) else [],
+        "heldout": lambda: _heldout_items(by_lang, manifest_path.parent, cfg, bank, pivot_lang, other_langs or []),
     }
     out = {}
     for task in cfg.tasks:
@@ -232,20 +268,27 @@ def build_tasks(manifest_path: str | Path, cfg: GenerationEvalConfig,
 # -- systems -------------------------------------------------------------------------------------------
 
 
+def _check_style(style: str) -> str:
+    if style not in STYLES:
+        raise ValueError(f"unknown prompt style {style!r}; known: {', '.join(STYLES)}")
+    return style
+
+
 class SpeechLLMSystem:
     """A speech LLM answering from the speech itself.
 
     Args:
         model: a `SpeechLLM` (anything with ``generate(wavs, instructions, **kwargs)``).
+        style: how it is prompted (see `polyvox.models.speech_llm.STYLES`): ``instruction`` or ``pair``.
         gen_kwargs: generation options (``max_new_tokens``, ``stop_at_newline`` …).
     """
 
-    def __init__(self, model, **gen_kwargs: Any):
-        self.model = model
+    def __init__(self, model, style: str = "instruction", **gen_kwargs: Any):
+        self.model, self.style = model, _check_style(style)
         self.gen_kwargs = {"stop_at_newline": True, **gen_kwargs}
 
     def answer(self, items: list[Item], wavs: list[np.ndarray]) -> list[str]:
-        return self.model.generate(wavs, [it.instruction for it in items], **self.gen_kwargs)
+        return self.model.generate(wavs, [it.prompt(self.style) for it in items], **self.gen_kwargs)
 
 
 class CascadeSystem:
@@ -258,11 +301,12 @@ class CascadeSystem:
         model: a `SpeechLLM` (anything with ``generate_text(texts, instructions, **kwargs)``).
         transcriber: a `Transcriber` (anything with ``transcribe(clips, lang, batch_size)``).
         asr_batch_size: clips per Whisper batch.
+        style: how the LLM is prompted, as in `SpeechLLMSystem`.
         gen_kwargs: generation options for the LLM.
     """
 
-    def __init__(self, model, transcriber, asr_batch_size: int = 8, **gen_kwargs: Any):
-        self.model = model
+    def __init__(self, model, transcriber, asr_batch_size: int = 8, style: str = "instruction", **gen_kwargs: Any):
+        self.model, self.style = model, _check_style(style)
         self.transcriber = transcriber
         self.asr_batch_size = asr_batch_size
         self.gen_kwargs = {"stop_at_newline": True, **gen_kwargs}
@@ -281,7 +325,7 @@ class CascadeSystem:
     def answer(self, items: list[Item], wavs: list[np.ndarray]) -> list[str]:
         self._transcribe(items, wavs)
         texts = [self.transcripts[it.id] for it in items]
-        return self.model.generate_text(texts, [it.instruction for it in items], **self.gen_kwargs)
+        return self.model.generate_text(texts, [it.prompt(self.style) for it in items], **self.gen_kwargs)
 
 
 # -- scoring -----------------------------------------------------------------------------------------
@@ -326,8 +370,13 @@ def _score_intent(items: list[Item], answers: list[str]) -> dict[str, float]:
             "parsed": sum(i is not None and not f for i, f in parsed) / len(items), "fuzzy": fuzzy}
 
 
+def _score_heldout(items: list[Item], answers: list[str]) -> dict[str, float]:
+    refs = [it.reference for it in items]
+    return {"chrF": chrf(answers, refs), "BLEU": corpus_bleu(answers, refs)}
+
+
 SCORERS: dict[str, Callable[[list[Item], list[str]], dict[str, float]]] = {
-    "asr": _score_asr, "translation": _score_translation, "intent": _score_intent,
+    "asr": _score_asr, "translation": _score_translation, "intent": _score_intent, "heldout": _score_heldout,
 }
 
 

@@ -19,6 +19,7 @@ from polyvox.config import SpeechLLMConfig, config_from_dict
 from polyvox.data.languages import language_name
 from polyvox.models.adapter import build_adapter
 from polyvox.models.export import load_trainable, read_meta, save_trainable, trainable_state
+from polyvox.models.layer_mix import WeightedLayerSum
 from polyvox.models.speech_encoder import SpeechEncoder
 
 log = logging.getLogger(__name__)
@@ -35,19 +36,37 @@ PROMPTS: dict[str, str] = {
     "chat": "{prompt}",
 }
 
+# The same presets as xP3-style (prefix, postfix) pairs around the input, for models trained on such pairs
+# (the mit recipe): transcribe and translate are the template bank's repeat-en-01 and translate-en-01.
+PAIRS: dict[str, tuple[str, str]] = {
+    "transcribe": ("A text in {language}: ", " The same text in {language}:"),
+    "translate": ("A text in {language}: ", " The same text in {target}:"),
+    "intent": ("A request in {language}: ", "\nWhich one of these labels fits the request above: {labels}?\nLabel:"),
+    "continue": ("", "\nContinue the text above:"),
+    "chat": ("", "\n{prompt}"),
+}
+
+STYLES = ("instruction", "pair")
+"""How a model is prompted: an instruction placed by its prompt template, or a raw (prefix, postfix) pair."""
+
 
 def make_instruction(task: str, lang: str | None = None, target: str | None = None,
-                     labels: list[str] | None = None, prompt: str | None = None) -> str:
-    """The instruction of a prompt preset (see `PROMPTS`); language arguments are FLEURS codes."""
+                     labels: list[str] | None = None, prompt: str | None = None,
+                     style: str = "instruction") -> Prompt:
+    """The prompt of a preset (see `PROMPTS` and `PAIRS`) in a style of `STYLES`; languages are FLEURS codes."""
     if task not in PROMPTS:
         raise ValueError(f"unknown prompt preset {task!r}; known: {', '.join(PROMPTS)}")
+    if style not in STYLES:
+        raise ValueError(f"unknown prompt style {style!r}; known: {', '.join(STYLES)}")
     need = {"translate": ("target", target), "intent": ("labels", labels), "chat": ("prompt", prompt)}
     if task in need and not need[task][1]:
         raise ValueError(f"prompt preset {task!r} needs {need[task][0]}")
-    return PROMPTS[task].format(
-        language=language_name(lang) if lang else "spoken", target=language_name(target) if target else "",
-        labels=", ".join(labels or []), prompt=prompt or "",
-    )
+    values = {"language": language_name(lang) if lang else "spoken", "target": language_name(target) if target else "",
+              "labels": ", ".join(labels or []), "prompt": prompt or ""}
+    if style == "pair":
+        before, after = PAIRS[task]
+        return before.format(**values), after.format(**values)
+    return PROMPTS[task].format(**values)
 
 
 Part = list[int] | torch.Tensor  # token ids, or (L, D) input embeddings
@@ -56,6 +75,9 @@ Prompt = str | tuple[str, str]  # an instruction for the prompt template, or a r
 
 class SpeechLLM(nn.Module):
     """Frozen Whisper encoder + trainable adapter + frozen causal LM.
+
+    Options of `cfg`: a learned weighted sum of the encoder's layers (``layer_mix``) in front of the adapter,
+    and LoRA on the LLM (``lora_rank``), trained with the adapter.
 
     Args:
         encoder: a `SpeechEncoder` (frozen) run on each clip's real length.
@@ -79,7 +101,23 @@ class SpeechLLM(nn.Module):
         torch.manual_seed(seed)
         self.adapter = build_adapter(cfg.adapter, encoder.dim, emb.weight.shape[1], cfg.adapter_hidden,
                                      cfg.adapter_stack, out_scale=rms)
+        self.layer_mix = WeightedLayerSum(encoder.layer + 1, norm=True) if cfg.layer_mix else None
+        if cfg.lora_rank > 0:
+            self._add_lora()
         self._newline_ids: list[int] | None = None
+
+    def _add_lora(self) -> None:
+        """Inject LoRA layers into the (frozen) LLM in place, so it keeps its Hugging Face interface."""
+        from peft import LoraConfig, inject_adapter_in_model
+
+        c = self.cfg
+        inject_adapter_in_model(LoraConfig(r=c.lora_rank, lora_alpha=c.lora_alpha, lora_dropout=0.0,
+                                           target_modules=list(c.lora_targets)), self.lm)
+        names = [n for n, p in self.lm.named_parameters() if "lora_" in n]
+        if not names:
+            raise ValueError(f"model.lora_targets {c.lora_targets} match no module of {c.llm}")
+        for n, p in self.lm.named_parameters():
+            p.requires_grad_("lora_" in n)
 
     @property
     def device(self) -> torch.device:
@@ -121,8 +159,8 @@ class SpeechLLM(nn.Module):
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     # -- speech -------------------------------------------------------------------------------------
-    def speech_embeds(self, wavs: list[np.ndarray]) -> list[torch.Tensor]:
-        """16 kHz clips -> one (L_i, D_llm) tensor of adapter outputs per clip (differentiable w.r.t. the adapter)."""
+    def speech_frames(self, wavs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """16 kHz clips -> (B, L, D_llm) adapter outputs (differentiable w.r.t. the adapter) and (B,) valid lengths."""
         limit = self.cfg.max_speech_seconds
         for i, w in enumerate(wavs):
             if len(w) == 0:
@@ -130,9 +168,17 @@ class SpeechLLM(nn.Module):
             if len(w) > limit * SAMPLE_RATE:
                 raise ValueError(f"clip {i} is {len(w) / SAMPLE_RATE:.1f} s long; at most {limit:g} s is supported")
         mel, lengths = self.encoder.features(wavs)
-        with torch.no_grad():
-            hidden, frames = self.encoder(mel.to(self.device), lengths.to(self.device))  # (B, T, D_enc)
-        out, n = self.adapter(hidden, frames)  # (B, T/8, D_llm)
+        mel, lengths = mel.to(self.device), lengths.to(self.device)
+        if self.layer_mix is None:
+            hidden, frames = self.encoder(mel, lengths)  # (B, T, D_enc)
+        else:
+            states, frames = self.encoder.hidden_states(mel, lengths)  # layer + 1 tensors (B, T, D_enc)
+            hidden = self.layer_mix(states)  # (B, T, D_enc)
+        return self.adapter(hidden, frames)  # (B, T/8, D_llm), (B,)
+
+    def speech_embeds(self, wavs: list[np.ndarray]) -> list[torch.Tensor]:
+        """16 kHz clips -> one (L_i, D_llm) tensor of adapter outputs per clip (differentiable w.r.t. the adapter)."""
+        out, n = self.speech_frames(wavs)
         return [o[:k] for o, k in zip(out, n.tolist())]
 
     # -- batches ------------------------------------------------------------------------------------

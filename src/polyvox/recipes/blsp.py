@@ -8,7 +8,6 @@ Run folder (`cfg.out_dir`): ``continuations.jsonl`` + ``continuations.json`` (st
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -16,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from polyvox.audio import AudioError, load_audio
 from polyvox.config import BLSPConfig, config_to_dict, save_config
@@ -25,6 +23,7 @@ from polyvox.fileio import atomic_write_text
 from polyvox.losses import distill_kl
 from polyvox.models.export import read_meta
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
+from polyvox.recipes.answers import Request, answer_key, cached_answers
 from polyvox.train.loop import train
 
 log = logging.getLogger(__name__)
@@ -47,59 +46,28 @@ def _continuation_key(cfg: BLSPConfig) -> str:
     from polyvox.models.sources import fingerprint
 
     c = cfg.continuation
-    parts = [fingerprint(cfg.model.llm), cfg.model.prompt_template, c.instruction, str(c.max_new_tokens),
-             str(c.stop_at_newline)]
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+    return answer_key(fingerprint(cfg.model.llm), cfg.model.prompt_template, c.instruction, c.max_new_tokens,
+                      c.stop_at_newline)
 
 
 def run_continuations(cfg: BLSPConfig, model: SpeechLLM | None = None,
                       utts: list[Utterance] | None = None) -> dict[str, str]:
     """Step 1: the frozen LLM continues each training transcript (greedy, batched, cached, resumable).
 
-    Every finished batch is appended to ``continuations.jsonl``, so a killed run loses at most one batch;
-    prompts longer than `continuation.max_input_tokens` are skipped and counted in ``continuations.json``.
-    `utts` is `train_utterances(cfg)` when the caller already has it. Returns utterance id -> continuation.
+    Rows go to ``continuations.jsonl`` (see `polyvox.recipes.answers.cached_answers`); prompts longer than
+    `continuation.max_input_tokens` are skipped; the counts go to ``continuations.json``. `utts` is
+    `train_utterances(cfg)` when the caller already has it. Returns utterance id -> continuation.
     """
     c, out = cfg.continuation, Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cache, key = out / "continuations.jsonl", _continuation_key(cfg)
-    done: dict[str, str] = {}
-    if cache.exists():
-        text = cache.read_text()
-        if text and not text.endswith("\n"):  # killed inside a write: drop the partial row, keep whole ones
-            log.warning("%s: dropping an unfinished last row (an interrupted run); it is generated again", cache)
-            text = text[: text.rfind("\n") + 1]
-            atomic_write_text(cache, text)
-        for line in text.splitlines():
-            row = json.loads(line)
-            if row["key"] == key:
-                done[row["id"]] = row["continuation"]
+    key = _continuation_key(cfg)
     utts = utts if utts is not None else train_utterances(cfg)
-    todo = [u for u in utts if u.id not in done]
-    counts = {"utterances": len(utts), "cached": len(utts) - len(todo), "generated": 0, "too_long": 0, "empty": 0}
-    if todo:
-        model = model or build_speech_llm(cfg.model, cfg.train.seed)
-        pre, post = model.prompt_ids(c.instruction)
-        fits = [u for u in todo if len(pre) + len(model.text_ids(u.text)) + len(post) <= c.max_input_tokens]
-        counts["too_long"] = len(todo) - len(fits)
-        fits.sort(key=lambda u: len(u.text))  # similar lengths per batch: little padding
-        with cache.open("a") as f:
-            for s in tqdm(range(0, len(fits), c.batch_size), desc="continuations", unit="batch"):
-                batch = fits[s : s + c.batch_size]
-                texts = model.generate_text([u.text for u in batch], c.instruction, max_new_tokens=c.max_new_tokens,
-                                            stop_at_newline=c.stop_at_newline)
-                for u, t in zip(batch, texts):
-                    f.write(json.dumps({"id": u.id, "lang": u.lang, "text": u.text, "continuation": t, "key": key},
-                                       ensure_ascii=False) + "\n")
-                    done[u.id] = t
-                f.flush()
-                counts["generated"] += len(batch)
-    wanted = {u.id for u in utts}
-    result = {i: t for i, t in done.items() if i in wanted and t.strip()}
-    counts["empty"] = sum(1 for i, t in done.items() if i in wanted and not t.strip())
-    counts["usable"] = len(result)
+    requests = [Request(u.id, key, u.text, c.instruction, {"lang": u.lang, "text": u.text}) for u in utts]
+    result, counts = cached_answers(
+        requests, out / "continuations.jsonl", model or (lambda: build_speech_llm(cfg.model, cfg.train.seed)),
+        max_new_tokens=c.max_new_tokens, max_input_tokens=c.max_input_tokens, batch_size=c.batch_size,
+        stop_at_newline=c.stop_at_newline, field_name="continuation", desc="continuations")
+    counts["utterances"] = counts.pop("requests")
     atomic_write_text(out / "continuations.json", json.dumps({**counts, "key": key}, indent=2) + "\n")
-    log.info("continuations: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
     return result
 
 
