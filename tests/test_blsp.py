@@ -457,7 +457,7 @@ def test_interrupted_training_resumes_exactly(tiny_corpus: Path, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     straight = run_train(blsp_cfg(tiny_corpus, tmp_path / "a", "train.steps=6"))
 
-    real = blsp._batches
+    real = blsp.clip_batches
 
     def dies_at_step_6(*args: object):
         inner = real(*args)
@@ -470,7 +470,7 @@ def test_interrupted_training_resumes_exactly(tiny_corpus: Path, tmp_path: Path,
         return batches
 
     cfg = blsp_cfg(tiny_corpus, tmp_path / "b", "train.steps=6")
-    monkeypatch.setattr(blsp, "_batches", dies_at_step_6)
+    monkeypatch.setattr(blsp, "clip_batches", dies_at_step_6)
     with pytest.raises(KeyboardInterrupt):
         run_train(cfg)
     assert [r["step"] for r in metric_rows(tmp_path / "b")] == [1, 2, 3, 4, 5]

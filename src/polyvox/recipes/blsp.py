@@ -7,23 +7,20 @@ Run folder (`cfg.out_dir`): ``continuations.jsonl`` + ``continuations.json`` (st
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from polyvox.audio import AudioError, load_audio
 from polyvox.config import BLSPConfig, config_to_dict, save_config
-from polyvox.data.manifest import Utterance, read_manifest
+from polyvox.data.manifest import Utterance
 from polyvox.fileio import atomic_write_text
 from polyvox.losses import distill_kl
-from polyvox.models.export import read_meta
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
 from polyvox.recipes.answers import Request, answer_key, cached_answers
+from polyvox.recipes.speech_llm import clip_batches, evaluate_checkpoint, sample_utterances
 from polyvox.train.loop import train
 
 log = logging.getLogger(__name__)
@@ -31,14 +28,7 @@ log = logging.getLogger(__name__)
 
 def train_utterances(cfg: BLSPConfig) -> list[Utterance]:
     """The training split, or a seeded sample of `continuation.max_utterances` of it."""
-    utts = read_manifest(cfg.data.manifest, split=cfg.data.train_split)
-    if not utts:
-        raise ValueError(f"{cfg.data.manifest}: no utterances in split {cfg.data.train_split!r}")
-    k = cfg.continuation.max_utterances
-    if k is not None and len(utts) > k:
-        rng = np.random.default_rng(cfg.train.seed)
-        utts = [utts[i] for i in sorted(rng.choice(len(utts), k, replace=False))]
-    return utts
+    return sample_utterances(cfg.data, cfg.continuation.max_utterances, cfg.train.seed)
 
 
 def _continuation_key(cfg: BLSPConfig) -> str:
@@ -71,40 +61,13 @@ def run_continuations(cfg: BLSPConfig, model: SpeechLLM | None = None,
     return result
 
 
-def _batches(cfg: BLSPConfig, model: SpeechLLM, train_set: list[tuple[Utterance, list[int]]], root: Path):
-    """The step -> micro-batches function, a pure function of (seed, step) so a resumed run sees the same data."""
-    t = cfg.train
-    per_epoch = max(1, len(train_set) // t.batch_size)
-
-    @functools.lru_cache(maxsize=2)
-    def order(epoch: int) -> np.ndarray:
-        return np.random.default_rng([t.seed, epoch]).permutation(len(train_set))
-
-    def batches(step: int, rank: int, world: int) -> list[dict]:
-        epoch, i = divmod(step, per_epoch)
-        idx = order(epoch)[i * t.batch_size : (i + 1) * t.batch_size][rank::world]
-        micros = []
-        for m in range(t.grad_accum):
-            sel, wavs = [], []
-            for u, ids in (train_set[j] for j in idx[m :: t.grad_accum]):
-                try:
-                    wavs.append(load_audio(u.audio_path(root), u.id))
-                    sel.append((u, ids))
-                except AudioError as e:  # a bad clip costs one item, not the run
-                    log.warning("step %d: skipping %s", step + 1, e)
-            micros.append({"wavs": wavs, "targets": [ids for _, ids in sel], "texts": [u.text for u, _ in sel]})
-        return micros
-
-    return batches
-
-
 def _loss_fn(cfg: BLSPConfig):
     lc, instruction = cfg.loss, cfg.continuation.instruction
 
     def loss_fn(model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         n = len(batch["wavs"])
-        logits, ids, teacher = model(batch["wavs"], [instruction] * n, batch["targets"],
-                                     batch["texts"] if lc.kl_weight > 0 else None)
+        logits, ids, teacher = model(batch["wavs"], [instruction] * n, batch["items"],
+                                     [u.text for u in batch["utts"]] if lc.kl_weight > 0 else None)
         ce = F.cross_entropy(logits, ids)
         m = {"ce": ce.item(), "token_acc": logits.argmax(-1).eq(ids).float().mean().item(), "tokens": len(ids)}
         loss = ce
@@ -138,7 +101,7 @@ def run_train(cfg: BLSPConfig, continuations: dict[str, str] | None = None) -> P
     params = [p for p in model.parameters() if p.requires_grad]
     log.info("training the %s adapter (%.2fM parameters) on %d utterances in %d languages", cfg.model.adapter,
              sum(p.numel() for p in params) / 1e6, len(train_set), len(langs))
-    train(model, [{"params": params, "lr": cfg.train.lr}], _batches(cfg, model, train_set, Path(cfg.data.manifest).parent),
+    train(model, [{"params": params, "lr": cfg.train.lr}], clip_batches(cfg.train, train_set, Path(cfg.data.manifest).parent),
           _loss_fn(cfg), cfg.train, out)
     return model.save(out / "model", extra={"train_languages": langs, "recipe": "blsp"})
 
@@ -147,25 +110,5 @@ def run_eval(cfg: BLSPConfig, checkpoint: str | Path | None = None, name: str = 
              system: str = "blsp") -> dict:
     """Zero-shot ASR, X -> pivot translation and intent classification by prompting, with the baselines
     of `cfg.eval.baselines` on the same items; writes ``name.{json,md,png}`` into the run folder."""
-    from polyvox.eval.generation import CascadeSystem, SpeechLLMSystem, build_tasks, evaluate_generation
-    from polyvox.eval.report import write_generation_report
-    from polyvox.models.asr import Transcriber
-
-    e = cfg.eval
-    gen = {"max_new_tokens": e.max_new_tokens, "stop_at_newline": cfg.continuation.stop_at_newline}
-    baselines = {  # each built from the trained model, sharing its frozen encoder and LLM
-        "cascade": lambda m: CascadeSystem(m, Transcriber(e.asr_model), **gen),
-        "untrained": lambda m: SpeechLLMSystem(SpeechLLM(m.encoder, m.lm, m.tokenizer, m.cfg, m.seed).eval(), **gen),
-    }
-    unknown = sorted(set(e.baselines) - set(baselines))
-    if unknown:
-        raise ValueError(f"unknown baseline(s) {unknown}; known: {sorted(baselines)}")
-    folder = Path(checkpoint or Path(cfg.out_dir) / "model")
-    model = SpeechLLM.load(folder)
-    seen = set(read_meta(folder, "speech-LLM").get("train_languages", []))
-    systems = {system: SpeechLLMSystem(model, **gen), **{b: baselines[b](model) for b in e.baselines}}
-    tasks = build_tasks(cfg.data.manifest, e, cfg.data.pivot_lang)
-    result = evaluate_generation(systems, tasks, Path(cfg.data.manifest).parent, seen, e.batch_size)
-    paths = write_generation_report(result, cfg.out_dir, name, config_to_dict(cfg))
-    log.info("report: %s", ", ".join(str(p) for p in paths.values()))
-    return result
+    return evaluate_checkpoint(checkpoint or Path(cfg.out_dir) / "model", cfg.data, cfg.eval, cfg.out_dir,
+                               config_to_dict(cfg), name, system, cfg.continuation.stop_at_newline)

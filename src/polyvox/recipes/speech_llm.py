@@ -1,0 +1,95 @@
+"""What the speech-LLM recipes (blsp, mit) share: the training sample, clip batches and evaluation."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from polyvox.audio import AudioError, load_audio
+from polyvox.config import DataConfig, GenerationEvalConfig, TrainConfig
+from polyvox.data.manifest import Utterance, read_manifest
+from polyvox.models.export import read_meta
+from polyvox.models.speech_llm import SpeechLLM
+
+log = logging.getLogger(__name__)
+
+
+def sample_utterances(data: DataConfig, k: int | None, seed: int) -> list[Utterance]:
+    """The training split, or a seeded sample of `k` of it (in manifest order)."""
+    utts = read_manifest(data.manifest, split=data.train_split)
+    if not utts:
+        raise ValueError(f"{data.manifest}: no utterances in split {data.train_split!r}")
+    if k is not None and len(utts) > k:
+        rng = np.random.default_rng(seed)
+        utts = [utts[i] for i in sorted(rng.choice(len(utts), k, replace=False))]
+    return utts
+
+
+def clip_batches(t: TrainConfig, train_set: list[tuple[Utterance, Any]], root: Path):
+    """The step -> micro-batches function of the training loop, a pure function of (seed, step) so a resumed
+    run sees the same data. A micro-batch is ``{"wavs", "utts", "items"}``: the loaded clips, their utterances
+    and the payload paired with each (targets, prompts …); a clip that fails to load costs one item."""
+    per_epoch = max(1, len(train_set) // t.batch_size)
+
+    @functools.lru_cache(maxsize=2)
+    def order(epoch: int) -> np.ndarray:
+        return np.random.default_rng([t.seed, epoch]).permutation(len(train_set))
+
+    def batches(step: int, rank: int, world: int) -> list[dict]:
+        epoch, i = divmod(step, per_epoch)
+        idx = order(epoch)[i * t.batch_size : (i + 1) * t.batch_size][rank::world]
+        micros = []
+        for m in range(t.grad_accum):
+            utts, items, wavs = [], [], []
+            for u, item in (train_set[j] for j in idx[m :: t.grad_accum]):
+                try:
+                    wavs.append(load_audio(u.audio_path(root), u.id))
+                    utts.append(u)
+                    items.append(item)
+                except AudioError as e:
+                    log.warning("step %d: skipping %s", step + 1, e)
+            micros.append({"wavs": wavs, "utts": utts, "items": items})
+        return micros
+
+    return batches
+
+
+def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalConfig, out_dir: str | Path,
+                        config: dict, name: str, system: str, stop_at_newline: bool = True,
+                        prepare: Callable[[SpeechLLM, dict], None] | None = None, **task_kwargs: Any) -> dict:
+    """Evaluate a trained speech LLM with the baselines of `e.baselines` on the same items; writes
+    ``out_dir/name.{json,md,png}``.
+
+    The model is prompted in the style its checkpoint records (``prompt_style``: instruction or pair), and
+    the baselines in the same style. `prepare(model, tasks)` may complete the items before they are asked
+    (the mit recipe writes held-out references with the frozen LLM); `task_kwargs` go to `build_tasks`.
+    """
+    from polyvox.eval.generation import CascadeSystem, SpeechLLMSystem, build_tasks, evaluate_generation
+    from polyvox.eval.report import write_generation_report
+    from polyvox.models.asr import Transcriber
+
+    meta = read_meta(folder, "speech-LLM")
+    gen = {"max_new_tokens": e.max_new_tokens, "stop_at_newline": stop_at_newline,
+           "style": meta.get("prompt_style", "instruction")}
+    baselines = {  # each built from the trained model, sharing its frozen encoder and LLM
+        "cascade": lambda m: CascadeSystem(m, Transcriber(e.asr_model), **gen),
+        "untrained": lambda m: SpeechLLMSystem(SpeechLLM(m.encoder, m.lm, m.tokenizer, m.cfg, m.seed).eval(), **gen),
+    }
+    unknown = sorted(set(e.baselines) - set(baselines))
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown}; known: {sorted(baselines)}")
+    model = SpeechLLM.load(folder)
+    systems = {system: SpeechLLMSystem(model, **gen), **{b: baselines[b](model) for b in e.baselines}}
+    tasks = build_tasks(data.manifest, e, data.pivot_lang, **task_kwargs)
+    if prepare is not None:
+        prepare(model, tasks)
+    seen = set(meta.get("train_languages", []))
+    result = evaluate_generation(systems, tasks, Path(data.manifest).parent, seen, e.batch_size)
+    paths = write_generation_report(result, out_dir, name, config)
+    log.info("report: %s", ", ".join(str(p) for p in paths.values()))
+    return result
