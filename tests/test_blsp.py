@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tone_speech
+from conftest import char_speech, content_sensitive, tone_speech
 
 from polyvox.audio import SAMPLE_RATE, write_flac
 from polyvox.cli import main
@@ -30,29 +30,6 @@ TEXTS = ["red cat", "blue dog", "sun moon", "tree fish", "bird stone", "green ri
 def tiny_model(**model: object) -> SpeechLLM:
     cfg = SpeechLLMConfig(**{"encoder": "tiny-whisper", "llm": "tiny-gemma3", "adapter_hidden": 64, **model})
     return build_speech_llm(cfg).eval()
-
-
-def content_sensitive(model: SpeechLLM) -> None:
-    """Make the random tiny Whisper encoder hear what a clip says.
-
-    Its weights are initialised at std 0.02, so the convolution outputs are tiny next to the sinusoidal
-    position table added after them: every clip then encodes to nearly the same features. Scaling the two
-    input convolutions by 10 puts the audio content on the scale of the positions.
-    """
-    with torch.no_grad():
-        for conv in (model.encoder.encoder.conv1, model.encoder.encoder.conv2):
-            conv.weight.mul_(10)
-
-
-def char_speech(text: str, seed: int = 0) -> np.ndarray:
-    """`tone_speech` with each character held for 160 ms: one conv-GLU adapter position (8 encoder frames).
-
-    The taught LLM copies its input one character per position. With `tone_speech`'s 60 ms tones an adapter
-    position has to carry ~3 characters, which the frozen LLM was never taught to read, and training from
-    some seeds stalls a token short; at one character per position every seed tried learns every clip.
-    """
-    n = int(0.16 * SAMPLE_RATE)
-    return np.concatenate([tone_speech(c * 3, seed)[:n] for c in text])
 
 
 def blsp_cfg(manifest: Path, out: Path, *overrides: str) -> BLSPConfig:

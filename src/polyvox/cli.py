@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from polyvox.config import BLSPConfig, RetrievalConfig, load_config
+from polyvox.config import BLSPConfig, MITConfig, RetrievalConfig, load_config
 
 log = logging.getLogger("polyvox")
 
@@ -114,14 +114,49 @@ def train_blsp(cfg: BLSPConfig) -> Path:
     return path
 
 
-def eval_generate(cfg: BLSPConfig, checkpoint: str | None = None) -> dict:
-    """Zero-shot ASR, translation and intent classification by prompting, with the baselines."""
-    from polyvox.eval.report import generation_markdown
-    from polyvox.recipes.blsp import run_eval
+def targets(cfg: MITConfig) -> list:
+    """mit step 1: template-bank instructions for every training transcript, answered by the frozen LLM."""
+    from polyvox.recipes.mit import run_targets
 
+    examples = run_targets(cfg)
+    print(f"{len(examples)} training examples; counts in {Path(cfg.out_dir) / 'targets.json'}")
+    return examples
+
+
+def train_mit(cfg: MITConfig) -> Path:
+    """mit: targets (cached), the optional CTC stage, then cross-entropy training."""
+    from polyvox.recipes.mit import run_train
+
+    path = run_train(cfg)
+    print(f"model saved to {path}")
+    return path
+
+
+def eval_generate(cfg: BLSPConfig | MITConfig, checkpoint: str | None = None) -> dict:
+    """Zero-shot ASR, translation and intent classification by prompting (and held-out instructions for
+    mit), with the baselines."""
+    from polyvox.eval.report import generation_markdown
+    from polyvox.recipes import blsp, mit
+
+    run_eval = mit.run_eval if isinstance(cfg, MITConfig) else blsp.run_eval
     result = run_eval(cfg, checkpoint)
     print(generation_markdown(result))
     return result
+
+
+SPEECH_LLM_RECIPES: dict[str, type] = {"blsp": BLSPConfig, "mit": MITConfig}
+"""Recipe name -> config class, for commands shared by the speech-LLM recipes."""
+
+
+def _recipe_cfg(args) -> BLSPConfig | MITConfig:
+    """The config of ``--recipe``; by default mit when the config file has a ``targets`` section, else blsp."""
+    import yaml
+
+    name = args.recipe
+    if name is None:
+        raw = yaml.safe_load(Path(args.config).read_text()) if args.config and Path(args.config).exists() else None
+        name = "mit" if isinstance(raw, dict) and ("targets" in raw or "ctc" in raw) else "blsp"
+    return _cfg(args, SPEECH_LLM_RECIPES[name])
 
 
 def generate(model: str | Path, audio: list[str], prompt: str = "transcribe", lang: str | None = None,
@@ -130,16 +165,19 @@ def generate(model: str | Path, audio: list[str], prompt: str = "transcribe", la
              batch_size: int = 8) -> list[str]:
     """Answer a prompt about each audio file with a trained speech LLM.
 
-    `prompt` is a preset (transcribe, translate, intent, continue) or any other text, asked as is.
+    `prompt` is a preset (transcribe, translate, intent, continue) or any other text, asked as is; the
+    model is prompted in the style it was trained with (an instruction, or an xP3 prefix/postfix pair).
     """
     from polyvox.audio import load_audio
     from polyvox.data.languages import check_lang
+    from polyvox.models.export import read_meta
     from polyvox.models.speech_llm import PROMPTS, SpeechLLM, make_instruction
 
     if lang is not None:
         check_lang(lang)
-    instruction = (make_instruction(prompt, lang, target, labels) if prompt in PROMPTS
-                   else make_instruction("chat", prompt=prompt))
+    style = read_meta(model, "speech-LLM").get("prompt_style", "instruction")  # as the model was trained
+    instruction = (make_instruction(prompt, lang, target, labels, style=style) if prompt in PROMPTS
+                   else make_instruction("chat", prompt=prompt, style=style))
     wavs = [load_audio(a) for a in audio]  # a bad file fails here, named, before the model loads
     llm = SpeechLLM.load(model)
     answers: list[str] = []
@@ -263,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = data.add_parser("continuations", help="BLSP step 1: the LLM continues each training transcript")
     _common(p)
+    p = data.add_parser("targets", help="mit step 1: the LLM answers template-bank instructions about each transcript")
+    _common(p)
 
     units = sub.add_parser("units", help="audio units").add_subparsers(dest="sub", required=True)
     _common(units.add_parser("fit", help="fit the k-means unit tokenizer"))
@@ -273,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a system").add_subparsers(dest="sub", required=True)
     _common(tr.add_parser("retrieval", help="train the speech-text dual encoder"))
     _common(tr.add_parser("blsp", help="train a speech adapter for a frozen LLM by behaviour alignment"))
+    _common(tr.add_parser("mit", help="multi-instruction training of the speech LLM (optional CTC stage first)"))
 
     ev = sub.add_parser("eval", help="evaluate a system").add_subparsers(dest="sub", required=True)
     p = ev.add_parser("retrieval", help="evaluate speech -> text retrieval")
@@ -281,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = ev.add_parser("generate", help="zero-shot ASR, translation and intents by prompting a speech LLM")
     _common(p)
     p.add_argument("--checkpoint", help="model folder (default: <out_dir>/model)")
+    p.add_argument("--recipe", choices=sorted(SPEECH_LLM_RECIPES),
+                   help="the config's recipe (default: mit if the config has a targets section, else blsp)")
 
     p = sub.add_parser("generate", help="prompt a trained speech LLM about audio files")
     p.add_argument("--model", required=True, help="trained speech-LLM folder")
@@ -327,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
                 data_report(args.corpus, args.out, args.samples, args.asr, args.tts_clips)
             case ("data", "continuations"):
                 continuations(_cfg(args, BLSPConfig))
+            case ("data", "targets"):
+                targets(_cfg(args, MITConfig))
             case ("units", "fit"):
                 print(units_fit(_cfg(args)))
             case ("units", "encode"):
@@ -335,10 +380,12 @@ def main(argv: list[str] | None = None) -> int:
                 train_retrieval(_cfg(args))
             case ("train", "blsp"):
                 train_blsp(_cfg(args, BLSPConfig))
+            case ("train", "mit"):
+                train_mit(_cfg(args, MITConfig))
             case ("eval", "retrieval"):
                 eval_retrieval(_cfg(args), args.checkpoint)
             case ("eval", "generate"):
-                eval_generate(_cfg(args, BLSPConfig), args.checkpoint)
+                eval_generate(_recipe_cfg(args), args.checkpoint)
             case ("generate", _):
                 generate(args.model, args.audio, args.prompt, args.lang, args.target, args.labels, args.max_new_tokens,
                          args.sample, args.temperature, args.top_p, not args.multiline)

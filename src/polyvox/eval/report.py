@@ -81,7 +81,7 @@ def write_report(result: dict, out_dir: str | Path, name: str = "eval", config: 
 # -- generation (zero-shot prompting of a speech LLM) ------------------------------------------------
 
 GENERATION_TITLES = {"asr": "Speech recognition", "translation": "Speech translation",
-                     "intent": "Spoken intent"}
+                     "intent": "Spoken intent", "heldout": "Held-out instructions"}
 _SCALED = ("WER", "CER", "accuracy", "parsed", "chance")  # fractions, shown in %
 
 

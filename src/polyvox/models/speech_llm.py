@@ -111,11 +111,11 @@ class SpeechLLM(nn.Module):
         from peft import LoraConfig, inject_adapter_in_model
 
         c = self.cfg
-        inject_adapter_in_model(LoraConfig(r=c.lora_rank, lora_alpha=c.lora_alpha, lora_dropout=0.0,
-                                           target_modules=list(c.lora_targets)), self.lm)
-        names = [n for n, p in self.lm.named_parameters() if "lora_" in n]
-        if not names:
-            raise ValueError(f"model.lora_targets {c.lora_targets} match no module of {c.llm}")
+        try:
+            inject_adapter_in_model(LoraConfig(r=c.lora_rank, lora_alpha=c.lora_alpha, lora_dropout=0.0,
+                                               target_modules=list(c.lora_targets)), self.lm)
+        except ValueError as e:  # peft: "Target modules … not found in the base model"
+            raise ValueError(f"model.lora_targets {c.lora_targets} match no module of {c.llm}: {e}") from None
         for n, p in self.lm.named_parameters():
             p.requires_grad_("lora_" in n)
 
