@@ -274,3 +274,14 @@ def test_cli_mit_pipeline_and_generate(tiny_corpus: Path, tmp_path: Path, capsys
     assert main(["data", "targets", *args, "--set", f"targets.banks=[{bank}]"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("polyvox: error:") and str(bank) in err and "mine" in err and "Traceback" not in err
+
+
+def test_generation_ends_at_the_first_line_break_after_text() -> None:
+    """Base LLMs often open an answer with a blank line: that must not end it (answers were empty before)."""
+    from polyvox.models.speech_llm import _LineEnd
+
+    # vocabulary: 0 "a", 1 "\n", 2 " ", 3 "b\n"
+    stop = _LineEnd(torch.tensor([False, True, False, True]), torch.tensor([False, True, True, False]))
+    rows = torch.tensor([[1, 0, 1], [3, 0, 0], [2, 1, 2]])  # three rows, token by token
+    done = [stop(rows[:, : t + 1], None).tolist() for t in range(3)]
+    assert done == [[False, True, False], [False, True, False], [True, True, False]]

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from transformers import StoppingCriteria
 
 from polyvox.audio import SAMPLE_RATE
 from polyvox.config import SpeechLLMConfig, config_from_dict
@@ -104,7 +105,7 @@ class SpeechLLM(nn.Module):
         self.layer_mix = WeightedLayerSum(encoder.layer + 1, norm=True) if cfg.layer_mix else None
         if cfg.lora_rank > 0:
             self._add_lora()
-        self._newline_ids: list[int] | None = None
+        self._vocab: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _add_lora(self) -> None:
         """Inject LoRA layers into the (frozen) LLM in place, so it keeps its Hugging Face interface."""
@@ -259,29 +260,29 @@ class SpeechLLM(nn.Module):
         return logits, ids, teacher
 
     # -- generation ---------------------------------------------------------------------------------
-    def newline_ids(self) -> list[int]:
-        """Vocabulary entries whose text contains a line break (generation can stop on them)."""
-        if self._newline_ids is None:
-            vocab = len(self.tokenizer)
-            words = self.tokenizer.batch_decode([[i] for i in range(vocab)])
-            self._newline_ids = [i for i, w in enumerate(words) if "\n" in w]
-        return self._newline_ids
+    def _vocab_classes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(V,) masks of the vocabulary entries whose text holds a line break, and of those that are all blank."""
+        if self._vocab is None:
+            words = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
+            self._vocab = (torch.tensor(["\n" in w for w in words]), torch.tensor([not w.strip() for w in words]))
+        return self._vocab
 
     @torch.no_grad()
     def decode(self, rows: list[list[Part]], max_new_tokens: int = 64, do_sample: bool = False,
                temperature: float = 1.0, top_p: float = 1.0, stop_at_newline: bool = False) -> list[str]:
-        """Generate an answer for each prompt row (batched, left-padded); stops at EOS (or a line break)."""
+        """Generate an answer for each prompt row (batched, left-padded); stops at EOS, or with `stop_at_newline`
+        at the first line break after some text (base LLMs rarely emit EOS, and often open with a blank line)."""
         embeds, mask, _ = self.assemble(rows, left_pad=True)
         eos = self.lm.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [self.tokenizer.eos_token_id])
-        if stop_at_newline:
-            eos = eos + self.newline_ids()
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {
             "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        stop = [_LineEnd(*self._vocab_classes())] if stop_at_newline else []
         out = self.lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
-                               eos_token_id=eos, pad_token_id=self.tokenizer.pad_token_id, **sampling)
+                               eos_token_id=eos, pad_token_id=self.tokenizer.pad_token_id, stopping_criteria=stop,
+                               **sampling)
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
-        return [t.split("\n")[0].strip() if stop_at_newline else t.strip() for t in texts]
+        return [t.strip().split("\n")[0].strip() if stop_at_newline else t.strip() for t in texts]
 
     def generate(self, wavs: list[np.ndarray], instructions: Prompt | list[Prompt], **kwargs) -> list[str]:
         """Answer `instructions` (one for all, or one per clip) about 16 kHz clips; see `decode` for options."""
@@ -322,6 +323,28 @@ class SpeechLLM(nn.Module):
         model = build_speech_llm(cfg, meta.get("seed", 0))
         load_trainable(model, folder)
         return model.eval()
+
+
+class _LineEnd(StoppingCriteria):
+    """Ends a row at its first line break that follows some text: leading blank lines do not end an answer.
+
+    Args:
+        newline: (V,) True for vocabulary entries holding a line break.
+        blank: (V,) True for entries that are only white space.
+    """
+
+    def __init__(self, newline: torch.Tensor, blank: torch.Tensor):
+        self.newline, self.blank = newline, blank
+        self.seen_text: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        last = input_ids[:, -1].cpu()  # the token just generated, per row
+        text = ~self.blank[last]
+        if self.seen_text is None:
+            self.seen_text = torch.zeros_like(text)
+        done = self.newline[last] & (self.seen_text | text)  # a break after text, or text + break in one token
+        self.seen_text = self.seen_text | text
+        return done.to(input_ids.device)
 
 
 def build_speech_llm(cfg: SpeechLLMConfig, seed: int = 0) -> SpeechLLM:
