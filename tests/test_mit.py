@@ -284,4 +284,5 @@ def test_generation_ends_at_the_first_line_break_after_text() -> None:
     stop = _LineEnd(torch.tensor([False, True, False, True]), torch.tensor([False, True, True, False]))
     rows = torch.tensor([[1, 0, 1], [3, 0, 0], [2, 1, 2]])  # three rows, token by token
     done = [stop(rows[:, : t + 1], None).tolist() for t in range(3)]
-    assert done == [[False, True, False], [False, True, False], [True, True, False]]
+    # row 0 ends at the break after "a"; row 1 at once ("b\n"; a finished row is not asked again); row 2 never
+    assert done == [[False, True, False], [False, False, False], [True, False, False]]
