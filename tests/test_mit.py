@@ -16,6 +16,7 @@ from polyvox.config import MITConfig, SpeechLLMConfig, load_config
 from polyvox.eval.generation import SpeechLLMSystem, build_tasks
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm, make_instruction
 from polyvox.recipes import mit
+from polyvox.recipes.speech_llm import alignment_loss
 
 MIT_TINY = Path(__file__).parents[1] / "configs" / "mit-tiny.yaml"
 TEXTS = ["red cat", "blue dog", "sun moon", "tree fish", "bird stone", "green river", "cat sun", "dog tree"]
@@ -182,7 +183,7 @@ def test_training_on_the_tmi_mix_lowers_the_loss_of_both_kinds() -> None:
     model = SpeechLLM(base.encoder, base.lm, base.tokenizer, base.cfg, seed=0).train()
     batch = {"wavs": [char_speech(t, i) for i, (t, _) in enumerate(rows)], "utts": [None] * len(rows),
              "items": [(pairs[k], tgt, k) for (_, k), tgt in zip(rows, targets)]}
-    loss_fn = mit._loss_fn(MITConfig())
+    loss_fn = alignment_loss(MITConfig().loss)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     history = []
     for _ in range(250):

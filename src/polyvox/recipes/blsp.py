@@ -11,16 +11,12 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 from polyvox.config import BLSPConfig, config_to_dict, save_config
 from polyvox.data.manifest import Utterance
 from polyvox.fileio import atomic_write_text
-from polyvox.losses import distill_kl
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
 from polyvox.recipes.answers import Request, answer_key, cached_answers
-from polyvox.recipes.speech_llm import clip_batches, evaluate_checkpoint, sample_utterances
+from polyvox.recipes.speech_llm import alignment_loss, clip_batches, evaluate_checkpoint, sample_utterances
 from polyvox.train.loop import train
 
 log = logging.getLogger(__name__)
@@ -61,25 +57,6 @@ def run_continuations(cfg: BLSPConfig, model: SpeechLLM | None = None,
     return result
 
 
-def _loss_fn(cfg: BLSPConfig):
-    lc, instruction = cfg.loss, cfg.continuation.instruction
-
-    def loss_fn(model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        n = len(batch["wavs"])
-        logits, ids, teacher = model(batch["wavs"], [instruction] * n, batch["items"],
-                                     [u.text for u in batch["utts"]] if lc.kl_weight > 0 else None)
-        ce = F.cross_entropy(logits, ids)
-        m = {"ce": ce.item(), "token_acc": logits.argmax(-1).eq(ids).float().mean().item(), "tokens": len(ids)}
-        loss = ce
-        if teacher is not None:
-            kl = distill_kl(logits, teacher, lc.kl_temperature)
-            loss = loss + lc.kl_weight * kl
-            m["kl"] = kl.item()
-        return loss, m
-
-    return loss_fn
-
-
 def run_train(cfg: BLSPConfig, continuations: dict[str, str] | None = None) -> Path:
     """Step 2: train the adapter so the frozen LLM, given the speech, writes the text's continuation.
 
@@ -93,7 +70,8 @@ def run_train(cfg: BLSPConfig, continuations: dict[str, str] | None = None) -> P
     if continuations is None:
         continuations = run_continuations(cfg, model, utts)
     eos = model.tokenizer.eos_token_id
-    train_set = [(u, model.text_ids(continuations[u.id])[: cfg.loss.max_target_tokens] + [eos])
+    instruction = cfg.continuation.instruction
+    train_set = [(u, (instruction, model.text_ids(continuations[u.id])[: cfg.loss.max_target_tokens] + [eos], None))
                  for u in utts if u.id in continuations]
     if len(train_set) < 1:
         raise ValueError("no training utterance has a continuation; run step 1 first (polyvox data continuations)")
@@ -102,7 +80,7 @@ def run_train(cfg: BLSPConfig, continuations: dict[str, str] | None = None) -> P
     log.info("training the %s adapter (%.2fM parameters) on %d utterances in %d languages", cfg.model.adapter,
              sum(p.numel() for p in params) / 1e6, len(train_set), len(langs))
     train(model, [{"params": params, "lr": cfg.train.lr}], clip_batches(cfg.train, train_set, Path(cfg.data.manifest).parent),
-          _loss_fn(cfg), cfg.train, out)
+          alignment_loss(cfg.loss), cfg.train, out)
     return model.save(out / "model", extra={"train_languages": langs, "recipe": "blsp"})
 
 

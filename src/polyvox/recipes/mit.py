@@ -24,19 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from polyvox.config import MITConfig, config_to_dict, save_config
 from polyvox.data.instructions import VARIANTS, Bank, Instruction, draw_instructions, load_bank
 from polyvox.data.manifest import Utterance
 from polyvox.fileio import atomic_write_text
-from polyvox.losses import distill_kl
 from polyvox.models.ctc import EmbeddingCTCHead, ctc_loss, ctc_min_frames
 from polyvox.models.export import save_trainable
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
 from polyvox.recipes.answers import Request, answer_key, cached_answers
-from polyvox.recipes.speech_llm import clip_batches, evaluate_checkpoint, sample_utterances
+from polyvox.recipes.speech_llm import alignment_loss, clip_batches, evaluate_checkpoint, sample_utterances
 from polyvox.train.loop import train
 
 log = logging.getLogger(__name__)
@@ -185,31 +183,6 @@ def run_ctc(cfg: MITConfig, model: SpeechLLM, utts: list[Utterance]) -> Path:
 # -- the cross-entropy stage ----------------------------------------------------------------------------
 
 
-def _loss_fn(cfg: MITConfig):
-    lc = cfg.loss
-
-    def loss_fn(model: SpeechLLM, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        prompts = [p for p, _, _ in batch["items"]]
-        targets = [ids for _, ids, _ in batch["items"]]
-        logits, ids, teacher = model(batch["wavs"], prompts, targets,
-                                     [u.text for u in batch["utts"]] if lc.kl_weight > 0 else None)
-        per_token = F.cross_entropy(logits, ids, reduction="none")  # (N,)
-        ce = per_token.mean()
-        m = {"ce": ce.item(), "token_acc": logits.argmax(-1).eq(ids).float().mean().item(), "tokens": len(ids)}
-        kinds = [k for _, ids_i, k in batch["items"] for _ in ids_i]
-        for kind in sorted(set(kinds)):  # the loss of each task kind, to see both learn
-            sel = torch.tensor([k == kind for k in kinds], device=per_token.device)
-            m[f"ce_{kind}"] = per_token[sel].mean().item()
-        loss = ce
-        if teacher is not None:
-            kl = distill_kl(logits, teacher, lc.kl_temperature)
-            loss = loss + lc.kl_weight * kl
-            m["kl"] = kl.item()
-        return loss, m
-
-    return loss_fn
-
-
 def run_train(cfg: MITConfig, examples: list[Example] | None = None) -> Path:
     """Targets (cached), the CTC stage when `ctc.steps` > 0, then cross-entropy training.
 
@@ -236,7 +209,7 @@ def run_train(cfg: MITConfig, examples: list[Example] | None = None) -> Path:
              cfg.targets.variant, sum(p.numel() for p in params) / 1e6, len(train_set),
              len({e.utt.id for e in examples}), len(langs))
     train(model, [{"params": params, "lr": cfg.train.lr}], clip_batches(cfg.train, train_set, Path(cfg.data.manifest).parent),
-          _loss_fn(cfg), cfg.train, out)
+          alignment_loss(cfg.loss), cfg.train, out)
     return model.save(out / "model", extra={"train_languages": langs, "recipe": "mit", "prompt_style": "pair",
                                             "variant": cfg.targets.variant, "ctc_steps": cfg.ctc.steps})
 

@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from polyvox.audio import AudioError, load_audio
-from polyvox.config import DataConfig, GenerationEvalConfig, TrainConfig
+from polyvox.config import AlignConfig, DataConfig, GenerationEvalConfig, TrainConfig
 from polyvox.data.manifest import Utterance, read_manifest
+from polyvox.losses import distill_kl
 from polyvox.models.export import read_meta
 from polyvox.models.speech_llm import SpeechLLM
 
@@ -57,6 +60,35 @@ def clip_batches(t: TrainConfig, train_set: list[tuple[Utterance, Any]], root: P
         return micros
 
     return batches
+
+
+def alignment_loss(lc: AlignConfig):
+    """The training loss of both recipes: cross-entropy on the target tokens of ``prompt + speech -> target``,
+    plus the text-teacher KL when `lc.kl_weight` > 0.
+
+    Micro-batch items (see `clip_batches`) are ``(prompt, target ids, kind)``; a kind (e.g. mit's T / MI) gets its
+    own ``ce_<kind>`` metric, None gets none.
+    """
+
+    def loss_fn(model: SpeechLLM, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        prompts, targets, kinds = zip(*batch["items"]) if batch["items"] else ((), (), ())
+        logits, ids, teacher = model(batch["wavs"], list(prompts), list(targets),
+                                     [u.text for u in batch["utts"]] if lc.kl_weight > 0 else None)
+        per_token = F.cross_entropy(logits, ids, reduction="none")  # (N,)
+        ce = per_token.mean()
+        m = {"ce": ce.item(), "token_acc": logits.argmax(-1).eq(ids).float().mean().item(), "tokens": len(ids)}
+        token_kinds = [k for k, t in zip(kinds, targets) for _ in t]
+        for kind in sorted({k for k in kinds if k is not None}):
+            sel = torch.tensor([k == kind for k in token_kinds], device=per_token.device)
+            m[f"ce_{kind}"] = per_token[sel].mean().item()
+        loss = ce
+        if teacher is not None:
+            kl = distill_kl(logits, teacher, lc.kl_temperature)
+            loss = loss + lc.kl_weight * kl
+            m["kl"] = kl.item()
+        return loss, m
+
+    return loss_fn
 
 
 def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalConfig, out_dir: str | Path,
