@@ -4,8 +4,9 @@
 
 Stages (each resumes; `--stage all` runs them in order):
   targets   the frozen LLM answers the TMI instructions of every training utterance (T and MI share them)
-  train     one run per variant (`--variants`, default T MI TMI) under <out_dir>/<variant>, same utterances,
-            steps and batch; BLSP is trained by configs/blsp-demo.yaml (resumed to done if already there)
+  train     one run per variant (`--variants`, default T MI TMI TMI+CTC) under <out_dir>/<variant>, same
+            utterances, steps and batch (TMI+CTC: 100 CTC-stage steps first); BLSP is trained by
+            configs/blsp-demo.yaml (resumed to done if already there)
   eval      every system on the same items: ASR, X->en translation, intent, held-out instructions; baselines:
             the cascade (whisper-base -> the same LLM, same xP3 prompt) and the untrained adapter
 Training stages of different variants may run at once in separate processes (`--stage train --variants T`).
@@ -32,13 +33,16 @@ from polyvox.models.export import read_meta
 from polyvox.models.speech_llm import SpeechLLM
 from polyvox.recipes import blsp, mit
 
-VARIANTS = ("T", "MI", "TMI")
+VARIANTS = ("T", "MI", "TMI", "TMI+CTC")
+CTC_STEPS = 100  # of the TMI+CTC arm's CTC stage, before the same cross-entropy steps as the others
 
 
-def variant_cfg(base: MITConfig, variant: str) -> MITConfig:
+def variant_cfg(base: MITConfig, name: str) -> MITConfig:
+    """The config of an arm: a variant (T, MI, TMI), with the CTC stage first for ``TMI+CTC``."""
     cfg = copy.deepcopy(base)
-    cfg.targets.variant = variant
-    cfg.out_dir = str(Path(base.out_dir) / variant)
+    cfg.targets.variant, _, ctc = name.partition("+")
+    cfg.ctc.steps = CTC_STEPS if ctc else 0
+    cfg.out_dir = str(Path(base.out_dir) / name)
     return cfg
 
 
@@ -47,7 +51,9 @@ def training_stats(run: Path) -> dict:
     tenth = max(1, len(rows) // 10)
     first, last = rows[:tenth], rows[-tenth:]
     out = {"steps": rows[-1]["step"], "step_s_median": statistics.median(r["step_s"] for r in rows)}
-    for key in ("ce", "ce_T", "ce_MI", "token_acc"):
+    if (run / "ctc" / "metrics.jsonl").exists():
+        out["ctc_stage"] = training_stats(run / "ctc")
+    for key in ("ce", "ce_T", "ce_MI", "token_acc", "ctc", "ctc_skipped"):
         a, b = [r[key] for r in first if key in r], [r[key] for r in last if key in r]
         if a and b:
             out[f"{key}_first_10pct"], out[f"{key}_last_10pct"] = statistics.mean(a), statistics.mean(b)
