@@ -196,7 +196,8 @@ def run_train(cfg: MITConfig, examples: list[Example] | None = None) -> Path:
     if examples is None:
         examples = run_targets(cfg, model, utts)
     if not examples:
-        raise ValueError("no training example has a target; run step 1 first (polyvox data targets)")
+        raise ValueError(f"no training example has a target: every prompt was too long or answered empty "
+                         f"(counts in {out / 'targets.json'})")
     if cfg.ctc.steps > 0:
         run_ctc(cfg, model, utts)
     eos = model.tokenizer.eos_token_id
