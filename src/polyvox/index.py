@@ -1,0 +1,202 @@
+"""A FAISS-backed index of embedded texts: add, search, save, load.
+
+Vectors are L2-normalised embeddings, so the inner product is the cosine similarity. ``flat`` search is
+exact; ``hnsw`` and ``ivf`` are approximate indexes for large collections. The index records the fingerprint
+of the model that made its vectors and refuses queries from any other model.
+
+On disk a folder holds versions ``v-000001/`` … (``index.faiss``, ``items.jsonl``, ``index.json``) and a
+``current`` pointer replaced atomically, so a save interrupted at any moment leaves the previous version whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from polyvox.fileio import atomic_write_text
+
+
+@dataclass(frozen=True)
+class Item:
+    """One indexed text."""
+
+    id: str
+    text: str
+    lang: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    id: str
+    text: str
+    lang: str
+    score: float
+    """Cosine similarity to the query."""
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as e:  # a core dependency, but say what to do if it is missing
+        raise ImportError("polyvox.index needs faiss: pip install faiss-cpu") from e
+    return faiss
+
+
+def _flat(dim: int, params: dict):
+    return _faiss().IndexFlatIP(dim)
+
+
+def _hnsw(dim: int, params: dict):
+    faiss = _faiss()
+    index = faiss.IndexHNSWFlat(dim, int(params.get("m", 32)), faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = int(params.get("ef_construction", 80))
+    index.hnsw.efSearch = int(params.get("ef_search", 64))
+    return index
+
+
+def _ivf(dim: int, params: dict):
+    faiss = _faiss()
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, int(params.get("nlist", 256)), faiss.METRIC_INNER_PRODUCT)
+    index.nprobe = int(params.get("nprobe", 16))
+    return index
+
+
+KINDS: dict[str, Callable] = {"flat": _flat, "hnsw": _hnsw, "ivf": _ivf}
+"""Index kind -> builder(dim, params). ``ivf`` is trained on the first vectors added (at least ``nlist``)."""
+
+
+class TextIndex:
+    """Embedded texts with their ids and languages, searchable by cosine similarity.
+
+    Args:
+        dim: embedding size.
+        model_fingerprint: identity of the model whose vectors go in (see `polyvox.index.model_fingerprint`).
+        kind: a key of `KINDS`.
+        params: the kind's parameters (hnsw: m, ef_construction, ef_search; ivf: nlist, nprobe).
+    """
+
+    def __init__(self, dim: int, model_fingerprint: str, kind: str = "flat", params: dict | None = None):
+        if kind not in KINDS:
+            raise ValueError(f"unknown index kind {kind!r}; known: {', '.join(KINDS)}")
+        self.dim, self.model_fingerprint, self.kind, self.params = dim, model_fingerprint, kind, dict(params or {})
+        self.index = KINDS[kind](dim, self.params)
+        self.items: list[Item] = []
+        self._ids: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def check_model(self, fingerprint: str) -> None:
+        """Refuse vectors of a model other than the one the index was built with."""
+        if fingerprint != self.model_fingerprint:
+            raise ValueError(f"this index was built with model {self.model_fingerprint[:12]}…, not {fingerprint[:12]}…; "
+                             "query it with the same checkpoint, or build a new index")
+
+    def _vectors(self, vectors: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"expected vectors of shape (N, {self.dim}), got {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError("vectors contain NaN or infinity")
+        return x
+
+    def add(self, vectors: np.ndarray, items: list[Item]) -> None:
+        """Append (N, D) vectors and their items; ids must be new."""
+        x = self._vectors(vectors)
+        if len(x) != len(items):
+            raise ValueError(f"{len(x)} vectors for {len(items)} items")
+        seen, clash = set(self._ids), set()
+        for it in items:
+            (clash if it.id in seen else seen).add(it.id)
+        if clash:
+            raise ValueError(f"ids already in the index (or given twice): {sorted(clash)[:5]}")
+        if self.kind == "ivf" and not self.index.is_trained:
+            nlist = self.index.nlist
+            if len(x) < nlist:
+                raise ValueError(f"an ivf index with nlist={nlist} needs at least {nlist} vectors in its first add")
+            self.index.train(x)
+        self.index.add(x)
+        self.items += items
+        self._ids = seen
+
+    def search(self, queries: np.ndarray, k: int = 10) -> list[list[Hit]]:
+        """The `k` nearest items of each (Q, D) query, best first."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        q = self._vectors(queries)
+        if not self.items:
+            return [[] for _ in range(len(q))]
+        scores, idx = self.index.search(q, min(k, len(self.items)))  # (Q, k) each
+        return [[Hit(**asdict(self.items[i]), score=float(s)) for s, i in zip(srow, irow) if i >= 0]
+                for srow, irow in zip(scores, idx)]
+
+    # -- disk --------------------------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        """Write a new version into `folder` and point ``current`` at it; older versions are removed."""
+        faiss = _faiss()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        previous = _current(folder)
+        n = int(previous.name.split("-")[1]) + 1 if previous else 1
+        tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".tmp-"))
+        faiss.write_index(self.index, str(tmp / "index.faiss"))
+        (tmp / "items.jsonl").write_text("".join(json.dumps(asdict(it), ensure_ascii=False) + "\n" for it in self.items))
+        meta = {"dim": self.dim, "kind": self.kind, "params": self.params, "model_fingerprint": self.model_fingerprint,
+                "count": len(self.items)}
+        (tmp / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
+        final = folder / f"v-{n:06d}"
+        os.replace(tmp, final)
+        atomic_write_text(folder / "current", final.name)
+        for old in folder.glob("v-*"):
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    @classmethod
+    def load(cls, folder: str | Path) -> TextIndex:
+        """Read the current version of a saved index."""
+        faiss = _faiss()
+        version = _current(Path(folder))
+        if version is None:
+            raise FileNotFoundError(f"no index in {folder} (no 'current' version)")
+        meta = json.loads((version / "index.json").read_text())
+        self = cls(meta["dim"], meta["model_fingerprint"], meta["kind"], meta["params"])
+        self.index = faiss.read_index(str(version / "index.faiss"))
+        self.items = [Item(**json.loads(line)) for line in (version / "items.jsonl").read_text().splitlines()]
+        self._ids = {it.id for it in self.items}
+        if len(self.items) != meta["count"] or self.index.ntotal != meta["count"]:
+            raise ValueError(f"{version}: {self.index.ntotal} vectors and {len(self.items)} items, expected "
+                             f"{meta['count']}; the index is damaged")
+        return self
+
+
+def _current(folder: Path) -> Path | None:
+    pointer = folder / "current"
+    if not pointer.exists():
+        return None
+    version = folder / pointer.read_text().strip()
+    return version if (version / "index.json").exists() else None
+
+
+def model_fingerprint(model_dir: str | Path) -> str:
+    """Identity of a trained checkpoint: SHA-256 of its weights and description."""
+    from polyvox.models.sources import sha256_file
+
+    folder = Path(model_dir)
+    return sha256_file(folder / "model.safetensors")[:32] + sha256_file(folder / "model.json")[:32]
+
+
+def recall_at_k(exact: list[list[Hit]], approx: list[list[Hit]], k: int) -> float:
+    """Share of the exact top-k ids that the approximate search also returns in its top k, over all queries."""
+    found = sum(len({h.id for h in e[:k]} & {h.id for h in a[:k]}) for e, a in zip(exact, approx))
+    total = sum(min(k, len(e)) for e in exact)
+    return found / total if total else 1.0

@@ -1,0 +1,108 @@
+"""The FAISS text index: exact search against brute force, approximate recall, incremental add, atomic
+versions on disk, and the refusals (other model, bad vectors, duplicate ids)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from polyvox.index import Item, TextIndex, model_fingerprint, recall_at_k
+
+
+def unit_vectors(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def items(n: int, start: int = 0) -> list[Item]:
+    return [Item(f"t{i}", f"text {i}", "fr_fr" if i % 2 else "de_de") for i in range(start, start + n)]
+
+
+def test_exact_search_equals_brute_force() -> None:
+    docs, queries = unit_vectors(300), unit_vectors(20, seed=1)
+    index = TextIndex(16, "m")
+    index.add(docs, items(300))
+    hits = index.search(queries, k=10)
+    sims = queries @ docs.T  # (Q, N)
+    for q, row in enumerate(hits):
+        best = np.argsort(-sims[q])[:10]
+        assert [h.id for h in row] == [f"t{i}" for i in best]
+        assert np.allclose([h.score for h in row], sims[q, best], atol=1e-5)
+        assert row[0].text == f"text {best[0]}" and row[0].lang == ("fr_fr" if best[0] % 2 else "de_de")
+    assert len(index.search(queries[:1], k=1000)[0]) == 300  # k larger than the index: everything, ranked
+
+
+def test_incremental_add_equals_one_add_and_survives_save_load(tmp_path) -> None:
+    docs, queries = unit_vectors(100), unit_vectors(5, seed=1)
+    once = TextIndex(16, "m")
+    once.add(docs, items(100))
+    parts = TextIndex(16, "m")
+    parts.add(docs[:60], items(60))
+    first = parts.save(tmp_path / "idx")
+    parts = TextIndex.load(tmp_path / "idx")
+    parts.add(docs[60:], items(40, start=60))
+    second = parts.save(tmp_path / "idx")
+    assert not first.exists() and (tmp_path / "idx" / "current").read_text() == second.name
+    loaded = TextIndex.load(tmp_path / "idx")
+    assert len(loaded) == 100 and loaded.model_fingerprint == "m"
+    assert loaded.search(queries, 5) == once.search(queries, 5)
+
+
+def test_a_save_cut_short_leaves_the_last_version_whole(tmp_path) -> None:
+    index = TextIndex(16, "m")
+    index.add(unit_vectors(10), items(10))
+    index.save(tmp_path / "idx")
+    (tmp_path / "idx" / ".tmp-crashed").mkdir()  # a save killed before its rename
+    assert len(TextIndex.load(tmp_path / "idx")) == 10
+    version = tmp_path / "idx" / (tmp_path / "idx" / "current").read_text()
+    (version / "items.jsonl").write_text("")  # damaged by hand
+    with pytest.raises(ValueError, match="the index is damaged"):
+        TextIndex.load(tmp_path / "idx")
+    with pytest.raises(FileNotFoundError, match="no index in"):
+        TextIndex.load(tmp_path / "empty")
+
+
+@pytest.mark.parametrize(("kind", "params", "floor"), [("hnsw", {}, 0.9), ("ivf", {"nlist": 16, "nprobe": 16}, 1.0)])
+def test_approximate_indexes_recall_against_exact(kind: str, params: dict, floor: float, tmp_path) -> None:
+    docs, queries = unit_vectors(2000, 32), unit_vectors(50, 32, seed=1)
+    exact, approx = TextIndex(32, "m"), TextIndex(32, "m", kind, params)
+    exact.add(docs, items(2000))
+    approx.add(docs, items(2000))
+    approx = TextIndex.load(approx.save(tmp_path / kind).parent)
+    assert approx.kind == kind and approx.params == params
+    assert recall_at_k(exact.search(queries, 10), approx.search(queries, 10), 10) >= floor
+
+
+def test_refusals() -> None:
+    index = TextIndex(16, "model-a")
+    index.add(unit_vectors(4), items(4))
+    with pytest.raises(ValueError, match="built with model model-a"):
+        index.check_model("model-b")
+    index.check_model("model-a")
+    with pytest.raises(ValueError, match=r"ids already in the index \(or given twice\): \['t1'\]"):
+        index.add(unit_vectors(1), items(1, start=1))
+    with pytest.raises(ValueError, match=r"given twice\): \['t9'\]"):
+        index.add(unit_vectors(2), [Item("t9", "a", "fr_fr"), Item("t9", "b", "fr_fr")])
+    with pytest.raises(ValueError, match=r"expected vectors of shape \(N, 16\), got \(2, 8\)"):
+        index.add(unit_vectors(2, 8), items(2, start=10))
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        index.search(np.full((1, 16), np.nan, dtype=np.float32))
+    with pytest.raises(ValueError, match="2 vectors for 1 items"):
+        index.add(unit_vectors(2), items(1, start=20))
+    with pytest.raises(ValueError, match="unknown index kind 'lsh'"):
+        TextIndex(16, "m", "lsh")
+    with pytest.raises(ValueError, match="needs at least 16 vectors"):
+        TextIndex(16, "m", "ivf", {"nlist": 16}).add(unit_vectors(4), items(4))
+    assert len(index) == 4  # nothing was added by the refused calls
+
+
+def test_recall_and_fingerprint(tmp_path) -> None:
+    from polyvox.index import Hit
+
+    exact = [[Hit("a", "", "", 1.0), Hit("b", "", "", 0.9)]]
+    assert recall_at_k(exact, [[Hit("b", "", "", 0.9), Hit("c", "", "", 0.8)]], 2) == 0.5
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / "model.json").write_text(json.dumps({"kind": "x"}))
+    fp = model_fingerprint(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"weights2")
+    assert model_fingerprint(tmp_path) != fp and len(fp) == 64
