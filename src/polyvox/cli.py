@@ -209,24 +209,78 @@ def embed(model: str | Path, out: str | Path, lang: str, audio: list[str] | None
     with torch.no_grad():
         if text is not None:
             vecs = dual.encode_text(text, lang).numpy()
+        elif audio is not None:
+            vecs = _speech_vectors(dual, model, [load_audio(a) for a in audio], lang)
         else:
-            tok = dual.unit_tokenizer
-            if tok is None:
-                raise ValueError(f"{model}: checkpoint has no unit tokenizer; cannot embed audio")
-            enc = encoder_for_units(tok)
-            if audio is not None:
-                seqs = [tok(enc.encode([load_audio(a)])[0].numpy()).tolist() for a in audio]
-                vecs = dual.encode_speech(seqs, lang).numpy()
-            else:
-                utts = read_manifest(manifest, split=split)
-                units, bad = encode_units(utts, Path(manifest).parent, enc, tok)
-                _report_bad(bad)
-                ok = [u for u in utts if u.id in units]
-                vecs = dual.encode_speech([units[u.id] for u in ok], [u.lang for u in ok]).numpy()
-                Path(out).with_suffix(".ids.txt").write_text("".join(u.id + "\n" for u in ok))
+            tok = _unit_tokenizer(dual, model)
+            utts = read_manifest(manifest, split=split)
+            units, bad = encode_units(utts, Path(manifest).parent, encoder_for_units(tok), tok)
+            _report_bad(bad)
+            ok = [u for u in utts if u.id in units]
+            vecs = dual.encode_speech([units[u.id] for u in ok], [u.lang for u in ok]).numpy()
+            Path(out).with_suffix(".ids.txt").write_text("".join(u.id + "\n" for u in ok))
     np.save(out, vecs)
     print(f"{vecs.shape[0]} vectors of size {vecs.shape[1]} saved to {out}")
     return vecs
+
+
+def _unit_tokenizer(dual, model: str | Path):
+    if dual.unit_tokenizer is None:
+        raise ValueError(f"{model}: checkpoint has no unit tokenizer; cannot embed audio")
+    return dual.unit_tokenizer
+
+
+def _speech_vectors(dual, model: str | Path, wavs: list[np.ndarray], lang: str) -> np.ndarray:
+    """(N, D) embeddings of 16 kHz clips in `lang`: speech encoder -> audio units -> the dual encoder."""
+    import torch
+
+    from polyvox.recipes.retrieval import encoder_for_units
+
+    tok = _unit_tokenizer(dual, model)
+    enc = encoder_for_units(tok)
+    with torch.no_grad():
+        seqs = [tok(enc.encode([w])[0].numpy()).tolist() for w in wavs]
+        return dual.encode_speech(seqs, lang).numpy()
+
+
+def index_build(model: str | Path, texts: str | Path, out: str | Path, lang: str | None = None, kind: str = "flat",
+                params: dict | None = None, batch_size: int = 64):
+    """Embed a text collection (a manifest, or a text file in `lang`) into a FAISS index in `out`; an existing
+    index gets the texts it does not hold yet."""
+    from polyvox.index import build_index, read_texts
+
+    index = build_index(model, read_texts(texts, lang), out, kind, params, batch_size)
+    print(f"{len(index)} texts in the {index.kind} index {out}")
+    return index
+
+
+def search(index: str | Path, model: str | Path, lang: str, audio: str | None = None, text: str | None = None,
+           k: int = 10) -> list:
+    """Search an index with a clip (speech -> text) or a text (text -> text) in `lang`; prints rank, score,
+    language, id and text of each hit."""
+    from polyvox.audio import load_audio
+    from polyvox.data.languages import check_lang
+    from polyvox.index import TextIndex, model_fingerprint
+    from polyvox.models.dual_encoder import DualEncoder
+
+    check_lang(lang)
+    if (audio is None) == (text is None):
+        raise ValueError("give exactly one of --audio or --text")
+    idx = TextIndex.load(index)
+    idx.check_model(model_fingerprint(model))
+    wav = load_audio(audio) if audio is not None else None  # a bad file fails before the model loads
+    dual = DualEncoder.load(model).eval()
+    if wav is not None:
+        query = _speech_vectors(dual, model, [wav], lang)
+    else:
+        import torch
+
+        with torch.no_grad():
+            query = dual.encode_text([text], lang).numpy()
+    hits = idx.search(query, k)[0]
+    for rank, h in enumerate(hits, 1):
+        print(f"{rank}\t{h.score:.4f}\t{h.lang}\t{h.id}\t{h.text}")
+    return hits
 
 
 def demo(cfg: RetrievalConfig, corpus_dir: str | Path = "data/demo") -> dict:
@@ -349,6 +403,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--manifest")
     p.add_argument("--split")
 
+    ix = sub.add_parser("index", help="a searchable index of texts").add_subparsers(dest="sub", required=True)
+    p = ix.add_parser("build", help="embed texts into a FAISS index (an existing index gets the new texts)")
+    p.add_argument("--model", required=True, help="trained dual-encoder folder")
+    p.add_argument("--texts", required=True, help="manifest (.jsonl) or text file, one text a line")
+    p.add_argument("--lang", help="FLEURS code of a text file's lines")
+    p.add_argument("--out", required=True, help="index folder")
+    p.add_argument("--kind", default="flat", help="flat (exact, default), hnsw or ivf (approximate)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="index parameter, e.g. m=32, ef_search=64 (hnsw) or nlist=256, nprobe=16 (ivf)")
+    p.add_argument("--batch-size", type=int, default=64)
+
+    p = sub.add_parser("search", help="search an index with speech or text")
+    p.add_argument("--index", required=True)
+    p.add_argument("--model", required=True, help="the dual-encoder folder the index was built with")
+    p.add_argument("--lang", required=True, help="FLEURS code of the query")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--audio")
+    g.add_argument("--text")
+    p.add_argument("-k", type=int, default=10)
+
     p = sub.add_parser("demo", help="offline end-to-end demo: corpus, units, training, evaluation")
     _common(p)
     p.add_argument("--corpus-dir", default="data/demo")
@@ -389,6 +463,13 @@ def main(argv: list[str] | None = None) -> int:
             case ("generate", _):
                 generate(args.model, args.audio, args.prompt, args.lang, args.target, args.labels, args.max_new_tokens,
                          args.sample, args.temperature, args.top_p, not args.multiline)
+            case ("index", "build"):
+                if any("=" not in item for item in args.param):
+                    raise ValueError("--param must look like key=value, e.g. --param nlist=256")
+                params = dict(item.split("=", 1) for item in args.param)
+                index_build(args.model, args.texts, args.out, args.lang, args.kind, params, args.batch_size)
+            case ("search", _):
+                search(args.index, args.model, args.lang, args.audio, args.text, args.k)
             case ("embed", _):
                 embed(args.model, args.out, args.lang, args.audio, args.text, args.manifest, args.split)
             case ("demo", _):

@@ -200,3 +200,58 @@ def recall_at_k(exact: list[list[Hit]], approx: list[list[Hit]], k: int) -> floa
     found = sum(len({h.id for h in e[:k]} & {h.id for h in a[:k]}) for e, a in zip(exact, approx))
     total = sum(min(k, len(e)) for e in exact)
     return found / total if total else 1.0
+
+
+# -- text collections and models ---------------------------------------------------------------------------
+
+
+def read_texts(path: str | Path, lang: str | None = None) -> list[Item]:
+    """Texts to index: a manifest (``.jsonl``: each line's id, text and language) or a plain text file (one text
+    a line, all in `lang`; ids are ``<file name>:<line number>``; blank lines are skipped)."""
+    from polyvox.data.languages import check_lang
+    from polyvox.data.manifest import read_manifest
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"text file not found: {path}")
+    if path.suffix == ".jsonl":
+        return [Item(u.id, u.text, u.lang) for u in read_manifest(path)]
+    if lang is None:
+        raise ValueError(f"{path}: a plain text file needs a language (--lang)")
+    check_lang(lang)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [Item(f"{path.name}:{i}", line.strip(), lang) for i, line in enumerate(lines, 1) if line.strip()]
+
+
+def embed_items(dual, items: list[Item], batch_size: int = 64) -> np.ndarray:
+    """(N, D) text embeddings of `items` (each in its own language) from a `DualEncoder`, in batches."""
+    import torch
+    from tqdm import tqdm
+
+    out = []
+    with torch.no_grad():
+        for s in tqdm(range(0, len(items), batch_size), desc="embedding", unit="batch", disable=None):
+            batch = items[s : s + batch_size]
+            out.append(dual.encode_text([it.text for it in batch], [it.lang for it in batch]).float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, dual.cfg.proj_dim), dtype=np.float32)
+
+
+def build_index(model_dir: str | Path, items: list[Item], folder: str | Path, kind: str = "flat",
+                params: dict | None = None, batch_size: int = 64) -> TextIndex:
+    """Embed `items` with a trained dual encoder and add them to the index in `folder` (made if absent, else
+    extended: the model must be the one it was built with); saves a new version."""
+    from polyvox.models.dual_encoder import DualEncoder
+
+    fingerprint = model_fingerprint(model_dir)
+    dual = DualEncoder.load(model_dir).eval()
+    if _current(Path(folder)) is not None:
+        index = TextIndex.load(folder)
+        index.check_model(fingerprint)
+    else:
+        index = TextIndex(dual.cfg.proj_dim, fingerprint, kind, params)
+    known = {it.id for it in index.items}
+    new = [it for it in items if it.id not in known]
+    if new:
+        index.add(embed_items(dual, new, batch_size), new)
+    index.save(folder)
+    return index

@@ -1,0 +1,91 @@
+"""`polyvox index build` and `polyvox search` on a tiny trained dual encoder: speech->text and text->text
+queries ranked as brute force ranks them, incremental builds, and the refusals."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_corpus
+
+from polyvox.audio import load_audio
+from polyvox.cli import _speech_vectors, main
+from polyvox.index import TextIndex, embed_items, read_texts
+from polyvox.models.dual_encoder import DualEncoder
+
+TINY = Path(__file__).parents[1] / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("search")
+    manifest = make_corpus(root)
+    args = ["--config", str(TINY), "--manifest", str(manifest), "--out", str(root / "run"), "--set", "train.steps=2"]
+    for cmd in (["units", "fit"], ["units", "encode"], ["train", "retrieval"]):
+        assert main([*cmd, *args]) == 0
+    return manifest, root / "run" / "model"
+
+
+def hits_printed(out: str) -> list[list[str]]:
+    return [line.split("\t") for line in out.strip().splitlines()]
+
+
+def test_build_and_search_rank_like_brute_force(trained, tmp_path, capsys) -> None:
+    manifest, model = trained
+    idx = tmp_path / "idx"
+    assert main(["index", "build", "--model", str(model), "--texts", str(manifest), "--out", str(idx)]) == 0
+    assert f"24 texts in the flat index {idx}" in capsys.readouterr().out
+    items = read_texts(manifest)
+    dual = DualEncoder.load(model).eval()
+    docs = embed_items(dual, items)
+
+    # text -> text: an indexed text in its own language finds itself first, with cosine 1
+    assert main(["search", "--index", str(idx), "--model", str(model), "--lang", items[3].lang,
+                 "--text", items[3].text, "-k", "3"]) == 0
+    rows = hits_printed(capsys.readouterr().out)
+    assert len(rows) == 3 and rows[0][3] == items[3].id and float(rows[0][1]) == pytest.approx(1.0, abs=1e-4)
+
+    # speech -> text: the printed ranking is the brute-force ranking of the same vectors
+    clip = manifest.parent / "audio" / "fr_fr" / "001.flac"
+    assert main(["search", "--index", str(idx), "--model", str(model), "--lang", "fr_fr", "--audio", str(clip),
+                 "-k", "5"]) == 0
+    rows = hits_printed(capsys.readouterr().out)
+    q = _speech_vectors(dual, model, [load_audio(clip)], "fr_fr")[0]
+    best = np.argsort(-(docs @ q))[:5]
+    assert [r[3] for r in rows] == [items[i].id for i in best]
+    assert np.allclose([float(r[1]) for r in rows], (docs @ q)[best], atol=1e-3)
+    assert [r[0] for r in rows] == ["1", "2", "3", "4", "5"]
+
+
+def test_incremental_build_and_refusals(trained, tmp_path, capsys) -> None:
+    manifest, model = trained
+    idx = tmp_path / "idx"
+    more = tmp_path / "more.txt"
+    more.write_text("red cat\n\nblue dog\n")
+    args = ["index", "build", "--model", str(model), "--out", str(idx)]
+    assert main([*args, "--texts", str(manifest), "--kind", "hnsw", "--param", "m=8"]) == 0
+    assert main([*args, "--texts", str(more), "--lang", "en_us"]) == 0  # adds the two new texts
+    index = TextIndex.load(idx)
+    assert len(index) == 26 and index.kind == "hnsw" and index.items[-1].id == "more.txt:3"
+    assert main([*args, "--texts", str(more), "--lang", "en_us"]) == 0  # nothing new
+    assert len(TextIndex.load(idx)) == 26
+    capsys.readouterr()
+
+    # another model (other weights) may not query or extend it
+    other = tmp_path / "other"
+    shutil.copytree(model, other)
+    (other / "model.json").write_text((other / "model.json").read_text().replace("{", '{"note": "other", ', 1))
+    assert main(["search", "--index", str(idx), "--model", str(other), "--lang", "fr_fr", "--text", "x"]) == 2
+    assert "this index was built with model" in capsys.readouterr().err
+    assert main([*args[:3], str(other), "--out", str(idx), "--texts", str(more), "--lang", "en_us"]) == 2
+    assert "this index was built with model" in capsys.readouterr().err
+
+    garbage = tmp_path / "garbage.flac"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    assert main(["search", "--index", str(idx), "--model", str(model), "--lang", "fr_fr", "--audio", str(garbage)]) == 2
+    err = capsys.readouterr().err
+    assert str(garbage) in err and "Traceback" not in err
+    assert main([*args, "--texts", str(more)]) == 2
+    assert "needs a language (--lang)" in capsys.readouterr().err
+    assert main(["search", "--index", str(tmp_path / "none"), "--model", str(model), "--lang", "fr_fr", "--text", "a"]) == 2
+    assert "no index in" in capsys.readouterr().err
