@@ -106,3 +106,26 @@ def test_recall_and_fingerprint(tmp_path) -> None:
     fp = model_fingerprint(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"weights2")
     assert model_fingerprint(tmp_path) != fp and len(fp) == 64
+
+
+def test_mining_recovers_planted_pairs_and_margins_match_the_formula() -> None:
+    from polyvox.index import mine_pairs
+
+    x = unit_vectors(50, 16, seed=3)
+    perm = np.random.default_rng(4).permutation(50)
+    noise = 0.05 * np.random.default_rng(5).standard_normal((50, 16)).astype(np.float32)
+    y = x[perm] + noise
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    pairs = mine_pairs(x, y, k=4, threshold=1.0)
+    assert sorted((i, j) for i, j, _, _ in pairs) == sorted((int(perm[j]), j) for j in range(50))
+    sims = x @ y.T  # brute force: the margin of every returned pair
+    mean_x = np.sort(sims, axis=1)[:, -4:].mean(1)
+    mean_y = np.sort(sims, axis=0)[-4:, :].mean(0)
+    for i, j, margin, cos in pairs:
+        assert cos == pytest.approx(sims[i, j], abs=1e-5)
+        assert margin == pytest.approx(sims[i, j] / ((mean_x[i] + mean_y[j]) / 2), rel=1e-5)
+    assert [m for _, _, m, _ in pairs] == sorted((m for _, _, m, _ in pairs), reverse=True)
+    # a higher threshold keeps a prefix of the same ranking, every margin above it
+    strict = mine_pairs(x, y, k=4, threshold=pairs[len(pairs) // 2][2])
+    assert strict == pairs[: len(strict)] and 0 < len(strict) < len(pairs)
+    assert mine_pairs(x[:0], y) == []

@@ -89,3 +89,26 @@ def test_incremental_build_and_refusals(trained, tmp_path, capsys) -> None:
     assert "needs a language (--lang)" in capsys.readouterr().err
     assert main(["search", "--index", str(tmp_path / "none"), "--model", str(model), "--lang", "fr_fr", "--text", "a"]) == 2
     assert "no index in" in capsys.readouterr().err
+
+
+def test_mine_speech_to_text_and_text_to_text(trained, tmp_path, capsys) -> None:
+    manifest, model = trained
+    out = tmp_path / "pairs.tsv"
+    assert main(["mine", "--model", str(model), "--src", str(manifest), "--src-speech", "--tgt", str(manifest),
+                 "--threshold", "0", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = [line.split("\t") for line in out.read_text().splitlines()]
+    assert rows[0] == ["margin", "cosine", "source_id", "target_id", "source", "target"]
+    assert f"{len(rows) - 1} pairs (margin >= 0) of 24 sources and 24 targets" in printed and len(rows) > 1
+    margins = [float(r[0]) for r in rows[1:]]
+    assert margins == sorted(margins, reverse=True)
+    # each item is paired at most once (an item whose k candidates were all taken stays unpaired)
+    assert len({r[2] for r in rows[1:]}) == len({r[3] for r in rows[1:]}) == len(rows) - 1
+
+    # text <-> text: a collection against itself pairs every text with itself
+    texts = tmp_path / "t.txt"
+    texts.write_text("red cat sun\nblue dog moon\ngreen tree fish\nstone bird river\n")
+    assert main(["mine", "--model", str(model), "--src", str(texts), "--src-lang", "fr_fr", "--tgt", str(texts),
+                 "--tgt-lang", "fr_fr", "--out", str(out)]) == 0
+    rows = [line.split("\t") for line in out.read_text().splitlines()[1:]]
+    assert len(rows) == 4 and all(r[2] == r[3] and float(r[1]) == pytest.approx(1.0, abs=1e-4) for r in rows)

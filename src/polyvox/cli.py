@@ -197,10 +197,7 @@ def embed(model: str | Path, out: str | Path, lang: str, audio: list[str] | None
 
     from polyvox.audio import load_audio
     from polyvox.data.languages import check_lang
-    from polyvox.data.manifest import read_manifest
     from polyvox.models.dual_encoder import DualEncoder
-    from polyvox.models.units import encode_units
-    from polyvox.recipes.retrieval import encoder_for_units
 
     check_lang(lang)
     if sum(x is not None for x in (audio, text, manifest)) != 1:
@@ -212,12 +209,7 @@ def embed(model: str | Path, out: str | Path, lang: str, audio: list[str] | None
         elif audio is not None:
             vecs = _speech_vectors(dual, model, [load_audio(a) for a in audio], lang)
         else:
-            tok = _unit_tokenizer(dual, model)
-            utts = read_manifest(manifest, split=split)
-            units, bad = encode_units(utts, Path(manifest).parent, encoder_for_units(tok), tok)
-            _report_bad(bad)
-            ok = [u for u in utts if u.id in units]
-            vecs = dual.encode_speech([units[u.id] for u in ok], [u.lang for u in ok]).numpy()
+            ok, vecs = _manifest_speech_vectors(dual, model, manifest, split)
             Path(out).with_suffix(".ids.txt").write_text("".join(u.id + "\n" for u in ok))
     np.save(out, vecs)
     print(f"{vecs.shape[0]} vectors of size {vecs.shape[1]} saved to {out}")
@@ -241,6 +233,47 @@ def _speech_vectors(dual, model: str | Path, wavs: list[np.ndarray], lang: str) 
     with torch.no_grad():
         seqs = [tok(enc.encode([w])[0].numpy()).tolist() for w in wavs]
         return dual.encode_speech(seqs, lang).numpy()
+
+
+def _manifest_speech_vectors(dual, model: str | Path, manifest: str | Path, split: str | None = None):
+    """The utterances of a manifest whose audio could be encoded, and their (N, D) speech embeddings (each in
+    its own language); bad lines are reported and left out."""
+    import torch
+
+    from polyvox.data.manifest import read_manifest
+    from polyvox.models.units import encode_units
+    from polyvox.recipes.retrieval import encoder_for_units
+
+    tok = _unit_tokenizer(dual, model)
+    utts = read_manifest(manifest, split=split)
+    units, bad = encode_units(utts, Path(manifest).parent, encoder_for_units(tok), tok)
+    _report_bad(bad)
+    ok = [u for u in utts if u.id in units]
+    with torch.no_grad():
+        return ok, dual.encode_speech([units[u.id] for u in ok], [u.lang for u in ok]).numpy()
+
+
+def mine(model: str | Path, src: str | Path, tgt: str | Path, out: str | Path, src_lang: str | None = None,
+         tgt_lang: str | None = None, src_speech: bool = False, k: int = 4, threshold: float = 1.0) -> list:
+    """Mine pairs between two collections by ratio margin: text<->text, or the speech of a manifest (`src_speech`)
+    <->text. Writes a TSV (margin, cosine, source id, target id, source text, target text), best first."""
+    from polyvox.index import Item, embed_items, mine_pairs, read_texts
+    from polyvox.models.dual_encoder import DualEncoder
+
+    targets = read_texts(tgt, tgt_lang)
+    sources = None if src_speech else read_texts(src, src_lang)
+    dual = DualEncoder.load(model).eval()
+    if src_speech:
+        utts, x = _manifest_speech_vectors(dual, model, src)
+        sources = [Item(u.id, u.text, u.lang) for u in utts]
+    else:
+        x = embed_items(dual, sources)
+    pairs = mine_pairs(x, embed_items(dual, targets), k, threshold)
+    rows = [f"{m:.4f}\t{c:.4f}\t{sources[i].id}\t{targets[j].id}\t{sources[i].text}\t{targets[j].text}\n"
+            for i, j, m, c in pairs]
+    Path(out).write_text("margin\tcosine\tsource_id\ttarget_id\tsource\ttarget\n" + "".join(rows), encoding="utf-8")
+    print(f"{len(pairs)} pairs (margin >= {threshold:g}) of {len(sources)} sources and {len(targets)} targets in {out}")
+    return pairs
 
 
 def index_build(model: str | Path, texts: str | Path, out: str | Path, lang: str | None = None, kind: str = "flat",
@@ -423,6 +456,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--text")
     p.add_argument("-k", type=int, default=10)
 
+    p = sub.add_parser("mine", help="mine speech<->text or text<->text pairs between two collections by margin")
+    p.add_argument("--model", required=True, help="trained dual-encoder folder")
+    p.add_argument("--src", required=True, help="manifest (.jsonl) or text file")
+    p.add_argument("--src-lang", help="FLEURS code of a source text file")
+    p.add_argument("--src-speech", action="store_true", help="use the speech of the source manifest, not its text")
+    p.add_argument("--tgt", required=True, help="manifest (.jsonl) or text file")
+    p.add_argument("--tgt-lang", help="FLEURS code of a target text file")
+    p.add_argument("-k", type=int, default=4, help="neighbours in the margin's denominators")
+    p.add_argument("--threshold", type=float, default=1.0, help="lowest margin kept")
+    p.add_argument("--out", required=True, help="output TSV")
+
     p = sub.add_parser("demo", help="offline end-to-end demo: corpus, units, training, evaluation")
     _common(p)
     p.add_argument("--corpus-dir", default="data/demo")
@@ -470,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
                 index_build(args.model, args.texts, args.out, args.lang, args.kind, params, args.batch_size)
             case ("search", _):
                 search(args.index, args.model, args.lang, args.audio, args.text, args.k)
+            case ("mine", _):
+                mine(args.model, args.src, args.tgt, args.out, args.src_lang, args.tgt_lang, args.src_speech, args.k,
+                     args.threshold)
             case ("embed", _):
                 embed(args.model, args.out, args.lang, args.audio, args.text, args.manifest, args.split)
             case ("demo", _):

@@ -255,3 +255,48 @@ def build_index(model_dir: str | Path, items: list[Item], folder: str | Path, ki
         index.add(embed_items(dual, new, batch_size), new)
     index.save(folder)
     return index
+
+
+# -- margin-based mining ---------------------------------------------------------------------------------------
+
+
+def _knn(queries: np.ndarray, base: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-`k` inner products of each query among `base`: (Q, k) scores and indices."""
+    index = _faiss().IndexFlatIP(base.shape[1])
+    index.add(np.ascontiguousarray(base, dtype=np.float32))
+    return index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(base)))
+
+
+def mine_pairs(x: np.ndarray, y: np.ndarray, k: int = 4, threshold: float = 1.0) -> list[tuple[int, int, float, float]]:
+    """Pairs (i, j) of two collections by ratio margin (Artetxe & Schwenk 2019), best first, each item used once.
+
+    ``margin(x, y) = cos(x, y) / ((mean cos of x to its k nearest y) + (mean cos of y to its k nearest x)) * 2``:
+    a pair scores high when the two are closer to each other than to their other neighbours, which discounts
+    hubs (items near everything). Candidates are each item's k nearest in the other collection, both ways;
+    pairs are taken greedily by margin, skipping items already paired; pairs below `threshold` are dropped.
+
+    Returns (i, j, margin, cosine) tuples.
+    """
+    if len(x) == 0 or len(y) == 0:
+        return []
+    sxy, ixy = _knn(x, y, k)  # (n, k): x's neighbours in y
+    syx, iyx = _knn(y, x, k)  # (m, k): y's neighbours in x
+    mean_x, mean_y = sxy.mean(1), syx.mean(1)
+    candidates: dict[tuple[int, int], float] = {}
+    for i in range(len(x)):
+        for s, j in zip(sxy[i], ixy[i]):
+            candidates[i, int(j)] = float(s)
+    for j in range(len(y)):
+        for s, i in zip(syx[j], iyx[j]):
+            candidates[int(i), j] = float(s)
+    scored = sorted(((cos / ((mean_x[i] + mean_y[j]) / 2), cos, i, j) for (i, j), cos in candidates.items()),
+                    reverse=True)
+    used_x, used_y, pairs = set(), set(), []
+    for margin, cos, i, j in scored:
+        if margin < threshold:
+            break
+        if i not in used_x and j not in used_y:
+            used_x.add(i)
+            used_y.add(j)
+            pairs.append((i, j, float(margin), cos))
+    return pairs
