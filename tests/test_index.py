@@ -129,3 +129,28 @@ def test_mining_recovers_planted_pairs_and_margins_match_the_formula() -> None:
     strict = mine_pairs(x, y, k=4, threshold=pairs[len(pairs) // 2][2])
     assert strict == pairs[: len(strict)] and 0 < len(strict) < len(pairs)
     assert mine_pairs(x[:0], y) == []
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+def test_margin_search_matches_the_formula_and_demotes_hubs(kind: str) -> None:
+    docs = unit_vectors(200, 16, seed=8)
+    crowd = docs[0] + 0.5 * unit_vectors(30, 16, seed=9)
+    docs[1:31] = crowd / np.linalg.norm(crowd, axis=1, keepdims=True)  # 30 items around t0: t0 is a hub
+    query = docs[50] + 1.2 * docs[0]
+    query = (query / np.linalg.norm(query))[None]
+    index = TextIndex(16, "m", kind, {"nlist": 8, "nprobe": 8} if kind == "ivf" else {})
+    index.add(docs, items(200))
+    hits = index.search_margin(query, k=5, margin_k=4, candidates=200)[0]
+    sims = docs @ docs.T
+    np.fill_diagonal(sims, -np.inf)
+    mean_y = np.sort(sims, axis=1)[:, -4:].mean(1)
+    cos = (docs @ query[0])
+    mean_x = np.sort(cos)[-4:].mean()
+    margin = cos / ((mean_x + mean_y) / 2)
+    if kind != "hnsw":  # exact neighbour lists: the ranking is the brute-force one
+        assert [h.id for h in hits] == [f"t{i}" for i in np.argsort(-margin)[:5]]
+    for h in hits:
+        i = int(h.id[1:])
+        assert h.cosine == pytest.approx(cos[i], abs=1e-5) and h.score == pytest.approx(margin[i], rel=1e-3)
+    assert hits[0].id == "t50"  # the hub is the nearest by cosine, but not by margin
+    assert index.search(query, 1)[0][0].id == "t0"

@@ -55,6 +55,13 @@ def test_build_and_search_rank_like_brute_force(trained, tmp_path, capsys) -> No
     assert [r[3] for r in rows] == [items[i].id for i in best]
     assert np.allclose([float(r[1]) for r in rows], (docs @ q)[best], atol=1e-3)
     assert [r[0] for r in rows] == ["1", "2", "3", "4", "5"]
+    # margin re-ranking: the printed scores are the index's margins
+    assert main(["search", "--index", str(idx), "--model", str(model), "--lang", "fr_fr", "--audio", str(clip),
+                 "-k", "5", "--margin", "3"]) == 0
+    rows = hits_printed(capsys.readouterr().out)
+    expected = TextIndex.load(idx).search_margin(q[None], 5, 3)[0]
+    assert [r[3] for r in rows] == [h.id for h in expected]
+    assert np.allclose([float(r[1]) for r in rows], [h.score for h in expected], atol=1e-3)
 
 
 def test_incremental_build_and_refusals(trained, tmp_path, capsys) -> None:

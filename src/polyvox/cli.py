@@ -288,9 +288,10 @@ def index_build(model: str | Path, texts: str | Path, out: str | Path, lang: str
 
 
 def search(index: str | Path, model: str | Path, lang: str, audio: str | None = None, text: str | None = None,
-           k: int = 10) -> list:
+           k: int = 10, margin_k: int = 0) -> list:
     """Search an index with a clip (speech -> text) or a text (text -> text) in `lang`; prints rank, score,
-    language, id and text of each hit."""
+    language, id and text of each hit. `margin_k` > 0 re-ranks by ratio margin over that many neighbours (the
+    score is then the margin)."""
     from polyvox.audio import load_audio
     from polyvox.data.languages import check_lang
     from polyvox.index import TextIndex, model_fingerprint
@@ -310,7 +311,7 @@ def search(index: str | Path, model: str | Path, lang: str, audio: str | None = 
 
         with torch.no_grad():
             query = dual.encode_text([text], lang).numpy()
-    hits = idx.search(query, k)[0]
+    hits = (idx.search_margin(query, k, margin_k) if margin_k > 0 else idx.search(query, k))[0]
     for rank, h in enumerate(hits, 1):
         print(f"{rank}\t{h.score:.4f}\t{h.lang}\t{h.id}\t{h.text}")
     return hits
@@ -455,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--audio")
     g.add_argument("--text")
     p.add_argument("-k", type=int, default=10)
+    p.add_argument("--margin", type=int, default=0, metavar="K",
+                   help="re-rank by ratio margin over K neighbours (as in bitext mining); 0: plain cosine")
 
     p = sub.add_parser("mine", help="mine speech<->text or text<->text pairs between two collections by margin")
     p.add_argument("--model", required=True, help="trained dual-encoder folder")
@@ -513,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
                 params = dict(item.split("=", 1) for item in args.param)
                 index_build(args.model, args.texts, args.out, args.lang, args.kind, params, args.batch_size)
             case ("search", _):
-                search(args.index, args.model, args.lang, args.audio, args.text, args.k)
+                search(args.index, args.model, args.lang, args.audio, args.text, args.k, args.margin)
             case ("mine", _):
                 mine(args.model, args.src, args.tgt, args.out, args.src_lang, args.tgt_lang, args.src_speech, args.k,
                      args.threshold)

@@ -40,7 +40,9 @@ class Hit:
     text: str
     lang: str
     score: float
-    """Cosine similarity to the query."""
+    """Cosine similarity to the query, or its margin when the search asked for margin scoring."""
+    cosine: float | None = None
+    """With margin scoring: the cosine similarity itself."""
 
 
 def _faiss():
@@ -138,6 +140,29 @@ class TextIndex:
         scores, idx = self.index.search(q, min(k, len(self.items)))  # (Q, k) each
         return [[Hit(**asdict(self.items[i]), score=float(s)) for s, i in zip(srow, irow) if i >= 0]
                 for srow, irow in zip(scores, idx)]
+
+    def search_margin(self, queries: np.ndarray, k: int = 10, margin_k: int = 4, candidates: int = 50) -> list[list[Hit]]:
+        """Like `search`, re-ranked by ratio margin: ``cos(x, y) / ((mean_x + mean_y) / 2)`` where mean_x is the
+        query's mean cosine to its `margin_k` nearest items and mean_y an item's mean cosine to its `margin_k`
+        nearest other items, so items close to everything (hubs) stop crowding the top. The `candidates` nearest
+        items by cosine are re-ranked; ``score`` is the margin, ``cosine`` the cosine."""
+        raw = self.search(queries, max(k, margin_k, candidates))
+        if not self.items:
+            return raw
+        if self.kind == "ivf":
+            self.index.make_direct_map()  # lets reconstruct() find vectors by position
+        pos = {it.id: n for n, it in enumerate(self.items)}
+        out = []
+        for hits in raw:
+            mean_x = float(np.mean([h.score for h in hits[:margin_k]]))
+            vecs = np.stack([self.index.reconstruct(pos[h.id]) for h in hits])  # (C, D)
+            near, idx = self.index.search(vecs, min(margin_k + 1, len(self.items)))  # (C, margin_k + 1)
+            mean_y = [float(np.mean([s for s, i in zip(srow, irow) if i != pos[h.id]][:margin_k] or [0.0]))
+                      for h, srow, irow in zip(hits, near, idx)]
+            ranked = sorted(((h.score / ((mean_x + my) / 2), h) for h, my in zip(hits, mean_y)),
+                            key=lambda t: -t[0])
+            out.append([Hit(h.id, h.text, h.lang, float(m), h.score) for m, h in ranked[:k]])
+        return out
 
     # -- disk --------------------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
