@@ -32,6 +32,7 @@ from polyvox.models.asr import Transcriber
 from polyvox.models.export import read_meta
 from polyvox.models.speech_llm import SpeechLLM
 from polyvox.recipes import blsp, mit
+from polyvox.recipes.speech_llm import untrained_like
 
 VARIANTS = ("T", "MI", "TMI", "TMI+CTC")
 CTC_STEPS = 100  # of the TMI+CTC arm's CTC stage, before the same cross-entropy steps as the others
@@ -89,8 +90,7 @@ def stage_eval(base: MITConfig, variants: list[str], blsp_config: tuple[str, lis
     systems["blsp"] = SpeechLLMSystem(SpeechLLM.load(blsp_dir), style="instruction", **gen)
     any_model = next(iter(models.values()))
     systems["cascade"] = CascadeSystem(any_model, Transcriber(e.asr_model), style="pair", **gen)
-    systems["untrained"] = SpeechLLMSystem(SpeechLLM(any_model.encoder, any_model.lm, any_model.tokenizer,
-                                                     any_model.cfg, any_model.seed).eval(), style="pair", **gen)
+    systems["untrained"] = SpeechLLMSystem(untrained_like(any_model), style="pair", **gen)
     seen = set(read_meta(Path(base.out_dir) / variants[0] / "model", "speech-LLM")["train_languages"])
     tasks = build_tasks(base.data.manifest, e, base.data.pivot_lang, bank=mit.bank_of(base),
                         other_langs=base.targets.other_langs)

@@ -16,7 +16,7 @@ from polyvox.config import MITConfig, SpeechLLMConfig, load_config
 from polyvox.eval.generation import SpeechLLMSystem, build_tasks
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm, make_instruction
 from polyvox.recipes import mit
-from polyvox.recipes.speech_llm import alignment_loss
+from polyvox.recipes.speech_llm import alignment_loss, untrained_like
 
 MIT_TINY = Path(__file__).parents[1] / "configs" / "mit-tiny.yaml"
 TEXTS = ["red cat", "blue dog", "sun moon", "tree fish", "bird stone", "green river", "cat sun", "dog tree"]
@@ -133,6 +133,14 @@ def test_lora_checkpoint_round_trip(tmp_path: Path) -> None:
     loaded = SpeechLLM.load(model.save(tmp_path / "m"))
     a, b = model.trainable_state(), loaded.trainable_state()
     assert set(a) == set(b) and any(".lora_A." in k for k in a) and all(torch.equal(a[k], b[k]) for k in a)
+
+    # the untrained baseline must not reset the trained LoRA of the LLM it would share
+    with pytest.raises(ValueError, match="already carries LoRA layers"):
+        SpeechLLM(loaded.encoder, loaded.lm, loaded.tokenizer, loaded.cfg)
+    fresh = untrained_like(loaded)
+    assert fresh.lm is not loaded.lm and all(torch.equal(v, loaded.trainable_state()[k]) for k, v in a.items())
+    assert all(not p.abs().sum() for n, p in fresh.lm.named_parameters() if ".lora_B." in n)
+    assert untrained_like(tiny_model()).lm is not None
 
 
 # -- the CTC stage ----------------------------------------------------------------------------------------------

@@ -90,6 +90,8 @@ class SpeechLLM(nn.Module):
 
     def __init__(self, encoder: SpeechEncoder, lm: nn.Module, tokenizer, cfg: SpeechLLMConfig, seed: int = 0):
         super().__init__()
+        if any("lora_" in n for n, _ in lm.named_parameters()):  # freezing or injecting would undo another's LoRA
+            raise ValueError("this LLM already carries LoRA layers (of another SpeechLLM); load a fresh LLM for it")
         self.cfg, self.tokenizer, self.seed = cfg, tokenizer, seed
         self.encoder = encoder.requires_grad_(False).eval()
         self.lm = lm.requires_grad_(False).eval()

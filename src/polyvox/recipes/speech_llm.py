@@ -17,7 +17,7 @@ from polyvox.config import AlignConfig, DataConfig, GenerationEvalConfig, TrainC
 from polyvox.data.manifest import Utterance, read_manifest
 from polyvox.losses import distill_kl
 from polyvox.models.export import read_meta
-from polyvox.models.speech_llm import SpeechLLM
+from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,14 @@ def alignment_loss(lc: AlignConfig):
     return loss_fn
 
 
+def untrained_like(model: SpeechLLM) -> SpeechLLM:
+    """The same speech LLM with its trainable parts at initialisation: a fresh adapter (and layer mix) on the
+    shared frozen encoder and LLM; with LoRA, on a freshly loaded LLM, as the shared one carries trained LoRA."""
+    if model.cfg.lora_rank > 0:
+        return build_speech_llm(model.cfg, model.seed).eval()
+    return SpeechLLM(model.encoder, model.lm, model.tokenizer, model.cfg, model.seed).eval()
+
+
 def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalConfig, out_dir: str | Path,
                         config: dict, name: str, system: str, stop_at_newline: bool = True,
                         prepare: Callable[[SpeechLLM, dict], None] | None = None, **task_kwargs: Any) -> dict:
@@ -110,7 +118,7 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
            "style": meta.get("prompt_style", "instruction")}
     baselines = {  # each built from the trained model, sharing its frozen encoder and LLM
         "cascade": lambda m: CascadeSystem(m, Transcriber(e.asr_model), **gen),
-        "untrained": lambda m: SpeechLLMSystem(SpeechLLM(m.encoder, m.lm, m.tokenizer, m.cfg, m.seed).eval(), **gen),
+        "untrained": lambda m: SpeechLLMSystem(untrained_like(m), **gen),
     }
     unknown = sorted(set(e.baselines) - set(baselines))
     if unknown:
