@@ -20,6 +20,7 @@ from polyvox.losses import distill_kl
 from polyvox.models.adapter import build_adapter
 from polyvox.models.speech_llm import IGNORE, SpeechLLM, build_speech_llm, make_instruction
 from polyvox.recipes import blsp
+from polyvox.recipes import speech_llm as speech_llm_recipes
 from polyvox.recipes.blsp import run_continuations, run_train
 
 BLSP_TINY = Path(__file__).parents[1] / "configs" / "blsp-tiny.yaml"
@@ -434,7 +435,7 @@ def test_interrupted_training_resumes_exactly(tiny_corpus: Path, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     straight = run_train(blsp_cfg(tiny_corpus, tmp_path / "a", "train.steps=6"))
 
-    real = blsp.clip_batches
+    real = speech_llm_recipes.clip_batches
 
     def dies_at_step_6(*args: object):
         inner = real(*args)
@@ -447,7 +448,7 @@ def test_interrupted_training_resumes_exactly(tiny_corpus: Path, tmp_path: Path,
         return batches
 
     cfg = blsp_cfg(tiny_corpus, tmp_path / "b", "train.steps=6")
-    monkeypatch.setattr(blsp, "clip_batches", dies_at_step_6)
+    monkeypatch.setattr(speech_llm_recipes, "clip_batches", dies_at_step_6)
     with pytest.raises(KeyboardInterrupt):
         run_train(cfg)
     assert [r["step"] for r in metric_rows(tmp_path / "b")] == [1, 2, 3, 4, 5]

@@ -16,8 +16,7 @@ from polyvox.data.manifest import Utterance
 from polyvox.fileio import atomic_write_text
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
 from polyvox.recipes.answers import Request, answer_key, cached_answers
-from polyvox.recipes.speech_llm import alignment_loss, clip_batches, evaluate_checkpoint, sample_utterances
-from polyvox.train.loop import train
+from polyvox.recipes.speech_llm import evaluate_checkpoint, fit, sample_utterances
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +74,7 @@ def run_train(cfg: BLSPConfig, continuations: dict[str, str] | None = None) -> P
                  for u in utts if u.id in continuations]
     if len(train_set) < 1:
         raise ValueError("no training utterance has a continuation; run step 1 first (polyvox data continuations)")
-    langs = sorted({u.lang for u, _ in train_set})
-    params = [p for p in model.parameters() if p.requires_grad]
-    log.info("training the %s adapter (%.2fM parameters) on %d utterances in %d languages", cfg.model.adapter,
-             sum(p.numel() for p in params) / 1e6, len(train_set), len(langs))
-    train(model, [{"params": params, "lr": cfg.train.lr}], clip_batches(cfg.train, train_set, Path(cfg.data.manifest).parent),
-          alignment_loss(cfg.loss), cfg.train, out)
-    return model.save(out / "model", extra={"train_languages": langs, "recipe": "blsp"})
+    return fit(model, train_set, cfg.loss, cfg.train, cfg.data, out, f"the {cfg.model.adapter} adapter", {"recipe": "blsp"})
 
 
 def run_eval(cfg: BLSPConfig, checkpoint: str | Path | None = None, name: str = "eval",

@@ -34,7 +34,7 @@ from polyvox.models.ctc import EmbeddingCTCHead, ctc_loss, ctc_min_frames
 from polyvox.models.export import save_trainable
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
 from polyvox.recipes.answers import Request, answer_key, cached_answers
-from polyvox.recipes.speech_llm import alignment_loss, clip_batches, evaluate_checkpoint, sample_utterances
+from polyvox.recipes.speech_llm import clip_batches, evaluate_checkpoint, fit, sample_utterances
 from polyvox.train.loop import train
 
 log = logging.getLogger(__name__)
@@ -204,27 +204,20 @@ def run_train(cfg: MITConfig, examples: list[Example] | None = None) -> Path:
     train_set = [(e.utt, ((e.instruction.prefix, e.instruction.postfix),
                           model.text_ids(e.target)[: cfg.loss.max_target_tokens] + [eos], e.instruction.kind))
                  for e in examples]
-    langs = sorted({e.utt.lang for e in examples})
-    params = [p for p in model.parameters() if p.requires_grad]
-    log.info("training (variant %s, %.2fM parameters) on %d examples of %d utterances in %d languages",
-             cfg.targets.variant, sum(p.numel() for p in params) / 1e6, len(train_set),
-             len({e.utt.id for e in examples}), len(langs))
-    train(model, [{"params": params, "lr": cfg.train.lr}], clip_batches(cfg.train, train_set, Path(cfg.data.manifest).parent),
-          alignment_loss(cfg.loss), cfg.train, out)
-    return model.save(out / "model", extra={"train_languages": langs, "recipe": "mit", "prompt_style": "pair",
-                                            "variant": cfg.targets.variant, "ctc_steps": cfg.ctc.steps})
+    return fit(model, train_set, cfg.loss, cfg.train, cfg.data, out, f"variant {cfg.targets.variant}",
+               {"recipe": "mit", "prompt_style": "pair", "variant": cfg.targets.variant, "ctc_steps": cfg.ctc.steps})
 
 
 # -- evaluation -------------------------------------------------------------------------------------------
 
 
-def fill_heldout_references(cfg: MITConfig, model: SpeechLLM, tasks: dict) -> None:
+def fill_heldout_references(cfg: MITConfig, model: SpeechLLM, tasks: dict, bank: Bank | None = None) -> None:
     """Reference answers of the heldout items: what the frozen LLM answers from the transcript (cached with
     the targets; the transcript itself for repeat templates, as in training). Items without one are dropped."""
     items = tasks.get("heldout")
     if not items:
         return
-    bank = bank_of(cfg)
+    bank = bank or bank_of(cfg)
     pairs = []
     for it in items:
         ins = Instruction(it.template, bank[it.template].task, it.kind, it.pair[0], it.pair[1], it.lang)
@@ -240,8 +233,9 @@ def fill_heldout_references(cfg: MITConfig, model: SpeechLLM, tasks: dict) -> No
 def run_eval(cfg: MITConfig, checkpoint: str | Path | None = None, name: str = "eval", system: str = "mit") -> dict:
     """The BLSP zero-shot tasks + held-out instructions, with the baselines on the same items; writes
     ``name.{json,md,png}`` into the run folder."""
+    bank = bank_of(cfg)
     return evaluate_checkpoint(checkpoint or Path(cfg.out_dir) / "model", cfg.data, cfg.eval, cfg.out_dir,
                                config_to_dict(cfg), name, system, cfg.targets.stop_at_newline,
-                               prepare=lambda model, tasks: fill_heldout_references(cfg, model, tasks),
-                               bank=bank_of(cfg), other_langs=cfg.targets.other_langs)
+                               prepare=lambda model, tasks: fill_heldout_references(cfg, model, tasks, bank),
+                               bank=bank, other_langs=cfg.targets.other_langs)
 

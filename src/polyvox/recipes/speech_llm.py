@@ -1,4 +1,5 @@
-"""What the speech-LLM recipes (blsp, mit) share: the training sample, clip batches and evaluation."""
+"""What the speech-LLM recipes (blsp, mit) share: the training sample, clip batches, the loss, training and
+evaluation."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from polyvox.data.manifest import Utterance, read_manifest
 from polyvox.losses import distill_kl
 from polyvox.models.export import read_meta
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
+from polyvox.train.loop import train
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,19 @@ def alignment_loss(lc: AlignConfig):
         return loss, m
 
     return loss_fn
+
+
+def fit(model: SpeechLLM, train_set: list[tuple[Utterance, Any]], lc: AlignConfig, t: TrainConfig,
+        data: DataConfig, out: Path, what: str, meta: dict) -> Path:
+    """Train `model`'s trainable parts with `alignment_loss` on ``(utterance, (prompt, target ids, kind))`` pairs
+    and export it to ``out/model`` with the training languages and `meta` recorded."""
+    langs = sorted({u.lang for u, _ in train_set})
+    params = [p for p in model.parameters() if p.requires_grad]
+    log.info("training %s (%.2fM parameters) on %d examples of %d utterances in %d languages", what,
+             sum(p.numel() for p in params) / 1e6, len(train_set), len({u.id for u, _ in train_set}), len(langs))
+    train(model, [{"params": params, "lr": t.lr}], clip_batches(t, train_set, Path(data.manifest).parent),
+          alignment_loss(lc), t, out)
+    return model.save(out / "model", extra={"train_languages": langs, **meta})
 
 
 def untrained_like(model: SpeechLLM) -> SpeechLLM:
