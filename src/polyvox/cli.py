@@ -261,12 +261,12 @@ def mine(model: str | Path, src: str | Path, tgt: str | Path, out: str | Path, s
     from polyvox.models.dual_encoder import DualEncoder
 
     targets = read_texts(tgt, tgt_lang)
-    sources = None if src_speech else read_texts(src, src_lang)
     dual = DualEncoder.load(model).eval()
     if src_speech:
         utts, x = _manifest_speech_vectors(dual, model, src)
         sources = [Item(u.id, u.text, u.lang) for u in utts]
     else:
+        sources = read_texts(src, src_lang)
         x = embed_items(dual, sources)
     pairs = mine_pairs(x, embed_items(dual, targets), k, threshold)
     rows = [f"{m:.4f}\t{c:.4f}\t{sources[i].id}\t{targets[j].id}\t{sources[i].text}\t{targets[j].text}\n"
@@ -294,7 +294,7 @@ def search(index: str | Path, model: str | Path, lang: str, audio: str | None = 
     score is then the margin)."""
     from polyvox.audio import load_audio
     from polyvox.data.languages import check_lang
-    from polyvox.index import TextIndex, model_fingerprint
+    from polyvox.index import Item, TextIndex, embed_items, model_fingerprint
     from polyvox.models.dual_encoder import DualEncoder
 
     check_lang(lang)
@@ -304,13 +304,8 @@ def search(index: str | Path, model: str | Path, lang: str, audio: str | None = 
     idx.check_model(model_fingerprint(model))
     wav = load_audio(audio) if audio is not None else None  # a bad file fails before the model loads
     dual = DualEncoder.load(model).eval()
-    if wav is not None:
-        query = _speech_vectors(dual, model, [wav], lang)
-    else:
-        import torch
-
-        with torch.no_grad():
-            query = dual.encode_text([text], lang).numpy()
+    query = (_speech_vectors(dual, model, [wav], lang) if wav is not None
+             else embed_items(dual, [Item("query", text, lang)]))
     hits = (idx.search_margin(query, k, margin_k) if margin_k > 0 else idx.search(query, k))[0]
     for rank, h in enumerate(hits, 1):
         print(f"{rank}\t{h.score:.4f}\t{h.lang}\t{h.id}\t{h.text}")

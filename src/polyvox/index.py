@@ -264,21 +264,23 @@ def embed_items(dual, items: list[Item], batch_size: int = 64) -> np.ndarray:
 def build_index(model_dir: str | Path, items: list[Item], folder: str | Path, kind: str = "flat",
                 params: dict | None = None, batch_size: int = 64) -> TextIndex:
     """Embed `items` with a trained dual encoder and add them to the index in `folder` (made if absent, else
-    extended: the model must be the one it was built with); saves a new version."""
+    extended with the ids it lacks: the model must be the one it was built with); saves a new version when
+    anything changed."""
     from polyvox.models.dual_encoder import DualEncoder
 
     fingerprint = model_fingerprint(model_dir)
-    dual = DualEncoder.load(model_dir).eval()
-    if _current(Path(folder)) is not None:
-        index = TextIndex.load(folder)
+    index = TextIndex.load(folder) if _current(Path(folder)) is not None else None
+    if index is not None:
         index.check_model(fingerprint)
-    else:
-        index = TextIndex(dual.cfg.proj_dim, fingerprint, kind, params)
-    known = {it.id for it in index.items}
+    known = {it.id for it in index.items} if index is not None else set()
     new = [it for it in items if it.id not in known]
-    if new:
-        index.add(embed_items(dual, new, batch_size), new)
-    index.save(folder)
+    if index is None or new:  # the model is loaded only when there is something to embed or create
+        dual = DualEncoder.load(model_dir).eval()
+        if index is None:  # (not `or`: an empty index is falsy)
+            index = TextIndex(dual.cfg.proj_dim, fingerprint, kind, params)
+        if new:
+            index.add(embed_items(dual, new, batch_size), new)
+        index.save(folder)
     return index
 
 
