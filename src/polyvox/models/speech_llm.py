@@ -6,6 +6,7 @@ tokens of a text (the same LLM reading a transcript: continuations, the cascade 
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -107,7 +108,6 @@ class SpeechLLM(nn.Module):
         self.layer_mix = WeightedLayerSum(encoder.layer + 1, norm=True) if cfg.layer_mix else None
         if cfg.lora_rank > 0:
             self._add_lora()
-        self._vocab: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _add_lora(self) -> None:
         """Inject LoRA layers into the (frozen) LLM in place, so it keeps its Hugging Face interface."""
@@ -262,13 +262,6 @@ class SpeechLLM(nn.Module):
         return logits, ids, teacher
 
     # -- generation ---------------------------------------------------------------------------------
-    def _vocab_classes(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(V,) masks of the vocabulary entries whose text holds a line break, and of those that are all blank."""
-        if self._vocab is None:
-            words = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
-            self._vocab = (torch.tensor(["\n" in w for w in words]), torch.tensor([not w.strip() for w in words]))
-        return self._vocab
-
     @torch.no_grad()
     def decode(self, rows: list[list[Part]], max_new_tokens: int = 64, do_sample: bool = False,
                temperature: float = 1.0, top_p: float = 1.0, stop_at_newline: bool = False) -> list[str]:
@@ -279,7 +272,7 @@ class SpeechLLM(nn.Module):
         eos = [eos] if isinstance(eos, int) else list(eos or [self.tokenizer.eos_token_id])
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {
             "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        stop = [_LineEnd(*self._vocab_classes())] if stop_at_newline else []
+        stop = [_LineEnd(*_vocab_classes(self.tokenizer))] if stop_at_newline else []
         out = self.lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
                                eos_token_id=eos, pad_token_id=self.tokenizer.pad_token_id, stopping_criteria=stop,
                                **sampling)
@@ -325,6 +318,14 @@ class SpeechLLM(nn.Module):
         model = build_speech_llm(cfg, meta.get("seed", 0))
         load_trainable(model, folder)
         return model.eval()
+
+
+@functools.lru_cache(maxsize=4)
+def _vocab_classes(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """(V,) masks of the vocabulary entries whose text holds a line break, and of those that are all blank
+    (decoded once per tokenizer: models sharing an LLM share the work)."""
+    words = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    return torch.tensor(["\n" in w for w in words]), torch.tensor([not w.strip() for w in words])
 
 
 class _LineEnd(StoppingCriteria):
