@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -65,3 +68,26 @@ def char_speech(text: str, seed: int = 0) -> np.ndarray:
 @pytest.fixture
 def tiny_corpus(tmp_path):
     return make_corpus(tmp_path)
+
+
+@dataclass
+class TinySearch:
+    manifest: Path  # 24 utterances: fr_fr, de_de, pl_pl
+    model: Path  # a tiny trained dual encoder with its unit tokenizer
+    index: Path  # a flat index over the 24 transcripts
+
+
+@pytest.fixture(scope="session")
+def tiny_search(tmp_path_factory) -> TinySearch:
+    """A tiny dual encoder trained for 2 steps (configs/tiny.yaml) and an index over its corpus' texts."""
+    from polyvox.cli import main
+
+    root = tmp_path_factory.mktemp("tiny-search")
+    manifest = make_corpus(root)
+    args = ["--config", str(Path(__file__).parents[1] / "configs" / "tiny.yaml"), "--manifest", str(manifest),
+            "--out", str(root / "run"), "--set", "train.steps=2"]
+    for cmd in (["units", "fit"], ["units", "encode"], ["train", "retrieval"]):
+        assert main([*cmd, *args]) == 0
+    model = root / "run" / "model"
+    assert main(["index", "build", "--model", str(model), "--texts", str(manifest), "--out", str(root / "index")]) == 0
+    return TinySearch(manifest, model, root / "index")

@@ -6,24 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_corpus
 
 from polyvox.audio import load_audio
-from polyvox.cli import _speech_vectors, main
-from polyvox.index import TextIndex, embed_items, read_texts
+from polyvox.cli import main
+from polyvox.index import TextIndex, embed_items, embed_speech, read_texts
 from polyvox.models.dual_encoder import DualEncoder
 
-TINY = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("search")
-    manifest = make_corpus(root)
-    args = ["--config", str(TINY), "--manifest", str(manifest), "--out", str(root / "run"), "--set", "train.steps=2"]
-    for cmd in (["units", "fit"], ["units", "encode"], ["train", "retrieval"]):
-        assert main([*cmd, *args]) == 0
-    return manifest, root / "run" / "model"
+@pytest.fixture
+def trained(tiny_search) -> tuple[Path, Path]:
+    return tiny_search.manifest, tiny_search.model
 
 
 def hits_printed(out: str) -> list[list[str]]:
@@ -50,7 +42,7 @@ def test_build_and_search_rank_like_brute_force(trained, tmp_path, capsys) -> No
     assert main(["search", "--index", str(idx), "--model", str(model), "--lang", "fr_fr", "--audio", str(clip),
                  "-k", "5"]) == 0
     rows = hits_printed(capsys.readouterr().out)
-    q = _speech_vectors(dual, model, [load_audio(clip)], "fr_fr")[0]
+    q = embed_speech(dual, [load_audio(clip)], "fr_fr")[0]
     best = np.argsort(-(docs @ q))[:5]
     assert [r[3] for r in rows] == [items[i].id for i in best]
     assert np.allclose([float(r[1]) for r in rows], (docs @ q)[best], atol=1e-3)

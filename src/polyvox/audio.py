@@ -13,6 +13,14 @@ class AudioError(ValueError):
     """Audio that cannot be used; the message names the file."""
 
 
+class AudioFormatError(AudioError):
+    """Bytes that are not audio in an accepted format."""
+
+
+class AudioTooLongError(AudioError):
+    """Audio longer than allowed."""
+
+
 def to_mono_16k(wav: np.ndarray, sr: int, where: str = "<array>") -> np.ndarray:
     """Mix to mono, resample to 16 kHz with soxr, and check the result.
 
@@ -55,6 +63,39 @@ def load_audio(path: str | Path, where: str | None = None) -> np.ndarray:
         wav, sr = sf.read(str(path), dtype="float32", always_2d=False)
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError for bad files
         raise AudioError(f"{where}: cannot decode audio file {path} ({e})") from None
+    return to_mono_16k(wav, sr, where)
+
+
+def decode_audio(data: bytes, where: str = "<upload>", formats: tuple[str, ...] | None = None,
+                 max_seconds: float | None = None) -> np.ndarray:
+    """Decode an audio file held in memory as 16 kHz mono float32, shape (T,).
+
+    Args:
+        formats: accepted soundfile container names (``WAV``, ``FLAC``, ``OGG``, ``MP3`` …); None accepts any.
+        max_seconds: longer audio is refused from its header, before it is decoded.
+
+    Raises:
+        AudioFormatError: not decodable, or not in `formats`. AudioTooLongError: over `max_seconds`.
+        AudioError: empty, or NaN samples.
+    """
+    import io
+
+    import soundfile as sf
+
+    if not data:
+        raise AudioError(f"{where}: the audio file is empty")
+    try:
+        info = sf.info(io.BytesIO(data))
+    except Exception:  # LibsndfileError / RuntimeError / TypeError
+        raise AudioFormatError(f"{where}: cannot decode the audio (not a known audio format, or corrupt)") from None
+    if formats is not None and info.format not in formats:
+        raise AudioFormatError(f"{where}: {info.format} audio is not accepted; send one of {', '.join(formats)}")
+    if max_seconds is not None and info.duration > max_seconds:
+        raise AudioTooLongError(f"{where}: the audio is {info.duration:.1f} s long; the limit is {max_seconds:g} s")
+    try:
+        wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
+    except Exception as e:
+        raise AudioFormatError(f"{where}: cannot decode the audio ({e})") from None
     return to_mono_16k(wav, sr, where)
 
 

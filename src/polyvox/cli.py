@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from polyvox.config import BLSPConfig, MITConfig, RetrievalConfig, load_config
+from polyvox.config import BLSPConfig, MITConfig, RetrievalConfig, ServeConfig, load_config
 
 log = logging.getLogger("polyvox")
 
@@ -171,13 +172,12 @@ def generate(model: str | Path, audio: list[str], prompt: str = "transcribe", la
     from polyvox.audio import load_audio
     from polyvox.data.languages import check_lang
     from polyvox.models.export import read_meta
-    from polyvox.models.speech_llm import PROMPTS, SpeechLLM, make_instruction
+    from polyvox.models.speech_llm import SpeechLLM, ask
 
     if lang is not None:
         check_lang(lang)
     style = read_meta(model, "speech-LLM").get("prompt_style", "instruction")  # as the model was trained
-    instruction = (make_instruction(prompt, lang, target, labels, style=style) if prompt in PROMPTS
-                   else make_instruction("chat", prompt=prompt, style=style))
+    instruction = ask(prompt, lang, target, labels, style)
     wavs = [load_audio(a) for a in audio]  # a bad file fails here, named, before the model loads
     llm = SpeechLLM.load(model)
     answers: list[str] = []
@@ -197,6 +197,7 @@ def embed(model: str | Path, out: str | Path, lang: str, audio: list[str] | None
 
     from polyvox.audio import load_audio
     from polyvox.data.languages import check_lang
+    from polyvox.index import embed_speech
     from polyvox.models.dual_encoder import DualEncoder
 
     check_lang(lang)
@@ -207,32 +208,13 @@ def embed(model: str | Path, out: str | Path, lang: str, audio: list[str] | None
         if text is not None:
             vecs = dual.encode_text(text, lang).numpy()
         elif audio is not None:
-            vecs = _speech_vectors(dual, model, [load_audio(a) for a in audio], lang)
+            vecs = embed_speech(dual, [load_audio(a) for a in audio], lang)
         else:
             ok, vecs = _manifest_speech_vectors(dual, model, manifest, split)
             Path(out).with_suffix(".ids.txt").write_text("".join(u.id + "\n" for u in ok))
     np.save(out, vecs)
     print(f"{vecs.shape[0]} vectors of size {vecs.shape[1]} saved to {out}")
     return vecs
-
-
-def _unit_tokenizer(dual, model: str | Path):
-    if dual.unit_tokenizer is None:
-        raise ValueError(f"{model}: checkpoint has no unit tokenizer; cannot embed audio")
-    return dual.unit_tokenizer
-
-
-def _speech_vectors(dual, model: str | Path, wavs: list[np.ndarray], lang: str) -> np.ndarray:
-    """(N, D) embeddings of 16 kHz clips in `lang`: speech encoder -> audio units -> the dual encoder."""
-    import torch
-
-    from polyvox.recipes.retrieval import encoder_for_units
-
-    tok = _unit_tokenizer(dual, model)
-    enc = encoder_for_units(tok)
-    with torch.no_grad():
-        seqs = [tok(enc.encode([w])[0].numpy()).tolist() for w in wavs]
-        return dual.encode_speech(seqs, lang).numpy()
 
 
 def _manifest_speech_vectors(dual, model: str | Path, manifest: str | Path, split: str | None = None):
@@ -244,7 +226,9 @@ def _manifest_speech_vectors(dual, model: str | Path, manifest: str | Path, spli
     from polyvox.models.units import encode_units
     from polyvox.recipes.retrieval import encoder_for_units
 
-    tok = _unit_tokenizer(dual, model)
+    tok = dual.unit_tokenizer
+    if tok is None:
+        raise ValueError(f"{model}: checkpoint has no unit tokenizer; cannot embed audio")
     utts = read_manifest(manifest, split=split)
     units, bad = encode_units(utts, Path(manifest).parent, encoder_for_units(tok), tok)
     _report_bad(bad)
@@ -294,7 +278,7 @@ def search(index: str | Path, model: str | Path, lang: str, audio: str | None = 
     score is then the margin)."""
     from polyvox.audio import load_audio
     from polyvox.data.languages import check_lang
-    from polyvox.index import Item, TextIndex, embed_items, model_fingerprint
+    from polyvox.index import Item, TextIndex, embed_items, embed_speech, model_fingerprint
     from polyvox.models.dual_encoder import DualEncoder
 
     check_lang(lang)
@@ -304,7 +288,7 @@ def search(index: str | Path, model: str | Path, lang: str, audio: str | None = 
     idx.check_model(model_fingerprint(model))
     wav = load_audio(audio) if audio is not None else None  # a bad file fails before the model loads
     dual = DualEncoder.load(model).eval()
-    query = (_speech_vectors(dual, model, [wav], lang) if wav is not None
+    query = (embed_speech(dual, [wav], lang) if wav is not None
              else embed_items(dual, [Item("query", text, lang)]))
     hits = (idx.search_margin(query, k, margin_k) if margin_k > 0 else idx.search(query, k))[0]
     for rank, h in enumerate(hits, 1):
@@ -454,6 +438,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--margin", type=int, default=0, metavar="K",
                    help="re-rank by ratio margin over K neighbours (as in bitext mining); 0: plain cosine")
 
+    p = sub.add_parser("serve", help="HTTP API and web page: search (and generation with --speech-llm)")
+    p.add_argument("--model", required=True, help="the dual-encoder folder the index was built with")
+    p.add_argument("--index", required=True)
+    p.add_argument("--speech-llm", help="a BLSP or mit checkpoint folder: enables POST /generate")
+    for f in dataclasses.fields(ServeConfig):  # --host, --port and the limits (see ServeConfig)
+        if f.name == "formats":
+            p.add_argument("--formats", type=lambda v: tuple(v.upper().split(",")), default=f.default,
+                           help="accepted audio containers, comma-separated (default: %(default)s)")
+        else:
+            p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+                           help="default: %(default)s")
+
     p = sub.add_parser("mine", help="mine speech<->text or text<->text pairs between two collections by margin")
     p.add_argument("--model", required=True, help="trained dual-encoder folder")
     p.add_argument("--src", required=True, help="manifest (.jsonl) or text file")
@@ -512,6 +508,11 @@ def main(argv: list[str] | None = None) -> int:
                 index_build(args.model, args.texts, args.out, args.lang, args.kind, params, args.batch_size)
             case ("search", _):
                 search(args.index, args.model, args.lang, args.audio, args.text, args.k, args.margin)
+            case ("serve", _):
+                from polyvox.serve import serve
+
+                fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig)}
+                serve(args.model, args.index, args.speech_llm, ServeConfig(**fields))
             case ("mine", _):
                 mine(args.model, args.src, args.tgt, args.out, args.src_lang, args.tgt_lang, args.src_speech, args.k,
                      args.threshold)

@@ -127,6 +127,40 @@ class EvalConfig:
 
 
 @dataclass
+class ServeConfig:
+    """Limits and batching of `polyvox serve`."""
+
+    host: str = "127.0.0.1"
+    """Address to bind; the default keeps the server on this machine (0.0.0.0 opens it to the network)."""
+    port: int = 8000
+    max_upload_mb: float = 10.0
+    """Largest request body; larger ones get 413 before they are read."""
+    max_audio_s: float = 30.0
+    """Longest query clip, read from the file's header before decoding."""
+    min_audio_s: float = 0.1
+    formats: tuple[str, ...] = ("WAV", "FLAC", "OGG", "MP3")
+    """Accepted audio containers (as soundfile names them); OGG holds Vorbis or Opus."""
+    max_text_chars: int = 2000
+    max_k: int = 100
+    max_batch: int = 16
+    """Most requests answered by one model call."""
+    max_wait_ms: float = 5.0
+    """How long a batch waits to fill once its first request is in."""
+    max_queue: int = 64
+    """Requests of one kind waiting at once; more get 503 at once, so memory stays bounded."""
+    timeout_s: float = 60.0
+    """A request with no answer by then (queueing included) gets 503."""
+    max_connections: int = 256
+    """Open connections and requests uvicorn accepts; more get 503."""
+    max_new_tokens: int = 64
+    """The bound on each /generate answer."""
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+@dataclass
 class RetrievalConfig:
     """Everything the retrieval system needs, from manifest to evaluation."""
 

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -96,6 +97,10 @@ class TextIndex:
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def languages(self) -> dict[str, int]:
+        """Number of items per language, most first."""
+        return dict(Counter(it.lang for it in self.items).most_common())
 
     def check_model(self, fingerprint: str) -> None:
         """Refuse vectors of a model other than the one the index was built with."""
@@ -259,6 +264,22 @@ def embed_items(dual, items: list[Item], batch_size: int = 64) -> np.ndarray:
             batch = items[s : s + batch_size]
             out.append(dual.encode_text([it.text for it in batch], [it.lang for it in batch]).float().numpy())
     return np.concatenate(out) if out else np.zeros((0, dual.cfg.proj_dim), dtype=np.float32)
+
+
+def embed_speech(dual, wavs: list[np.ndarray], langs: str | list[str], encoder=None) -> np.ndarray:
+    """(N, D) embeddings of 16 kHz clips (in one language, or one per clip): the speech encoder the unit
+    tokenizer was fitted on -> audio units -> the dual encoder. Pass `encoder` to reuse a loaded one."""
+    import torch
+
+    from polyvox.recipes.retrieval import encoder_for_units
+
+    tok = dual.unit_tokenizer
+    if tok is None:
+        raise ValueError("this dual-encoder checkpoint has no unit tokenizer, so it cannot embed audio")
+    encoder = encoder or encoder_for_units(tok)
+    with torch.no_grad():
+        seqs = [tok(feats.numpy()).tolist() for feats in encoder.encode(wavs)]
+        return dual.encode_speech(seqs, langs).float().numpy()
 
 
 def build_index(model_dir: str | Path, items: list[Item], folder: str | Path, kind: str = "flat",

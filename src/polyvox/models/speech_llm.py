@@ -71,6 +71,15 @@ def make_instruction(task: str, lang: str | None = None, target: str | None = No
     return PROMPTS[task].format(**values)
 
 
+def ask(prompt: str, lang: str | None = None, target: str | None = "en_us", labels: list[str] | None = None,
+        style: str = "instruction") -> Prompt:
+    """A user's prompt: a preset name of `PROMPTS` (filled in with the language, target and labels) or any
+    other text, asked as is."""
+    if prompt in PROMPTS:
+        return make_instruction(prompt, lang, target, labels, style=style)
+    return make_instruction("chat", prompt=prompt, style=style)
+
+
 Part = list[int] | torch.Tensor  # token ids, or (L, D) input embeddings
 Prompt = str | tuple[str, str]  # an instruction for the prompt template, or a raw (prefix, postfix) pair
 

@@ -1,0 +1,268 @@
+"""The HTTP API and web page: `create_app` builds a FastAPI app around a `SearchEngine`; `serve` runs it.
+
+    GET  /            the search page
+    GET  /health      index, model, languages and limits
+    POST /search      speech -> text or text -> text search (multipart form: lang, k, margin, audio | text)
+    POST /embed       one embedding (multipart form: lang, audio | text)
+    POST /generate    a speech LLM's answer to a prompt about a clip (only with a speech-LLM checkpoint)
+    GET  /docs, /openapi.json
+
+Bad input gets a 4xx with a JSON ``{"detail": "…"}``: 400 (empty or unusable audio), 411 (no Content-Length),
+413 (upload or audio too large), 415 (not audio in an accepted format), 422 (bad fields); a full queue or a
+timeout gets 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+from polyvox.audio import AudioError, AudioFormatError, AudioTooLongError, decode_audio
+from polyvox.config import ServeConfig
+
+try:
+    from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+    from fastapi.responses import FileResponse, JSONResponse
+    from pydantic import BaseModel
+except ImportError as e:  # pragma: no cover - depends on the install
+    raise ImportError("polyvox serve needs FastAPI: pip install 'polyvox[serve]'") from e
+
+from polyvox.serve.batcher import Batcher, Busy
+from polyvox.serve.engine import GenerateQuery, SearchEngine, SearchRequest, SpeechQuery, TextQuery
+
+log = logging.getLogger(__name__)
+PAGE = Path(__file__).parent / "static" / "index.html"
+
+
+# -- response schemas (they make the OpenAPI document) --------------------------------------------------------
+
+
+class HitOut(BaseModel):
+    rank: int
+    id: str
+    text: str
+    lang: str
+    score: float
+    """Cosine similarity, or the ratio margin when `margin` > 0."""
+    cosine: float | None = None
+    """With `margin` > 0, the cosine (the score is then the margin)."""
+
+
+class QueryOut(BaseModel):
+    modality: str
+    lang: str
+    duration_s: float | None = None
+
+
+class SearchOut(BaseModel):
+    query: QueryOut
+    hits: list[HitOut]
+    took_ms: float
+
+
+class EmbedOut(BaseModel):
+    query: QueryOut
+    dim: int
+    vector: list[float]
+    """L2-normalised: the inner product of two vectors is their cosine."""
+
+
+class GenerateOut(BaseModel):
+    text: str
+    prompt: str | list[str]
+    """The instruction the model was asked (or its xP3 prefix and postfix)."""
+    duration_s: float
+    took_ms: float
+
+
+class Error(BaseModel):
+    detail: str
+
+
+ERRORS = {code: {"model": Error} for code in (400, 411, 413, 415, 422, 503)}
+
+
+class BodyLimit:
+    """ASGI middleware: a POST must say its size (Content-Length) and stay within the limit, else 411/413 before
+    its body is read (the server then reads no more than that many bytes)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+            headers = dict(scope["headers"])
+            length = headers.get(b"content-length")
+            error = None
+            if length is None:
+                error = (411, "send the request with a Content-Length header")
+            elif not length.isdigit() or int(length) > self.max_bytes:
+                error = (413, f"the request is larger than the {self.max_bytes / 2**20:g} MB limit")
+            if error is not None:
+                response = JSONResponse({"detail": error[1]}, status_code=error[0], headers={"Connection": "close"})
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def create_app(model: str | Path, index: str | Path, speech_llm: str | Path | None = None,
+               config: ServeConfig | None = None, engine: SearchEngine | None = None) -> FastAPI:
+    """The app for a dual encoder `model`, the `index` built with it and optionally a speech LLM.
+
+    Models load here, before the first request; pass `engine` to share loaded ones.
+    """
+    from polyvox.data.languages import FLEURS, check_lang
+
+    cfg = config or ServeConfig()
+    engine = engine or SearchEngine(model, index, speech_llm, cfg.max_new_tokens)
+    lock = threading.Lock()  # one model call at a time: the batchers would only fight over the cores
+    opts = {"max_batch": cfg.max_batch, "max_wait_s": cfg.max_wait_ms / 1000, "max_queue": cfg.max_queue, "lock": lock}
+    batchers = {"search": Batcher(engine.search, "search", **opts), "embed": Batcher(engine.embed, "embed", **opts)}
+    if engine.llm is not None:
+        batchers["generate"] = Batcher(engine.generate, "generate", **opts)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        for b in batchers.values():
+            b.close()
+
+    app = FastAPI(title="polyvox", version=_version(), lifespan=lifespan,
+                  description="Cross-lingual speech and text search with an LLM dual encoder, and a speech LLM.")
+
+    @app.exception_handler(Busy)
+    async def busy(request: Request, e: Busy):
+        return JSONResponse({"detail": str(e)}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(AudioError)
+    async def bad_audio(request: Request, e: AudioError):
+        code = 415 if isinstance(e, AudioFormatError) else 413 if isinstance(e, AudioTooLongError) else 400
+        return JSONResponse({"detail": str(e)}, status_code=code)
+
+    def lang_of(lang: str) -> str:
+        try:
+            return check_lang(lang)
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from None
+
+    async def read_query(lang: str, audio: UploadFile | None, text: str | None) -> SpeechQuery | TextQuery:
+        lang = lang_of(lang)
+        if (audio is None) == (text is None):
+            raise HTTPException(422, "send exactly one of `audio` (a file) or `text`")
+        if text is not None:
+            if not text.strip():
+                raise HTTPException(422, "`text` is empty")
+            if len(text) > cfg.max_text_chars:
+                raise HTTPException(413, f"`text` has {len(text)} characters; the limit is {cfg.max_text_chars}")
+            return TextQuery(text, lang)
+        if not engine.hears:
+            raise HTTPException(400, "this model has no unit tokenizer, so it cannot search with audio")
+        return SpeechQuery(await read_audio(audio), lang)
+
+    async def read_audio(audio: UploadFile):
+        name = audio.filename or "upload"
+        wav = decode_audio(await audio.read(), name, cfg.formats, cfg.max_audio_s)
+        if len(wav) < cfg.min_audio_s * 16000:
+            raise AudioError(f"{name}: the audio is {len(wav) / 16000:.3f} s long; the shortest is {cfg.min_audio_s:g} s")
+        return wav
+
+    def query_out(q: SpeechQuery | TextQuery) -> QueryOut:
+        speech = isinstance(q, SpeechQuery)
+        return QueryOut(modality="speech" if speech else "text", lang=q.lang,
+                        duration_s=round(len(q.wav) / 16000, 3) if speech else None)
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(PAGE, media_type="text/html")
+
+    @app.get("/health")
+    async def health() -> dict:
+        """Readiness, what is served, and the limits a client must keep to."""
+        return {
+            "status": "ok",
+            "index": {"size": len(engine.index), "kind": engine.index.kind, "languages": engine.index.languages()},
+            "model": {"fingerprint": engine.fingerprint, "dim": engine.dual.cfg.proj_dim, "speech": engine.hears},
+            "languages": [{"code": c, "name": n} for c, n in FLEURS.items()],
+            "generate": engine.llm is not None,
+            "limits": {"max_upload_bytes": cfg.max_upload_bytes, "max_audio_s": cfg.max_audio_s,
+                       "min_audio_s": cfg.min_audio_s, "max_k": cfg.max_k, "max_text_chars": cfg.max_text_chars,
+                       "formats": [f.lower() for f in cfg.formats]},
+            "batches": {name: {"batches": b.batches, "requests": b.items, "waiting": b.queue.qsize()}
+                        for name, b in batchers.items()},
+        }
+
+    @app.post("/search", responses=ERRORS)
+    async def search(lang: Annotated[str, Form(description="FLEURS code of the query's language, e.g. fr_fr")],
+                     k: Annotated[int, Form(description="number of hits")] = 10,
+                     margin: Annotated[int, Form(description="> 0: re-rank by ratio margin over this many neighbours")] = 0,
+                     audio: Annotated[UploadFile | None, File(description="a clip (WAV, FLAC, OGG, MP3)")] = None,
+                     text: Annotated[str | None, Form(description="a text query")] = None) -> SearchOut:
+        """The `k` indexed texts nearest to a spoken or written query, best first."""
+        t0 = time.perf_counter()
+        if not 1 <= k <= cfg.max_k:
+            raise HTTPException(422, f"k must be between 1 and {cfg.max_k}, got {k}")
+        if not 0 <= margin <= cfg.max_k:
+            raise HTTPException(422, f"margin must be between 0 and {cfg.max_k}, got {margin}")
+        q = await read_query(lang, audio, text)
+        hits = await batchers["search"].submit(SearchRequest(q, k, margin), cfg.timeout_s)
+        return SearchOut(query=query_out(q), took_ms=round(1000 * (time.perf_counter() - t0), 2),
+                         hits=[HitOut(rank=r, **asdict(h)) for r, h in enumerate(hits, 1)])
+
+    @app.post("/embed", responses=ERRORS)
+    async def embed(lang: Annotated[str, Form(description="FLEURS code of the input's language")],
+                    audio: Annotated[UploadFile | None, File(description="a clip")] = None,
+                    text: Annotated[str | None, Form(description="a text")] = None) -> EmbedOut:
+        """The dual encoder's embedding of a clip or a text."""
+        q = await read_query(lang, audio, text)
+        vec = await batchers["embed"].submit(q, cfg.timeout_s)
+        return EmbedOut(query=query_out(q), dim=len(vec), vector=vec.tolist())
+
+    if engine.llm is not None:
+        from polyvox.models.speech_llm import PROMPTS, ask
+
+        @app.post("/generate", responses=ERRORS)
+        async def generate(audio: Annotated[UploadFile, File(description="a clip (WAV, FLAC, OGG, MP3)")],
+                           prompt: Annotated[str, Form(description=f"a preset ({', '.join(PROMPTS)}) or any text")]
+                           = "transcribe",
+                           lang: Annotated[str | None, Form(description="FLEURS code of the speech (for presets)")] = None,
+                           target: Annotated[str, Form(description="target language of `translate`")] = "en_us",
+                           labels: Annotated[str, Form(description="comma-separated labels for `intent`")] = "",
+                           ) -> GenerateOut:
+            """The speech LLM's answer to a prompt about the clip (greedy decoding)."""
+            t0 = time.perf_counter()
+            if lang is not None:
+                lang = lang_of(lang)
+            try:
+                instruction = ask(prompt, lang, lang_of(target), [x.strip() for x in labels.split(",") if x.strip()],
+                                  engine.prompt_style)
+            except ValueError as e:
+                raise HTTPException(422, str(e)) from None
+            wav = await read_audio(audio)
+            answer = await batchers["generate"].submit(GenerateQuery(wav, instruction), cfg.timeout_s)
+            return GenerateOut(text=answer, prompt=list(instruction) if isinstance(instruction, tuple) else instruction,
+                               duration_s=round(len(wav) / 16000, 3), took_ms=round(1000 * (time.perf_counter() - t0), 2))
+
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_upload_bytes)
+    return app
+
+
+def serve(model: str | Path, index: str | Path, speech_llm: str | Path | None = None,
+          config: ServeConfig | None = None) -> None:
+    """Load the models and serve until interrupted."""
+    import uvicorn
+
+    cfg = config or ServeConfig()
+    app = create_app(model, index, speech_llm, cfg)
+    print(f"polyvox serving on http://{cfg.host}:{cfg.port} (API docs at /docs)", flush=True)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, limit_concurrency=cfg.max_connections, timeout_keep_alive=5,
+                log_level="info")
+
+
+def _version() -> str:
+    from polyvox import __version__
+
+    return __version__
