@@ -12,7 +12,6 @@ Bad input gets a 4xx with a JSON ``{"detail": "…"}``: 400 (empty or unusable a
 timeout gets 503 with Retry-After.
 """
 
-from __future__ import annotations
 
 import logging
 import threading
