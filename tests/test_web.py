@@ -36,6 +36,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 CORPUS_LANGS = {"fr_fr", "de_de", "pl_pl"}
 ROWS = "#results tbody tr"
+PLAYABLE = "document.getElementById('player').duration > 0"
 
 
 def free_port() -> int:
@@ -138,6 +139,7 @@ def test_upload_shows_the_hits_of_the_search_api(page, server, clip) -> None:
     assert [c[4] for c in cells] == api_ids
 
     assert page.locator("#player").get_attribute("src")
+    page.wait_for_function(PLAYABLE)  # the query clip loads in the player (and shows its length in the screenshot)
     expect(page.locator("#status")).to_contain_text("speech")
     expect(page.locator("#error")).to_be_hidden()
 
@@ -171,6 +173,7 @@ def test_record_bad_upload_and_text_query(page, tmp_path) -> None:
     duration = float(re.search(r"(\d+\.\d+) s", status).group(1))
     assert abs(duration - recorded) <= 1.0, (status, recorded)
     assert page.locator("#player").get_attribute("src")
+    page.wait_for_function(PLAYABLE)  # the browser itself can play the WAV the page wrote
 
     # Garbage named .wav: the server's message is shown and no stale results remain.
     garbage = tmp_path / "x.wav"
