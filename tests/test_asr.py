@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
 from polyvox.data.languages import FLEURS
@@ -26,3 +27,24 @@ def test_transcriber_decodes_batches_in_order() -> None:
     together = asr.transcribe(clips, "fr_fr", batch_size=2)
     assert len(together) == 3 and all(isinstance(t, str) for t in together)
     assert together == [asr.transcribe([c], "fr_fr")[0] for c in clips]
+
+
+def test_detect_language_is_the_argmax_of_whisper_language_tokens() -> None:
+    import torch
+
+    asr = Transcriber("tiny-whisper")
+    rng = np.random.default_rng(1)
+    clips = [rng.standard_normal(16000 * s).astype(np.float32) * 0.1 for s in (1, 2, 3)]
+    candidates = ["fr_fr", "de_de", "pl_pl", "cmn_hans_cn", "wo_sn"]  # Whisper has no Wolof token
+    found = asr.detect_language(clips, candidates, batch_size=2)
+    tokens = asr.tokenizer.convert_tokens_to_ids(["<|fr|>", "<|de|>", "<|pl|>", "<|zh|>"])
+    for clip, (code, p) in zip(clips, found):
+        feats = asr.features([clip], sampling_rate=16000, return_tensors="pt").input_features
+        start = torch.tensor([[asr.model.generation_config.decoder_start_token_id]])
+        with torch.no_grad():
+            logits = asr.model(input_features=feats, decoder_input_ids=start).logits[0, -1, tokens]
+        probs = logits.softmax(-1)
+        assert code == candidates[int(probs.argmax())] and p == pytest.approx(float(probs.max()), abs=1e-5)
+    alone = [asr.detect_language([c], candidates)[0] for c in clips]  # batch-independent
+    assert [c for c, _ in found] == [c for c, _ in alone] and np.allclose([p for _, p in found], [p for _, p in alone])
+    assert all(code in FLEURS and 0 < p <= 1 for code, p in asr.detect_language(clips[:1]))

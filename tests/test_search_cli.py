@@ -47,6 +47,13 @@ def test_build_and_search_rank_like_brute_force(trained, tmp_path, capsys) -> No
     assert [r[3] for r in rows] == [items[i].id for i in best]
     assert np.allclose([float(r[1]) for r in rows], (docs @ q)[best], atol=1e-3)
     assert [r[0] for r in rows] == ["1", "2", "3", "4", "5"]
+    # no --lang: the clip's language is detected, and the ranking is the one in that language
+    assert main(["search", "--index", str(idx), "--model", str(model), "--audio", str(clip), "-k", "5"]) == 0
+    out = capsys.readouterr()
+    detected = out.err.split("detected language: ")[1].split("(")[1].split(")")[0]
+    assert [r[3] for r in hits_printed(out.out)] == [items[i].id for i in
+                                                   np.argsort(-(docs @ embed_speech(dual, [load_audio(clip)], detected)[0]))[:5]]
+
     # margin re-ranking: the printed scores are the index's margins
     assert main(["search", "--index", str(idx), "--model", str(model), "--lang", "fr_fr", "--audio", str(clip),
                  "-k", "5", "--margin", "3"]) == 0
@@ -84,6 +91,8 @@ def test_incremental_build_and_refusals(trained, tmp_path, capsys) -> None:
     assert main(["search", "--index", str(idx), "--model", str(model), "--lang", "fr_fr", "--audio", str(garbage)]) == 2
     err = capsys.readouterr().err
     assert str(garbage) in err and "Traceback" not in err
+    assert main(["search", "--index", str(idx), "--model", str(model), "--text", "red cat"]) == 2
+    assert "a text query needs its language (--lang)" in capsys.readouterr().err
     assert main([*args, "--texts", str(more)]) == 2
     assert "needs a language (--lang)" in capsys.readouterr().err
     assert main(["search", "--index", str(tmp_path / "none"), "--model", str(model), "--lang", "fr_fr", "--text", "a"]) == 2

@@ -71,7 +71,7 @@ def test_search_equals_brute_force(client, tiny_search) -> None:
     r = post(client, "/search", clip.read_bytes(), "002.flac", lang="de_de", k=6)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["query"] == {"modality": "speech", "lang": "de_de", "duration_s": pytest.approx(len(load_audio(clip)) / 16000, abs=1e-3)}
+    assert body["query"] == {"modality": "speech", "lang": "de_de", "lang_probability": None, "duration_s": pytest.approx(len(load_audio(clip)) / 16000, abs=1e-3)}
     q = embed_speech(dual, [load_audio(clip)], "de_de")[0]
     best = np.argsort(-(docs @ q))[:6]
     assert [h["id"] for h in body["hits"]] == [items[i].id for i in best]
@@ -90,6 +90,22 @@ def test_search_equals_brute_force(client, tiny_search) -> None:
     r = post(client, "/search", lang=items[5].lang, text=items[5].text, k=2).json()
     assert r["query"]["modality"] == "text" and r["hits"][0]["id"] == items[5].id
     assert r["hits"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_clip_without_a_language_is_searched_in_the_detected_one(client, engine, tiny_search) -> None:
+    from polyvox.models.asr import Transcriber
+
+    clip = tiny_search.manifest.parent / "audio" / "fr_fr" / "003.flac"
+    r = post(client, "/search", clip.read_bytes(), k=5)
+    assert r.status_code == 200, r.text
+    q = r.json()["query"]
+    lang, p = Transcriber(engine.dual.unit_tokenizer.spec.encoder).detect_language([load_audio(clip)])[0]
+    assert q["lang"] == lang and q["lang_probability"] == pytest.approx(p, abs=1e-4)
+    given = post(client, "/search", clip.read_bytes(), lang=lang, k=5).json()
+    assert [h["id"] for h in r.json()["hits"]] == [h["id"] for h in given["hits"]]
+    assert post(client, "/embed", clip.read_bytes()).json()["query"]["lang"] == lang
+    r = post(client, "/search", text="red cat")
+    assert r.status_code == 422 and "a text query needs its language" in r.json()["detail"]
 
 
 def test_embed_equals_the_library(client, tiny_search) -> None:
@@ -136,7 +152,6 @@ def test_bad_input_gets_a_clear_4xx(client) -> None:
         (clip_bytes(np.zeros(SAMPLE_RATE * 6, np.float32), "FLAC"), "long.flac", {"lang": "fr_fr"}, 413, "limit is 5 s"),
         (clip_bytes(np.zeros(SAMPLE_RATE * 20, np.float32) + 0.1, "WAV"), "big.wav", {"lang": "fr_fr"}, 413, "0.5 MB"),
         (clip_bytes(np.zeros(100, np.float32), "WAV"), "short.wav", {"lang": "fr_fr"}, 400, "the shortest is 0.1 s"),
-        (good, "q.flac", {}, 422, "lang"),
         (good, "q.flac", {"lang": "xx_yy"}, 422, "unknown language code 'xx_yy'"),
         (good, "q.flac", {"lang": "fr_fr", "text": "red"}, 422, "exactly one of"),
         (None, "", {"lang": "fr_fr"}, 422, "exactly one of"),

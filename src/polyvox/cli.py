@@ -271,26 +271,26 @@ def index_build(model: str | Path, texts: str | Path, out: str | Path, lang: str
     return index
 
 
-def search(index: str | Path, model: str | Path, lang: str, audio: str | None = None, text: str | None = None,
-           k: int = 10, margin_k: int = 0) -> list:
-    """Search an index with a clip (speech -> text) or a text (text -> text) in `lang`; prints rank, score,
-    language, id and text of each hit. `margin_k` > 0 re-ranks by ratio margin over that many neighbours (the
-    score is then the margin)."""
+def search(index: str | Path, model: str | Path, lang: str | None = None, audio: str | None = None,
+           text: str | None = None, k: int = 10, margin_k: int = 0) -> list:
+    """Search an index with a clip (speech -> text) or a text (text -> text) in `lang` (detected from a clip
+    when None); prints rank, score, language, id and text of each hit. `margin_k` > 0 re-ranks by ratio margin
+    over that many neighbours (the score is then the margin)."""
     from polyvox.audio import load_audio
-    from polyvox.data.languages import check_lang
-    from polyvox.index import Item, TextIndex, embed_items, embed_speech, model_fingerprint
-    from polyvox.models.dual_encoder import DualEncoder
+    from polyvox.data.languages import check_lang, language_name
+    from polyvox.serve.engine import SearchEngine, SearchRequest, SpeechQuery, TextQuery
 
-    check_lang(lang)
+    if lang is not None:
+        check_lang(lang)
     if (audio is None) == (text is None):
         raise ValueError("give exactly one of --audio or --text")
-    idx = TextIndex.load(index)
-    idx.check_model(model_fingerprint(model))
-    wav = load_audio(audio) if audio is not None else None  # a bad file fails before the model loads
-    dual = DualEncoder.load(model).eval()
-    query = (embed_speech(dual, [wav], lang) if wav is not None
-             else embed_items(dual, [Item("query", text, lang)]))
-    hits = (idx.search_margin(query, k, margin_k) if margin_k > 0 else idx.search(query, k))[0]
+    if text is not None and lang is None:
+        raise ValueError("a text query needs its language (--lang)")
+    query = SpeechQuery(load_audio(audio), lang) if audio is not None else TextQuery(text, lang)  # bad audio fails here
+    query, hits = SearchEngine(model, index).search([SearchRequest(query, k, margin_k)])[0]
+    if lang is None:
+        print(f"detected language: {language_name(query.lang)} ({query.lang}), p = {query.lang_probability:.2f}",
+              file=sys.stderr)
     for rank, h in enumerate(hits, 1):
         print(f"{rank}\t{h.score:.4f}\t{h.lang}\t{h.id}\t{h.text}")
     return hits
@@ -430,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="search an index with speech or text")
     p.add_argument("--index", required=True)
     p.add_argument("--model", required=True, help="the dual-encoder folder the index was built with")
-    p.add_argument("--lang", required=True, help="FLEURS code of the query")
+    p.add_argument("--lang", help="FLEURS code of the query (left out, a clip's language is detected)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--audio")
     g.add_argument("--text")

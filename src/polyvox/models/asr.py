@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from polyvox.audio import SAMPLE_RATE
-from polyvox.data.languages import check_lang
+from polyvox.data.languages import FLEURS, check_lang
 from polyvox.models.sources import load_speech_model, load_speech_tokenizer
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,28 @@ class Transcriber:
         self.tokenizer = load_speech_tokenizer(model, cache_dir)
         # the decoder's position table bounds prompt (4 tokens) + generated tokens
         self.max_new_tokens = min(max_new_tokens, self.model.config.max_target_positions - 5)
+
+    @torch.no_grad()
+    def detect_language(self, clips: Sequence[np.ndarray], candidates: Sequence[str] | None = None,
+                        batch_size: int = 8) -> list[tuple[str, float]]:
+        """The most likely FLEURS language of each clip and its probability, from Whisper's language token
+        after ``<|startoftranscript|>``, normalised over `candidates` (FLEURS codes; default every language
+        Whisper knows). Languages Whisper lacks cannot be detected."""
+        codes = [c for c in (candidates or FLEURS) if whisper_language(c) is not None]
+        if not codes:
+            raise ValueError("Whisper knows none of the candidate languages")
+        token_ids = torch.tensor(self.tokenizer.convert_tokens_to_ids([f"<|{whisper_language(c)}|>" for c in codes]))
+        start = self.model.generation_config.decoder_start_token_id
+        out: list[tuple[str, float]] = []
+        for s in range(0, len(clips), batch_size):
+            batch = [np.asarray(c, dtype=np.float32) for c in clips[s : s + batch_size]]
+            feats = self.features(batch, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features  # (B, 80, 3000)
+            prompt = torch.full((len(batch), 1), start)
+            logits = self.model(input_features=feats, decoder_input_ids=prompt).logits[:, -1]  # (B, V)
+            probs = logits[:, token_ids].softmax(-1)  # (B, C)
+            best = probs.argmax(-1)
+            out += [(codes[i], float(probs[b, i])) for b, i in enumerate(best.tolist())]
+        return out
 
     @torch.no_grad()
     def transcribe(self, clips: Sequence[np.ndarray], lang: str, batch_size: int = 8) -> list[str]:

@@ -55,6 +55,8 @@ class HitOut(BaseModel):
 class QueryOut(BaseModel):
     modality: str
     lang: str
+    lang_probability: float | None = None
+    """Set when the language was detected from the speech (no `lang` sent): Whisper's probability of it."""
     duration_s: float | None = None
 
 
@@ -148,11 +150,13 @@ def create_app(model: str | Path, index: str | Path, speech_llm: str | Path | No
         except ValueError as e:
             raise HTTPException(422, str(e)) from None
 
-    async def read_query(lang: str, audio: UploadFile | None, text: str | None) -> SpeechQuery | TextQuery:
-        lang = lang_of(lang)
+    async def read_query(lang: str | None, audio: UploadFile | None, text: str | None) -> SpeechQuery | TextQuery:
+        lang = lang_of(lang) if lang else None
         if (audio is None) == (text is None):
             raise HTTPException(422, "send exactly one of `audio` (a file) or `text`")
         if text is not None:
+            if lang is None:
+                raise HTTPException(422, "a text query needs its language (`lang`)")
             if not text.strip():
                 raise HTTPException(422, "`text` is empty")
             if len(text) > cfg.max_text_chars:
@@ -172,6 +176,7 @@ def create_app(model: str | Path, index: str | Path, speech_llm: str | Path | No
     def query_out(q: SpeechQuery | TextQuery) -> QueryOut:
         speech = isinstance(q, SpeechQuery)
         return QueryOut(modality="speech" if speech else "text", lang=q.lang,
+                        lang_probability=q.lang_probability if speech else None,
                         duration_s=round(len(q.wav) / 16000, 3) if speech else None)
 
     @app.get("/", include_in_schema=False)
@@ -195,7 +200,8 @@ def create_app(model: str | Path, index: str | Path, speech_llm: str | Path | No
         }
 
     @app.post("/search", responses=ERRORS)
-    async def search(lang: Annotated[str, Form(description="FLEURS code of the query's language, e.g. fr_fr")],
+    async def search(lang: Annotated[str | None, Form(description="FLEURS code of the query's language, e.g. "
+                                                          "fr_fr; left out, a clip's language is detected")] = None,
                      k: Annotated[int, Form(description="number of hits")] = 10,
                      margin: Annotated[int, Form(description="> 0: re-rank by ratio margin over this many neighbours")] = 0,
                      audio: Annotated[UploadFile | None, File(description="a clip (WAV, FLAC, OGG, MP3)")] = None,
@@ -207,17 +213,18 @@ def create_app(model: str | Path, index: str | Path, speech_llm: str | Path | No
         if not 0 <= margin <= cfg.max_k:
             raise HTTPException(422, f"margin must be between 0 and {cfg.max_k}, got {margin}")
         q = await read_query(lang, audio, text)
-        hits = await batchers["search"].submit(SearchRequest(q, k, margin), cfg.timeout_s)
+        q, hits = await batchers["search"].submit(SearchRequest(q, k, margin), cfg.timeout_s)
         return SearchOut(query=query_out(q), took_ms=round(1000 * (time.perf_counter() - t0), 2),
                          hits=[HitOut(rank=r, **asdict(h)) for r, h in enumerate(hits, 1)])
 
     @app.post("/embed", responses=ERRORS)
-    async def embed(lang: Annotated[str, Form(description="FLEURS code of the input's language")],
+    async def embed(lang: Annotated[str | None, Form(description="FLEURS code of the input's language; "
+                                                         "left out, a clip's language is detected")] = None,
                     audio: Annotated[UploadFile | None, File(description="a clip")] = None,
                     text: Annotated[str | None, Form(description="a text")] = None) -> EmbedOut:
         """The dual encoder's embedding of a clip or a text."""
         q = await read_query(lang, audio, text)
-        vec = await batchers["embed"].submit(q, cfg.timeout_s)
+        q, vec = await batchers["embed"].submit(q, cfg.timeout_s)
         return EmbedOut(query=query_out(q), dim=len(vec), vector=vec.tolist())
 
     if engine.llm is not None:

@@ -4,7 +4,7 @@ optionally a speech LLM. Every method takes and returns a batch, for `Batcher`."
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SpeechQuery:
     wav: np.ndarray  # (T,) 16 kHz mono
-    lang: str
+    lang: str | None  # None: detected from the speech
+    lang_probability: float | None = None  # of a detected language
 
 
 @dataclass(frozen=True)
@@ -51,14 +52,12 @@ class SearchEngine:
                  max_new_tokens: int = 64):
         from polyvox.index import TextIndex, model_fingerprint
         from polyvox.models.dual_encoder import DualEncoder
-        from polyvox.recipes.retrieval import encoder_for_units
 
         self.index = TextIndex.load(index)
         self.fingerprint = model_fingerprint(model)
         self.index.check_model(self.fingerprint)
         self.dual = DualEncoder.load(model).eval()
-        tok = self.dual.unit_tokenizer
-        self.speech_encoder = encoder_for_units(tok) if tok is not None else None
+        self._encoder = self._lid = None  # the speech encoder, and Whisper for language detection: loaded when needed
         self.llm = self.prompt_style = None
         self.max_new_tokens = max_new_tokens
         if speech_llm is not None:
@@ -73,15 +72,41 @@ class SearchEngine:
     @property
     def hears(self) -> bool:
         """Whether speech queries can be embedded (the checkpoint has a unit tokenizer)."""
-        return self.speech_encoder is not None
+        return self.dual.unit_tokenizer is not None
 
-    def embed(self, queries: list[SpeechQuery | TextQuery]) -> np.ndarray:
-        """(B, D) embeddings; speech and text queries may be mixed in one batch."""
+    @property
+    def speech_encoder(self):
+        if self._encoder is None:
+            from polyvox.recipes.retrieval import encoder_for_units
+
+            self._encoder = encoder_for_units(self.dual.unit_tokenizer)
+        return self._encoder
+
+    def with_languages(self, queries: list[SpeechQuery | TextQuery]) -> list[SpeechQuery | TextQuery]:
+        """The queries with the language of speech queries that have none detected by Whisper (the speech
+        encoder the unit tokenizer was fitted on, with its decoder)."""
+        unknown = [i for i, q in enumerate(queries) if q.lang is None]
+        if not unknown:
+            return queries
+        if self._lid is None:
+            from polyvox.models.asr import Transcriber
+
+            self._lid = Transcriber(self.dual.unit_tokenizer.spec.encoder)
+        found = self._lid.detect_language([queries[i].wav for i in unknown])
+        queries = list(queries)
+        for i, (lang, p) in zip(unknown, found):
+            queries[i] = replace(queries[i], lang=lang, lang_probability=p)
+        return queries
+
+    def embed(self, queries: list[SpeechQuery | TextQuery]) -> list[tuple[SpeechQuery | TextQuery, np.ndarray]]:
+        """Each query (its language detected where it had none) and its (D,) embedding; speech and text
+        queries may be mixed in one batch."""
         import torch
 
         from polyvox.index import embed_speech
 
-        out = np.zeros((len(queries), self.dual.cfg.proj_dim), dtype=np.float32)
+        queries = self.with_languages(queries)
+        out = np.zeros((len(queries), self.dual.cfg.proj_dim), dtype=np.float32)  # (B, D)
         speech = [i for i, q in enumerate(queries) if isinstance(q, SpeechQuery)]
         text = [i for i, q in enumerate(queries) if isinstance(q, TextQuery)]
         if speech:
@@ -91,11 +116,13 @@ class SearchEngine:
             with torch.no_grad():
                 out[text] = self.dual.encode_text([queries[i].text for i in text],
                                                   [queries[i].lang for i in text]).float().numpy()
-        return out
+        return list(zip(queries, out))
 
-    def search(self, requests: list[SearchRequest]) -> list[list]:
-        """The hits of each request: one embedding batch, then one index search for all plain requests."""
-        vecs = self.embed([r.query for r in requests])  # (B, D)
+    def search(self, requests: list[SearchRequest]) -> list[tuple[SpeechQuery | TextQuery, list]]:
+        """Each request's query (language detected where needed) and hits: one embedding batch, then one
+        index search for all plain requests."""
+        queries, vecs = zip(*self.embed([r.query for r in requests]))
+        vecs = np.stack(vecs)  # (B, D)
         out: list[list] = [[] for _ in requests]
         plain = [i for i, r in enumerate(requests) if r.margin == 0]
         if plain:
@@ -105,7 +132,7 @@ class SearchEngine:
         for i, r in enumerate(requests):
             if r.margin > 0:
                 out[i] = self.index.search_margin(vecs[i : i + 1], r.k, r.margin)[0]
-        return out
+        return list(zip(queries, out))
 
     def generate(self, queries: list[GenerateQuery]) -> list[str]:
         return self.llm.generate([q.wav for q in queries], [q.prompt for q in queries],
