@@ -154,3 +154,26 @@ def test_margin_search_matches_the_formula_and_demotes_hubs(kind: str) -> None:
         assert h.cosine == pytest.approx(cos[i], abs=1e-5) and h.score == pytest.approx(margin[i], rel=1e-3)
     assert hits[0].id == "t50"  # the hub is the nearest by cosine, but not by margin
     assert index.search(query, 1)[0][0].id == "t0"
+
+
+@pytest.mark.parametrize("kind, params", [("flat", {}), ("hnsw", {"m": 16, "ef_search": 300}),
+                                          ("ivf", {"nlist": 4, "nprobe": 4})])
+def test_a_language_filter_equals_brute_force_over_those_languages(kind: str, params: dict) -> None:
+    x = unit_vectors(300)
+    langs = ["fr_fr", "de_de", "en_us"]
+    its = [Item(str(i), f"t{i}", langs[i % 3]) for i in range(300)]
+    index = TextIndex(16, "fp", kind, params)
+    index.add(x, its)
+    q = unit_vectors(6, seed=1)
+    allowed = np.array([it.lang in {"de_de", "en_us"} for it in its])
+    scores = q @ x.T
+    scores[:, ~allowed] = -np.inf
+    best = np.argsort(-scores, axis=1)[:, :7]
+    hits = index.search(q, 7, {"de_de", "en_us"})
+    assert [[h.id for h in row] for row in hits] == [[str(i) for i in b] for b in best]
+    assert index.search(q, 3, {"xx_yy"}) == [[] for _ in range(6)]
+    # margin search over one language: the full margin ranking restricted to it (same neighbourhoods)
+    only = index.search_margin(q, 3, margin_k=4, candidates=300, langs={"fr_fr"})
+    full = index.search_margin(q, 300, margin_k=4, candidates=300)
+    for row, all_row in zip(only, full):
+        assert [h.id for h in row] == [h.id for h in all_row if h.lang == "fr_fr"][:3]

@@ -54,6 +54,13 @@ def test_build_and_search_rank_like_brute_force(trained, tmp_path, capsys) -> No
     assert [r[3] for r in hits_printed(out.out)] == [items[i].id for i in
                                                    np.argsort(-(docs @ embed_speech(dual, [load_audio(clip)], detected)[0]))[:5]]
 
+    # only hits in one language
+    assert main(["search", "--index", str(idx), "--model", str(model), "--lang", "fr_fr", "--audio", str(clip),
+                 "-k", "3", "--result-langs", "pl_pl"]) == 0
+    rows = hits_printed(capsys.readouterr().out)
+    assert [r[3] for r in rows] == [h.id for h in TextIndex.load(idx).search(q[None], 3, {"pl_pl"})[0]]
+    assert {r[2] for r in rows} == {"pl_pl"}
+
     # margin re-ranking: the printed scores are the index's margins
     assert main(["search", "--index", str(idx), "--model", str(model), "--lang", "fr_fr", "--audio", str(clip),
                  "-k", "5", "--margin", "3"]) == 0

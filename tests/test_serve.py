@@ -86,6 +86,16 @@ def test_search_equals_brute_force(client, tiny_search) -> None:
     assert np.allclose([h["score"] for h in r["hits"]], [h.score for h in expected], atol=1e-4)
     assert np.allclose([h["cosine"] for h in r["hits"]], [h.cosine for h in expected], atol=1e-4)
 
+    # only hits in the asked languages: the brute-force ranking over those
+    r = post(client, "/search", clip.read_bytes(), lang="de_de", k=4, result_langs="pl_pl, fr_fr").json()
+    mask = np.array([it.lang in {"pl_pl", "fr_fr"} for it in items])
+    best = np.argsort(-np.where(mask, docs @ q, -np.inf))[:4]
+    assert [h["id"] for h in r["hits"]] == [items[i].id for i in best]
+    r = post(client, "/search", clip.read_bytes(), lang="de_de", k=4, margin=3, result_langs="pl_pl").json()
+    assert len(r["hits"]) == 4 and {h["lang"] for h in r["hits"]} == {"pl_pl"}
+    r = post(client, "/search", clip.read_bytes(), lang="de_de", result_langs="pl_pl,zz")
+    assert r.status_code == 422 and "unknown language code 'zz'" in r.json()["detail"]
+
     # text -> text: an indexed text in its language finds itself with cosine 1
     r = post(client, "/search", lang=items[5].lang, text=items[5].text, k=2).json()
     assert r["query"]["modality"] == "text" and r["hits"][0]["id"] == items[5].id

@@ -198,3 +198,9 @@ def test_record_bad_upload_and_text_query(page, tmp_path) -> None:
     search_and_wait(page, 4)
     expect(error).to_be_hidden()
     assert "text" in page.locator("#status").inner_text()
+
+    # Only hits in one language.
+    page.fill("#result-langs", "pl_pl")
+    search_and_wait(page, 4)
+    rows = page.locator(ROWS)
+    assert {rows.nth(i).get_attribute("data-lang") for i in range(4)} == {"pl_pl"}

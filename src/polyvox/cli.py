@@ -272,10 +272,10 @@ def index_build(model: str | Path, texts: str | Path, out: str | Path, lang: str
 
 
 def search(index: str | Path, model: str | Path, lang: str | None = None, audio: str | None = None,
-           text: str | None = None, k: int = 10, margin_k: int = 0) -> list:
+           text: str | None = None, k: int = 10, margin_k: int = 0, result_langs: list[str] | None = None) -> list:
     """Search an index with a clip (speech -> text) or a text (text -> text) in `lang` (detected from a clip
     when None); prints rank, score, language, id and text of each hit. `margin_k` > 0 re-ranks by ratio margin
-    over that many neighbours (the score is then the margin)."""
+    over that many neighbours (the score is then the margin). `result_langs`: only hits in these languages."""
     from polyvox.audio import load_audio
     from polyvox.data.languages import check_lang, language_name
     from polyvox.serve.engine import SearchEngine, SearchRequest, SpeechQuery, TextQuery
@@ -287,7 +287,8 @@ def search(index: str | Path, model: str | Path, lang: str | None = None, audio:
     if text is not None and lang is None:
         raise ValueError("a text query needs its language (--lang)")
     query = SpeechQuery(load_audio(audio), lang) if audio is not None else TextQuery(text, lang)  # bad audio fails here
-    query, hits = SearchEngine(model, index).search([SearchRequest(query, k, margin_k)])[0]
+    only = frozenset(check_lang(c) for c in result_langs) if result_langs else None
+    query, hits = SearchEngine(model, index).search([SearchRequest(query, k, margin_k, only)])[0]
     if lang is None:
         print(f"detected language: {language_name(query.lang)} ({query.lang}), p = {query.lang_probability:.2f}",
               file=sys.stderr)
@@ -437,6 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--margin", type=int, default=0, metavar="K",
                    help="re-rank by ratio margin over K neighbours (as in bitext mining); 0: plain cosine")
+    p.add_argument("--result-langs", type=lambda v: v.split(","), metavar="xx_xx,yy_yy",
+                   help="only hits in these languages (FLEURS codes, comma-separated)")
 
     p = sub.add_parser("serve", help="HTTP API and web page: search (and generation with --speech-llm)")
     p.add_argument("--model", required=True, help="the dual-encoder folder the index was built with")
@@ -507,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
                 params = dict(item.split("=", 1) for item in args.param)
                 index_build(args.model, args.texts, args.out, args.lang, args.kind, params, args.batch_size)
             case ("search", _):
-                search(args.index, args.model, args.lang, args.audio, args.text, args.k, args.margin)
+                search(args.index, args.model, args.lang, args.audio, args.text, args.k, args.margin, args.result_langs)
             case ("serve", _):
                 from polyvox.serve import serve
 

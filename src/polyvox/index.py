@@ -135,31 +135,53 @@ class TextIndex:
         self.items += items
         self._ids = seen
 
-    def search(self, queries: np.ndarray, k: int = 10) -> list[list[Hit]]:
-        """The `k` nearest items of each (Q, D) query, best first."""
+    def search(self, queries: np.ndarray, k: int = 10, langs: set[str] | None = None) -> list[list[Hit]]:
+        """The `k` nearest items of each (Q, D) query, best first; only items in `langs` when given."""
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         q = self._vectors(queries)
-        if not self.items:
+        allowed = len(self.items) if langs is None else sum(it.lang in langs for it in self.items)
+        if not allowed:
             return [[] for _ in range(len(q))]
-        scores, idx = self.index.search(q, min(k, len(self.items)))  # (Q, k) each
+        params = None if langs is None else self._only(langs)
+        scores, idx = self.index.search(q, min(k, allowed), params=params)  # (Q, k) each
         return [[Hit(**asdict(self.items[i]), score=float(s)) for s, i in zip(srow, irow) if i >= 0]
                 for srow, irow in zip(scores, idx)]
 
-    def search_margin(self, queries: np.ndarray, k: int = 10, margin_k: int = 4, candidates: int = 50) -> list[list[Hit]]:
+    def _only(self, langs: set[str]):
+        """faiss search parameters that admit only the items in `langs` (keeping the kind's search settings)."""
+        faiss = _faiss()
+        ids = np.array([n for n, it in enumerate(self.items) if it.lang in langs], dtype=np.int64)
+        sel = faiss.IDSelectorBatch(ids)
+        if self.kind == "hnsw":
+            params = faiss.SearchParametersHNSW(sel=sel, efSearch=self.index.hnsw.efSearch)
+        elif self.kind == "ivf":
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=self.index.nprobe)
+        else:
+            params = faiss.SearchParameters(sel=sel)
+        params.keep = (sel, ids)  # the parameters hold only C pointers: keep their Python owners alive
+        return params
+
+    def search_margin(self, queries: np.ndarray, k: int = 10, margin_k: int = 4, candidates: int = 50,
+                      langs: set[str] | None = None) -> list[list[Hit]]:
         """Like `search`, re-ranked by ratio margin: ``cos(x, y) / ((mean_x + mean_y) / 2)`` where mean_x is the
         query's mean cosine to its `margin_k` nearest items and mean_y an item's mean cosine to its `margin_k`
         nearest other items, so items close to everything (hubs) stop crowding the top. The `candidates` nearest
-        items by cosine are re-ranked; ``score`` is the margin, ``cosine`` the cosine."""
-        raw = self.search(queries, max(k, margin_k, candidates))
+        items by cosine (only those in `langs`, when given) are re-ranked; ``score`` is the margin, ``cosine`` the
+        cosine. The neighbourhoods behind the means span every language."""
+        raw = self.search(queries, max(k, margin_k, candidates), langs)
         if not self.items:
             return raw
+        near_q = raw if langs is None else self.search(queries, margin_k)
         if self.kind == "ivf":
             self.index.make_direct_map()  # lets reconstruct() find vectors by position
         pos = {it.id: n for n, it in enumerate(self.items)}
         out = []
-        for hits in raw:
-            mean_x = float(np.mean([h.score for h in hits[:margin_k]]))
+        for hits, nq in zip(raw, near_q):
+            if not hits:
+                out.append([])
+                continue
+            mean_x = float(np.mean([h.score for h in nq[:margin_k]]))
             vecs = np.stack([self.index.reconstruct(pos[h.id]) for h in hits])  # (C, D)
             near, idx = self.index.search(vecs, min(margin_k + 1, len(self.items)))  # (C, margin_k + 1)
             mean_y = [float(np.mean([s for s, i in zip(srow, irow) if i != pos[h.id]][:margin_k] or [0.0]))

@@ -205,15 +205,19 @@ def create_app(model: str | Path, index: str | Path, speech_llm: str | Path | No
                      k: Annotated[int, Form(description="number of hits")] = 10,
                      margin: Annotated[int, Form(description="> 0: re-rank by ratio margin over this many neighbours")] = 0,
                      audio: Annotated[UploadFile | None, File(description="a clip (WAV, FLAC, OGG, MP3)")] = None,
-                     text: Annotated[str | None, Form(description="a text query")] = None) -> SearchOut:
+                     text: Annotated[str | None, Form(description="a text query")] = None,
+                     result_langs: Annotated[str | None, Form(description="only hits in these languages: FLEURS "
+                                                                          "codes, comma-separated")] = None,
+                     ) -> SearchOut:
         """The `k` indexed texts nearest to a spoken or written query, best first."""
         t0 = time.perf_counter()
         if not 1 <= k <= cfg.max_k:
             raise HTTPException(422, f"k must be between 1 and {cfg.max_k}, got {k}")
         if not 0 <= margin <= cfg.max_k:
             raise HTTPException(422, f"margin must be between 0 and {cfg.max_k}, got {margin}")
+        only = frozenset(lang_of(c.strip()) for c in result_langs.split(",") if c.strip()) if result_langs else None
         q = await read_query(lang, audio, text)
-        q, hits = await batchers["search"].submit(SearchRequest(q, k, margin), cfg.timeout_s)
+        q, hits = await batchers["search"].submit(SearchRequest(q, k, margin, only), cfg.timeout_s)
         return SearchOut(query=query_out(q), took_ms=round(1000 * (time.perf_counter() - t0), 2),
                          hits=[HitOut(rank=r, **asdict(h)) for r, h in enumerate(hits, 1)])
 

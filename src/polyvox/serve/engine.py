@@ -30,6 +30,7 @@ class SearchRequest:
     query: SpeechQuery | TextQuery
     k: int
     margin: int = 0  # > 0: re-rank by ratio margin over this many neighbours
+    langs: frozenset[str] | None = None  # only hits in these languages
 
 
 @dataclass(frozen=True)
@@ -120,18 +121,20 @@ class SearchEngine:
 
     def search(self, requests: list[SearchRequest]) -> list[tuple[SpeechQuery | TextQuery, list]]:
         """Each request's query (language detected where needed) and hits: one embedding batch, then one
-        index search for all plain requests."""
+        index search for all plain requests with the same language filter."""
         queries, vecs = zip(*self.embed([r.query for r in requests]))
         vecs = np.stack(vecs)  # (B, D)
         out: list[list] = [[] for _ in requests]
-        plain = [i for i, r in enumerate(requests) if r.margin == 0]
-        if plain:
-            hits = self.index.search(vecs[plain], max(requests[i].k for i in plain))
-            for i, h in zip(plain, hits):
-                out[i] = h[: requests[i].k]
+        plain: dict[frozenset[str] | None, list[int]] = {}
         for i, r in enumerate(requests):
             if r.margin > 0:
-                out[i] = self.index.search_margin(vecs[i : i + 1], r.k, r.margin)[0]
+                out[i] = self.index.search_margin(vecs[i : i + 1], r.k, r.margin, langs=r.langs)[0]
+            else:
+                plain.setdefault(r.langs, []).append(i)
+        for langs, rows in plain.items():
+            hits = self.index.search(vecs[rows], max(requests[i].k for i in rows), langs)
+            for i, h in zip(rows, hits):
+                out[i] = h[: requests[i].k]
         return list(zip(queries, out))
 
     def generate(self, queries: list[GenerateQuery]) -> list[str]:
