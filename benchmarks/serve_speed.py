@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import socket
@@ -34,6 +35,7 @@ from _common import write_result
 from polyvox.data.manifest import read_manifest
 
 WARMUP_S = 10.0
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
 
 
 def free_port() -> int:
