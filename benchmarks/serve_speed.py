@@ -8,8 +8,9 @@ encoder and an index of the demo texts (built first if `--index` does not exist)
 keep one HTTP connection and send POST /search requests back to back for `--seconds`: a share of them upload
 a real demo test clip (speech -> text), the rest send a demo text (text -> text), k = 10. Reports requests/s,
 latency p50/p95/p99 overall and per modality, every non-200 answer, the server's mean batch size, and its
-resident memory sampled each second (after a warm-up phase of 10 s: first, last, max and the least-squares
-slope in MB/min). Writes benchmarks/results/serve_speed.json.
+resident memory sampled each second (after a warm-up phase of 10 s: first, last, max, the least-squares slope
+in MB/min and the means of the first and last thirds). Writes benchmarks/results/serve_speed.json
+(serve_speed_<seconds>s.json for another length).
 """
 
 from __future__ import annotations
@@ -150,6 +151,9 @@ def main() -> None:
     all_ms = measured["speech"] + measured["text"]
     steady = [(t, mb) for t, mb in rss if t >= WARMUP_S]
     slope = float(np.polyfit([t for t, _ in steady], [mb for _, mb in steady], 1)[0]) * 60 if len(steady) > 2 else None
+    third = len(steady) // 3
+    thirds = ([round(float(np.mean([mb for _, mb in part])), 1) for part in (steady[:third], steady[-third:])]
+              if third else [None, None])
     batches = health["batches"]["search"]
     result = {
         "setup": {"clients": args.clients, "seconds": args.seconds, "warmup_s": WARMUP_S, "audio_share": args.audio_share,
@@ -169,9 +173,10 @@ def main() -> None:
                           "end": round(steady[-1][1], 1) if steady else None,
                           "max": round(max(mb for _, mb in steady), 1) if steady else None,
                           "slope_mb_per_min": round(slope, 2) if slope is not None else None,
+                          "mean_first_third": thirds[0], "mean_last_third": thirds[1],
                           "samples": [[round(t, 1), round(mb, 1)] for t, mb in rss]},
     }
-    write_result("serve_speed", result)
+    write_result("serve_speed" if args.seconds == 60 else f"serve_speed_{args.seconds:g}s", result)
     print(json.dumps({k: result[k] for k in ("requests_per_s", "latency", "errors", "mean_batch")}, indent=1))
 
 
