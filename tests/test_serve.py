@@ -261,3 +261,47 @@ def test_generate_answers_as_the_library_does(tiny_search, engine, tmp_path) -> 
         assert post(client, "/generate", clip_bytes(wav, "WAV"), prompt="intent").status_code == 422  # no labels
         assert post(client, "/generate", b"junk" * 50, "j.wav").status_code == 415
         assert post(client, "/generate", prompt="transcribe").status_code == 422  # no audio
+
+
+def test_over_the_wire_size_and_upload_time_limits(tiny_search, engine) -> None:
+    import socket
+
+    import httpx
+    import uvicorn
+
+    assert ServeConfig().host == "127.0.0.1"  # local unless asked otherwise
+    cfg = ServeConfig(timeout_s=1.0, max_upload_mb=0.01)
+    app = create_app(tiny_search.model, tiny_search.index, config=cfg, engine=engine)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+
+    def raw(head: bytes, body: bytes = b"") -> tuple[int, str, float]:
+        t0 = time.perf_counter()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            c.sendall(head + body)
+            answer = b""
+            while chunk := c.recv(65536):
+                answer += chunk
+        status = int(answer.split(b" ", 2)[1])
+        return status, answer.split(b"\r\n\r\n", 1)[1].decode(), time.perf_counter() - t0
+
+    try:
+        form = b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        # a declared size over the limit is refused before a byte of the body is sent
+        status, detail, _ = raw(form + b"Content-Length: 20000\r\n\r\n")
+        assert status == 413 and "0.01 MB limit" in detail
+        # an upload that stalls gets 408 once the timeout has passed
+        status, detail, seconds = raw(form + b"Content-Length: 500\r\n\r\n", b"lang=fr_fr&text=red")
+        assert status == 408 and "did not finish within 1 s" in detail and 0.9 < seconds < 5
+        # and a whole request is answered
+        r = httpx.post(f"http://127.0.0.1:{port}/search", data={"lang": "fr_fr", "text": "red cat", "k": "2"})
+        assert r.status_code == 200 and len(r.json()["hits"]) == 2
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

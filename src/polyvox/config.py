@@ -149,7 +149,7 @@ class ServeConfig:
     max_queue: int = 64
     """Requests of one kind waiting at once; more get 503 at once, so memory stays bounded."""
     timeout_s: float = 60.0
-    """A request with no answer by then (queueing included) gets 503."""
+    """A request with no answer by then gets 408 if its upload had not finished, else 503 (queueing included)."""
     max_connections: int = 256
     """Open connections and requests uvicorn accepts; more get 503."""
     max_new_tokens: int = 64

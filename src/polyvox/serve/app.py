@@ -7,12 +7,13 @@
     POST /generate    a speech LLM's answer to a prompt about a clip (only with a speech-LLM checkpoint)
     GET  /docs, /openapi.json
 
-Bad input gets a 4xx with a JSON ``{"detail": "…"}``: 400 (empty or unusable audio), 411 (no Content-Length),
-413 (upload or audio too large), 415 (not audio in an accepted format), 422 (bad fields); a full queue or a
-timeout gets 503 with Retry-After.
+Bad input gets a 4xx with a JSON ``{"detail": "…"}``: 400 (empty or unusable audio), 408 (an upload slower than
+the timeout), 411 (no Content-Length), 413 (upload or audio too large), 415 (not audio in an accepted format),
+422 (bad fields); a full queue or no answer within the timeout gets 503 with Retry-After.
 """
 
 
+import asyncio
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from polyvox.config import ServeConfig
 
 try:
     from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+    from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import FileResponse, JSONResponse
     from pydantic import BaseModel
 except ImportError as e:  # pragma: no cover - depends on the install
@@ -85,29 +87,52 @@ class Error(BaseModel):
     detail: str
 
 
-ERRORS = {code: {"model": Error} for code in (400, 411, 413, 415, 422, 503)}
+ERRORS = {code: {"model": Error} for code in (400, 408, 411, 413, 415, 422, 503)}
 
 
-class BodyLimit:
-    """ASGI middleware: a POST must say its size (Content-Length) and stay within the limit, else 411/413 before
-    its body is read (the server then reads no more than that many bytes)."""
+class Limits:
+    """ASGI middleware for what FastAPI does not bound. A POST must say its size (Content-Length) and stay within
+    `max_bytes`, else 411/413 before its body is read (uvicorn then reads no more than that). A request with no
+    response after `timeout_s` is cancelled: 408 if its upload had not finished, else 503."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, timeout_s: float):
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
-            headers = dict(scope["headers"])
-            length = headers.get(b"content-length")
-            error = None
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            length = dict(scope["headers"]).get(b"content-length")
             if length is None:
-                error = (411, "send the request with a Content-Length header")
-            elif not length.isdigit() or int(length) > self.max_bytes:
-                error = (413, f"the request is larger than the {self.max_bytes / 2**20:g} MB limit")
-            if error is not None:
-                response = JSONResponse({"detail": error[1]}, status_code=error[0], headers={"Connection": "close"})
-                return await response(scope, receive, send)
-        await self.app(scope, receive, send)
+                return await self.refuse(411, "send the request with a Content-Length header", scope, receive, send)
+            if not length.isdigit() or int(length) > self.max_bytes:
+                return await self.refuse(413, f"the request is larger than the {self.max_bytes / 2**20:.3g} MB limit",
+                                         scope, receive, send)
+        state = {"body": False, "started": False}
+
+        async def receive_():
+            message = await receive()
+            state["body"] |= message["type"] == "http.request" and not message.get("more_body", False)
+            return message
+
+        async def send_(message):
+            state["started"] |= message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await asyncio.wait_for(self.app(scope, receive_, send_), self.timeout_s)
+        except asyncio.TimeoutError:
+            if state["started"]:
+                raise
+            if not state["body"]:
+                return await self.refuse(408, f"the upload did not finish within {self.timeout_s:g} s", scope, receive, send)
+            await self.refuse(503, f"no answer within {self.timeout_s:g} s; the server is overloaded, retry later",
+                              scope, receive, send, {"Retry-After": "1"})
+
+    @staticmethod
+    async def refuse(code: int, detail: str, scope, receive, send, headers: dict | None = None) -> None:
+        await JSONResponse({"detail": detail}, status_code=code, headers={"Connection": "close", **(headers or {})})(
+            scope, receive, send)
 
 
 def create_app(model: str | Path, index: str | Path, speech_llm: str | Path | None = None,
@@ -125,6 +150,8 @@ def create_app(model: str | Path, index: str | Path, speech_llm: str | Path | No
     batchers = {"search": Batcher(engine.search, "search", **opts), "embed": Batcher(engine.embed, "embed", **opts)}
     if engine.llm is not None:
         batchers["generate"] = Batcher(engine.generate, "generate", **opts)
+
+    index_languages = engine.index.languages()  # the index does not change while it is served
 
     @asynccontextmanager
     async def lifespan(app):
@@ -168,7 +195,8 @@ def create_app(model: str | Path, index: str | Path, speech_llm: str | Path | No
 
     async def read_audio(audio: UploadFile):
         name = audio.filename or "upload"
-        wav = decode_audio(await audio.read(), name, cfg.formats, cfg.max_audio_s)
+        data = await audio.read()
+        wav = await run_in_threadpool(decode_audio, data, name, cfg.formats, cfg.max_audio_s)  # off the event loop
         if len(wav) < cfg.min_audio_s * 16000:
             raise AudioError(f"{name}: the audio is {len(wav) / 16000:.3f} s long; the shortest is {cfg.min_audio_s:g} s")
         return wav
@@ -188,7 +216,7 @@ def create_app(model: str | Path, index: str | Path, speech_llm: str | Path | No
         """Readiness, what is served, and the limits a client must keep to."""
         return {
             "status": "ok",
-            "index": {"size": len(engine.index), "kind": engine.index.kind, "languages": engine.index.languages()},
+            "index": {"size": len(engine.index), "kind": engine.index.kind, "languages": index_languages},
             "model": {"fingerprint": engine.fingerprint, "dim": engine.dual.cfg.proj_dim, "speech": engine.hears},
             "languages": [{"code": c, "name": n} for c, n in FLEURS.items()],
             "generate": engine.llm is not None,
@@ -256,7 +284,7 @@ def create_app(model: str | Path, index: str | Path, speech_llm: str | Path | No
             return GenerateOut(text=answer, prompt=list(instruction) if isinstance(instruction, tuple) else instruction,
                                duration_s=round(len(wav) / 16000, 3), took_ms=round(1000 * (time.perf_counter() - t0), 2))
 
-    app.add_middleware(BodyLimit, max_bytes=cfg.max_upload_bytes)
+    app.add_middleware(Limits, max_bytes=cfg.max_upload_bytes, timeout_s=cfg.timeout_s)
     return app
 
 
