@@ -47,6 +47,14 @@ def test_build_and_search_rank_like_brute_force(trained, tmp_path, capsys) -> No
     assert [r[3] for r in rows] == [items[i].id for i in best]
     assert np.allclose([float(r[1]) for r in rows], (docs @ q)[best], atol=1e-3)
     assert [r[0] for r in rows] == ["1", "2", "3", "4", "5"]
+    # no --model: the one the index recorded at build time
+    assert main(["search", "--index", str(idx), "--lang", "fr_fr", "--audio", str(clip), "-k", "5"]) == 0
+    assert hits_printed(capsys.readouterr().out) == rows
+    moved = TextIndex.load(idx)
+    moved.model_path = str(tmp_path / "gone")
+    moved.save(tmp_path / "moved")
+    assert main(["search", "--index", str(tmp_path / "moved"), "--lang", "fr_fr", "--text", "red"]) == 2
+    assert "pass the model folder (--model)" in capsys.readouterr().err
     # no --lang: the clip's language is detected, and the ranking is the one in that language
     assert main(["search", "--index", str(idx), "--model", str(model), "--audio", str(clip), "-k", "5"]) == 0
     out = capsys.readouterr()

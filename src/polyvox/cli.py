@@ -271,7 +271,7 @@ def index_build(model: str | Path, texts: str | Path, out: str | Path, lang: str
     return index
 
 
-def search(index: str | Path, model: str | Path, lang: str | None = None, audio: str | None = None,
+def search(index: str | Path, model: str | Path | None = None, lang: str | None = None, audio: str | None = None,
            text: str | None = None, k: int = 10, margin_k: int = 0, result_langs: list[str] | None = None) -> list:
     """Search an index with a clip (speech -> text) or a text (text -> text) in `lang` (detected from a clip
     when None); prints rank, score, language, id and text of each hit. `margin_k` > 0 re-ranks by ratio margin
@@ -430,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="search an index with speech or text")
     p.add_argument("--index", required=True)
-    p.add_argument("--model", required=True, help="the dual-encoder folder the index was built with")
+    p.add_argument("--model", help="the dual-encoder folder the index was built with (default: where it was then)")
     p.add_argument("--lang", help="FLEURS code of the query (left out, a clip's language is detected)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--audio")
@@ -442,8 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only hits in these languages (FLEURS codes, comma-separated)")
 
     p = sub.add_parser("serve", help="HTTP API and web page: search (and generation with --speech-llm)")
-    p.add_argument("--model", required=True, help="the dual-encoder folder the index was built with")
     p.add_argument("--index", required=True)
+    p.add_argument("--model", help="the dual-encoder folder the index was built with (default: where it was then)")
     p.add_argument("--speech-llm", help="a BLSP or mit checkpoint folder: enables POST /generate")
     for f in dataclasses.fields(ServeConfig):  # --host, --port and the limits (see ServeConfig)
         if f.name == "formats":

@@ -91,6 +91,7 @@ class TextIndex:
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r}; known: {', '.join(KINDS)}")
         self.dim, self.model_fingerprint, self.kind, self.params = dim, model_fingerprint, kind, dict(params or {})
+        self.model_path: str | None = None  # where the model was when the index was built (a default for queries)
         self.index = KINDS[kind](dim, self.params)
         self.items: list[Item] = []
         self._ids: set[str] = set()
@@ -203,7 +204,7 @@ class TextIndex:
         faiss.write_index(self.index, str(tmp / "index.faiss"))
         (tmp / "items.jsonl").write_text("".join(json.dumps(asdict(it), ensure_ascii=False) + "\n" for it in self.items))
         meta = {"dim": self.dim, "kind": self.kind, "params": self.params, "model_fingerprint": self.model_fingerprint,
-                "count": len(self.items)}
+                "model_path": self.model_path, "count": len(self.items)}
         (tmp / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
         final = folder / f"v-{n:06d}"
         os.replace(tmp, final)
@@ -222,6 +223,7 @@ class TextIndex:
             raise FileNotFoundError(f"no index in {folder} (no 'current' version)")
         meta = json.loads((version / "index.json").read_text())
         self = cls(meta["dim"], meta["model_fingerprint"], meta["kind"], meta["params"])
+        self.model_path = meta.get("model_path")
         self.index = faiss.read_index(str(version / "index.faiss"))
         self.items = [Item(**json.loads(line)) for line in (version / "items.jsonl").read_text().splitlines()]
         self._ids = {it.id for it in self.items}
@@ -237,6 +239,17 @@ def _current(folder: Path) -> Path | None:
         return None
     version = folder / pointer.read_text().strip()
     return version if (version / "index.json").exists() else None
+
+
+def index_model(folder: str | Path, model: str | Path | None = None) -> Path:
+    """`model`, or the model folder the index in `folder` records it was built with."""
+    if model is not None:
+        return Path(model)
+    recorded = TextIndex.load(folder).model_path
+    if recorded is None or not Path(recorded).exists():
+        raise FileNotFoundError(f"{folder}: the index does not say where its model is, or it moved "
+                                f"({recorded}); pass the model folder (--model)")
+    return Path(recorded)
 
 
 def model_fingerprint(model_dir: str | Path) -> str:
@@ -323,6 +336,7 @@ def build_index(model_dir: str | Path, items: list[Item], folder: str | Path, ki
             index = TextIndex(dual.cfg.proj_dim, fingerprint, kind, params)
         if new:
             index.add(embed_items(dual, new, batch_size), new)
+        index.model_path = str(Path(model_dir).resolve())
         index.save(folder)
     return index
 

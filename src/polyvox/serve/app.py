@@ -135,9 +135,10 @@ class Limits:
             scope, receive, send)
 
 
-def create_app(model: str | Path, index: str | Path, speech_llm: str | Path | None = None,
+def create_app(model: str | Path | None, index: str | Path, speech_llm: str | Path | None = None,
                config: ServeConfig | None = None, engine: SearchEngine | None = None) -> FastAPI:
-    """The app for a dual encoder `model`, the `index` built with it and optionally a speech LLM.
+    """The app for a dual encoder `model` (None: the one the index records), the `index` built with it and
+    optionally a speech LLM.
 
     Models load here, before the first request; pass `engine` to share loaded ones.
     """
@@ -288,7 +289,7 @@ def create_app(model: str | Path, index: str | Path, speech_llm: str | Path | No
     return app
 
 
-def serve(model: str | Path, index: str | Path, speech_llm: str | Path | None = None,
+def serve(model: str | Path | None, index: str | Path, speech_llm: str | Path | None = None,
           config: ServeConfig | None = None) -> None:
     """Load the models and serve until interrupted."""
     import uvicorn

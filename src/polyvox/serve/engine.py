@@ -43,17 +43,18 @@ class SearchEngine:
     """Loads the models once; the index must have been built with `model`.
 
     Args:
-        model: a trained dual-encoder folder.
+        model: a trained dual-encoder folder; None: the one the index records.
         index: an index folder (`polyvox index build`).
         speech_llm: a BLSP or mit checkpoint folder for `generate`, or None.
         max_new_tokens: the generation bound for every answer.
     """
 
-    def __init__(self, model: str | Path, index: str | Path, speech_llm: str | Path | None = None,
+    def __init__(self, model: str | Path | None, index: str | Path, speech_llm: str | Path | None = None,
                  max_new_tokens: int = 64):
-        from polyvox.index import TextIndex, model_fingerprint
+        from polyvox.index import TextIndex, index_model, model_fingerprint
         from polyvox.models.dual_encoder import DualEncoder
 
+        model = index_model(index, model)
         self.index = TextIndex.load(index)
         self.fingerprint = model_fingerprint(model)
         self.index.check_model(self.fingerprint)
