@@ -94,7 +94,8 @@ class TextIndex:
         self.model_path: str | None = None  # where the model was when the index was built (a default for queries)
         self.index = KINDS[kind](dim, self.params)
         self.items: list[Item] = []
-        self._ids: set[str] = set()
+        self._pos: dict[str, int] = {}  # id -> position (the faiss id)
+        self._by_lang: dict[str, np.ndarray] | None = None  # language -> positions, made when first filtered
 
     def __len__(self) -> int:
         return len(self.items)
@@ -102,6 +103,15 @@ class TextIndex:
     def languages(self) -> dict[str, int]:
         """Number of items per language, most first."""
         return dict(Counter(it.lang for it in self.items).most_common())
+
+    def model_dir(self, model: str | Path | None = None) -> Path:
+        """`model`, or the model folder recorded when the index was built."""
+        if model is not None:
+            return Path(model)
+        if self.model_path is None or not Path(self.model_path).exists():
+            raise FileNotFoundError(f"the index does not say where its model is, or it moved ({self.model_path}); "
+                                    "pass the model folder (--model)")
+        return Path(self.model_path)
 
     def check_model(self, fingerprint: str) -> None:
         """Refuse vectors of a model other than the one the index was built with."""
@@ -122,9 +132,11 @@ class TextIndex:
         x = self._vectors(vectors)
         if len(x) != len(items):
             raise ValueError(f"{len(x)} vectors for {len(items)} items")
-        seen, clash = set(self._ids), set()
+        pos, clash = dict(self._pos), set()
         for it in items:
-            (clash if it.id in seen else seen).add(it.id)
+            if it.id in pos:
+                clash.add(it.id)
+            pos[it.id] = len(pos)
         if clash:
             raise ValueError(f"ids already in the index (or given twice): {sorted(clash)[:5]}")
         if self.kind == "ivf" and not self.index.is_trained:
@@ -134,25 +146,35 @@ class TextIndex:
             self.index.train(x)
         self.index.add(x)
         self.items += items
-        self._ids = seen
+        self._pos, self._by_lang = pos, None
 
     def search(self, queries: np.ndarray, k: int = 10, langs: set[str] | None = None) -> list[list[Hit]]:
         """The `k` nearest items of each (Q, D) query, best first; only items in `langs` when given."""
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         q = self._vectors(queries)
-        allowed = len(self.items) if langs is None else sum(it.lang in langs for it in self.items)
+        ids = None if langs is None else self._positions(langs)
+        allowed = len(self.items) if ids is None else len(ids)
         if not allowed:
             return [[] for _ in range(len(q))]
-        params = None if langs is None else self._only(langs)
+        params = None if ids is None else self._only(ids)
         scores, idx = self.index.search(q, min(k, allowed), params=params)  # (Q, k) each
         return [[Hit(**asdict(self.items[i]), score=float(s)) for s, i in zip(srow, irow) if i >= 0]
                 for srow, irow in zip(scores, idx)]
 
-    def _only(self, langs: set[str]):
-        """faiss search parameters that admit only the items in `langs` (keeping the kind's search settings)."""
+    def _positions(self, langs: set[str]) -> np.ndarray:
+        """Positions of the items in `langs`."""
+        if self._by_lang is None:
+            by: dict[str, list[int]] = {}
+            for n, it in enumerate(self.items):
+                by.setdefault(it.lang, []).append(n)
+            self._by_lang = {lang: np.array(v, dtype=np.int64) for lang, v in by.items()}
+        return np.concatenate([self._by_lang.get(lang, np.zeros(0, np.int64)) for lang in sorted(langs)] or
+                              [np.zeros(0, np.int64)])
+
+    def _only(self, ids: np.ndarray):
+        """faiss search parameters that admit only positions `ids` (keeping the kind's search settings)."""
         faiss = _faiss()
-        ids = np.array([n for n, it in enumerate(self.items) if it.lang in langs], dtype=np.int64)
         sel = faiss.IDSelectorBatch(ids)
         if self.kind == "hnsw":
             params = faiss.SearchParametersHNSW(sel=sel, efSearch=self.index.hnsw.efSearch)
@@ -174,9 +196,9 @@ class TextIndex:
         if not self.items:
             return raw
         near_q = raw if langs is None else self.search(queries, margin_k)
-        if self.kind == "ivf":
-            self.index.make_direct_map()  # lets reconstruct() find vectors by position
-        pos = {it.id: n for n, it in enumerate(self.items)}
+        if self.kind == "ivf" and self.index.direct_map.type == _faiss().DirectMap.NoMap:
+            self.index.make_direct_map()  # lets reconstruct() find vectors by position (kept up to date by add)
+        pos = self._pos
         out = []
         for hits, nq in zip(raw, near_q):
             if not hits:
@@ -226,7 +248,7 @@ class TextIndex:
         self.model_path = meta.get("model_path")
         self.index = faiss.read_index(str(version / "index.faiss"))
         self.items = [Item(**json.loads(line)) for line in (version / "items.jsonl").read_text().splitlines()]
-        self._ids = {it.id for it in self.items}
+        self._pos = {it.id: n for n, it in enumerate(self.items)}
         if len(self.items) != meta["count"] or self.index.ntotal != meta["count"]:
             raise ValueError(f"{version}: {self.index.ntotal} vectors and {len(self.items)} items, expected "
                              f"{meta['count']}; the index is damaged")
@@ -239,17 +261,6 @@ def _current(folder: Path) -> Path | None:
         return None
     version = folder / pointer.read_text().strip()
     return version if (version / "index.json").exists() else None
-
-
-def index_model(folder: str | Path, model: str | Path | None = None) -> Path:
-    """`model`, or the model folder the index in `folder` records it was built with."""
-    if model is not None:
-        return Path(model)
-    recorded = TextIndex.load(folder).model_path
-    if recorded is None or not Path(recorded).exists():
-        raise FileNotFoundError(f"{folder}: the index does not say where its model is, or it moved "
-                                f"({recorded}); pass the model folder (--model)")
-    return Path(recorded)
 
 
 def model_fingerprint(model_dir: str | Path) -> str:
@@ -288,14 +299,16 @@ def read_texts(path: str | Path, lang: str | None = None) -> list[Item]:
     return [Item(f"{path.name}:{i}", line.strip(), lang) for i, line in enumerate(lines, 1) if line.strip()]
 
 
-def embed_items(dual, items: list[Item], batch_size: int = 64) -> np.ndarray:
-    """(N, D) text embeddings of `items` (each in its own language) from a `DualEncoder`, in batches."""
+def embed_items(dual, items: list[Item], batch_size: int = 64, progress: bool = True) -> np.ndarray:
+    """(N, D) text embeddings of `items` (each in its own language) from a `DualEncoder`, in batches (with a
+    progress bar on a terminal when `progress`)."""
     import torch
     from tqdm import tqdm
 
     out = []
     with torch.no_grad():
-        for s in tqdm(range(0, len(items), batch_size), desc="embedding", unit="batch", disable=None):
+        batches = range(0, len(items), batch_size)
+        for s in tqdm(batches, desc="embedding", unit="batch", disable=None if progress else True):  # None: on a TTY
             batch = items[s : s + batch_size]
             out.append(dual.encode_text([it.text for it in batch], [it.lang for it in batch]).float().numpy())
     return np.concatenate(out) if out else np.zeros((0, dual.cfg.proj_dim), dtype=np.float32)

@@ -11,12 +11,12 @@ import json
 import logging
 from pathlib import Path
 
-from polyvox.config import BLSPConfig, config_to_dict, save_config
+from polyvox.config import BLSPConfig, config_to_dict
 from polyvox.data.manifest import Utterance
 from polyvox.fileio import atomic_write_text
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
 from polyvox.recipes.answers import Request, answer_key, cached_answers
-from polyvox.recipes.speech_llm import evaluate_checkpoint, fit, sample_utterances
+from polyvox.recipes.speech_llm import evaluate_checkpoint, fit, sample_utterances, start_run
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +61,7 @@ def run_train(cfg: BLSPConfig, continuations: dict[str, str] | None = None) -> P
 
     Returns the exported model folder (``out_dir/model``).
     """
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    model = build_speech_llm(cfg.model, cfg.train.seed)
+    out, model = start_run(cfg)
     utts = train_utterances(cfg)
     if continuations is None:
         continuations = run_continuations(cfg, model, utts)

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from polyvox.config import MITConfig, config_to_dict, save_config
+from polyvox.config import MITConfig, config_to_dict
 from polyvox.data.instructions import VARIANTS, Bank, Instruction, draw_instructions, load_bank
 from polyvox.data.manifest import Utterance
 from polyvox.fileio import atomic_write_text
@@ -34,7 +34,7 @@ from polyvox.models.ctc import EmbeddingCTCHead, ctc_loss, ctc_min_frames
 from polyvox.models.export import save_trainable
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
 from polyvox.recipes.answers import Request, answer_key, cached_answers
-from polyvox.recipes.speech_llm import clip_batches, evaluate_checkpoint, fit, sample_utterances
+from polyvox.recipes.speech_llm import clip_batches, evaluate_checkpoint, fit, sample_utterances, start_run
 from polyvox.train.loop import train
 
 log = logging.getLogger(__name__)
@@ -188,10 +188,7 @@ def run_train(cfg: MITConfig, examples: list[Example] | None = None) -> Path:
 
     Returns the exported model folder (``out_dir/model``).
     """
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    model = build_speech_llm(cfg.model, cfg.train.seed)
+    out, model = start_run(cfg)
     utts = train_utterances(cfg)
     if examples is None:
         examples = run_targets(cfg, model, utts)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from polyvox.audio import AudioError, load_audio
-from polyvox.config import AlignConfig, DataConfig, GenerationEvalConfig, TrainConfig
+from polyvox.config import AlignConfig, DataConfig, GenerationEvalConfig, TrainConfig, save_config
 from polyvox.data.manifest import Utterance, read_manifest
 from polyvox.losses import distill_kl
 from polyvox.models.export import read_meta
@@ -33,6 +33,14 @@ def sample_utterances(data: DataConfig, k: int | None, seed: int) -> list[Uttera
         rng = np.random.default_rng(seed)
         utts = [utts[i] for i in sorted(rng.choice(len(utts), k, replace=False))]
     return utts
+
+
+def start_run(cfg) -> tuple[Path, SpeechLLM]:
+    """The run folder of a speech-LLM recipe config (made, with the config saved in it) and a fresh model."""
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    return out, build_speech_llm(cfg.model, cfg.train.seed)
 
 
 def clip_batches(t: TrainConfig, train_set: list[tuple[Utterance, Any]], root: Path):

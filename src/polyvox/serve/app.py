@@ -22,7 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
-from polyvox.audio import AudioError, AudioFormatError, AudioTooLongError, decode_audio
+from polyvox.audio import SAMPLE_RATE, AudioError, AudioFormatError, AudioTooLongError, decode_audio
 from polyvox.config import ServeConfig
 
 try:
@@ -198,15 +198,15 @@ def create_app(model: str | Path | None, index: str | Path, speech_llm: str | Pa
         name = audio.filename or "upload"
         data = await audio.read()
         wav = await run_in_threadpool(decode_audio, data, name, cfg.formats, cfg.max_audio_s)  # off the event loop
-        if len(wav) < cfg.min_audio_s * 16000:
-            raise AudioError(f"{name}: the audio is {len(wav) / 16000:.3f} s long; the shortest is {cfg.min_audio_s:g} s")
+        if len(wav) < cfg.min_audio_s * SAMPLE_RATE:
+            raise AudioError(f"{name}: the audio is {len(wav) / SAMPLE_RATE:.3f} s long; the shortest is {cfg.min_audio_s:g} s")
         return wav
 
     def query_out(q: SpeechQuery | TextQuery) -> QueryOut:
         speech = isinstance(q, SpeechQuery)
         return QueryOut(modality="speech" if speech else "text", lang=q.lang,
                         lang_probability=q.lang_probability if speech else None,
-                        duration_s=round(len(q.wav) / 16000, 3) if speech else None)
+                        duration_s=round(len(q.wav) / SAMPLE_RATE, 3) if speech else None)
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -283,7 +283,7 @@ def create_app(model: str | Path | None, index: str | Path, speech_llm: str | Pa
             wav = await read_audio(audio)
             answer = await batchers["generate"].submit(GenerateQuery(wav, instruction), cfg.timeout_s)
             return GenerateOut(text=answer, prompt=list(instruction) if isinstance(instruction, tuple) else instruction,
-                               duration_s=round(len(wav) / 16000, 3), took_ms=round(1000 * (time.perf_counter() - t0), 2))
+                               duration_s=round(len(wav) / SAMPLE_RATE, 3), took_ms=round(1000 * (time.perf_counter() - t0), 2))
 
     app.add_middleware(Limits, max_bytes=cfg.max_upload_bytes, timeout_s=cfg.timeout_s)
     return app

@@ -51,11 +51,11 @@ class SearchEngine:
 
     def __init__(self, model: str | Path | None, index: str | Path, speech_llm: str | Path | None = None,
                  max_new_tokens: int = 64):
-        from polyvox.index import TextIndex, index_model, model_fingerprint
+        from polyvox.index import TextIndex, model_fingerprint
         from polyvox.models.dual_encoder import DualEncoder
 
-        model = index_model(index, model)
         self.index = TextIndex.load(index)
+        model = self.index.model_dir(model)
         self.fingerprint = model_fingerprint(model)
         self.index.check_model(self.fingerprint)
         self.dual = DualEncoder.load(model).eval()
@@ -103,9 +103,7 @@ class SearchEngine:
     def embed(self, queries: list[SpeechQuery | TextQuery]) -> list[tuple[SpeechQuery | TextQuery, np.ndarray]]:
         """Each query (its language detected where it had none) and its (D,) embedding; speech and text
         queries may be mixed in one batch."""
-        import torch
-
-        from polyvox.index import embed_speech
+        from polyvox.index import Item, embed_items, embed_speech
 
         queries = self.with_languages(queries)
         out = np.zeros((len(queries), self.dual.cfg.proj_dim), dtype=np.float32)  # (B, D)
@@ -115,9 +113,8 @@ class SearchEngine:
             out[speech] = embed_speech(self.dual, [queries[i].wav for i in speech],
                                        [queries[i].lang for i in speech], self.speech_encoder)
         if text:
-            with torch.no_grad():
-                out[text] = self.dual.encode_text([queries[i].text for i in text],
-                                                  [queries[i].lang for i in text]).float().numpy()
+            items = [Item(str(i), queries[i].text, queries[i].lang) for i in text]
+            out[text] = embed_items(self.dual, items, batch_size=len(items), progress=False)
         return list(zip(queries, out))
 
     def search(self, requests: list[SearchRequest]) -> list[tuple[SpeechQuery | TextQuery, list]]:
