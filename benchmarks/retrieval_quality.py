@@ -1,11 +1,21 @@
-"""Retrieval quality of the demo next to its baselines, on the same data and units.
+"""Retrieval quality of the demo dual encoder next to its baselines: same data, units and candidate pools.
 
-    python benchmarks/retrieval_quality.py [--config configs/demo.yaml] [--run-dir runs/demo]
+    python benchmarks/retrieval_quality.py [--config configs/demo.yaml] [--run-dir runs/bench]
+        [--arms dual_encoder,random_init,no_translations] [--seeds 0] [--cascade-per-lang 60]
+        [--conditions telephone,noise10db,reverb]
 
-1. the dual encoder initialised from the LLM (the `polyvox demo` model; reused if already trained),
-2. the same dual encoder with a randomly initialised backbone (same architecture, same training),
-3. chance (expected R@1 of a random ranking of each language's candidates).
-Reports per-language R@1 and seen / unseen macro averages.
+Systems (each scored on the same test queries, per language, among all distinct transcripts of the language):
+- dual_encoder: the `polyvox demo` configuration (reused from ``<run-dir>/dual_encoder`` if trained);
+- random_init: the same dual encoder with a randomly initialised backbone (claim: LLM init helps unseen languages);
+- no_translations / with_translations: the dual encoder with the text<->text translation-pair loss switched
+  off (or on), against the default (claim: translation pairs help cross-lingual retrieval);
+- paper: the paper-style configuration (`configs/demo-paper.yaml`: k-means units, mean pooling, no adapter);
+- probe: the linear probe of the same units (`polyvox units probe`), no training loop;
+- cascade: whisper-base transcripts (language given) ranked against the candidates by character n-gram
+  TF-IDF cosine, on a fixed sample of queries per language (the same sample is scored for every system).
+Every macro number has a 95 % bootstrap interval over queries (and the spread over seeds when there are
+several). Robustness: the dual encoder on degraded copies of the test audio. Writes
+benchmarks/results/retrieval_quality.{json,md}.
 """
 
 from __future__ import annotations
@@ -16,59 +26,200 @@ import shutil
 import time
 from pathlib import Path
 
-from _common import write_result
+import numpy as np
+from _common import RESULTS, peak_rss_mb, write_result
 
 from polyvox.config import load_config
+from polyvox.data.manifest import read_manifest
+from polyvox.eval.metrics import best_ranks, bootstrap_macro
+from polyvox.eval.probe import linear_probe
 from polyvox.recipes.retrieval import run_eval, run_train, run_units_encode, run_units_fit, units_dir
 
+ARMS = {
+    "dual_encoder": [],
+    "random_init": ["model.random_init=true"],
+    "no_translations": ["loss.translation_weight=0"],
+    "with_translations": ["loss.translation_weight=0.5"],
+}
 
-def summary(result: dict) -> dict:
-    avg = result["averages"]
-    return {group: {k: avg[group][k] for k in ("R@1", "R@5", "R@10", "xling_R@1", "chance_R@1") if k in avg[group]}
-            for group in avg}
+
+def intervals(hits: dict[str, dict[str, list[int]]], seen: set[str], sample: dict[str, list[int]] | None = None) -> dict:
+    """Macro R@1 (+ cross-lingual) with bootstrap intervals, for seen and unseen languages."""
+    out = {}
+    for group, keep in (("seen", True), ("unseen", False)):
+        for metric in ("R@1", "xling_R@1"):
+            per = {lg: [h[metric][i] for i in (sample[lg] if sample else range(len(h[metric])))]
+                   for lg, h in hits.items() if (lg in seen) == keep and metric in h}
+            if per:
+                mean, lo, hi = bootstrap_macro(per)
+                out[f"{group}_{metric}"] = {"mean": mean, "ci95": [lo, hi], "languages": len(per)}
+    return out
+
+
+def cascade_hits(cfg, utts, sample: dict[str, list[int]], train_texts: list[str]) -> dict:
+    """whisper-base transcript (language given) -> char 1..4-gram TF-IDF cosine against the candidates."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from polyvox.audio import load_audio
+    from polyvox.models.asr import Transcriber
+
+    asr = Transcriber(cfg.units.encoder)
+    vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), sublinear_tf=True).fit(train_texts)
+    root = Path(cfg.data.manifest).parent
+    hits, transcripts = {}, {}
+    for lang, us in sorted(by_language(utts).items()):
+        cands = list(dict.fromkeys(u.text for u in us))
+        picked = [us[i] for i in sample[lang]]
+        hyp = asr.transcribe([load_audio(u.audio_path(root)) for u in picked], lang)
+        scores = (vec.transform(hyp) @ vec.transform(cands).T).toarray()
+        ranks = best_ranks(scores, [cands.index(u.text) for u in picked])
+        hits[lang] = {"R@1": (ranks == 0).astype(int).tolist()}
+        transcripts[lang] = hyp[:5]
+    return {"hits": hits, "examples": transcripts}
+
+
+def by_language(utts) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for u in utts:
+        out.setdefault(u.lang, []).append(u)
+    return out
+
+
+def degraded_units(config: str, cfg, condition: str, utts) -> dict:
+    """Features of degraded copies of the test clips (written once under the run folder, then cached)."""
+    from polyvox.audio import load_audio, write_flac
+    from polyvox.data.degrade import CONDITIONS
+    from polyvox.data.manifest import write_manifest
+
+    root = Path(cfg.data.manifest).parent
+    folder = Path(cfg.out_dir) / "degraded" / condition
+    manifest = folder / "manifest.jsonl"
+    if not manifest.exists():
+        copies = []
+        for i, u in enumerate(utts):
+            path = folder / u.audio
+            if not path.exists():
+                write_flac(path, CONDITIONS[condition](load_audio(u.audio_path(root)), seed=i))
+            copies.append(u)
+        write_manifest(manifest, copies)
+    sub = load_config(config, [f"out_dir={cfg.out_dir}", f"data.manifest={manifest}"])
+    units, _ = run_units_encode(sub, cfg.data.test_split)
+    return units
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="configs/demo.yaml")
-    ap.add_argument("--run-dir", default="runs/demo")
+    ap.add_argument("--run-dir", default="runs/bench")
     ap.add_argument("--manifest", default="data/demo/manifest.jsonl")
+    ap.add_argument("--arms", default="dual_encoder,random_init,no_translations")
+    ap.add_argument("--seeds", default="0", help="training seeds, e.g. 0,1,2")
+    ap.add_argument("--cascade-per-lang", type=int, default=60, help="0 skips the cascade")
+    ap.add_argument("--conditions", default="telephone,noise10db,reverb", help="degraded test copies ('' for none)")
+    ap.add_argument("--paper-config", default="configs/demo-paper.yaml", help="'' skips the paper-style arm")
     ap.add_argument("--set", action="append", default=[])
     args = ap.parse_args()
-    cfg = load_config(args.config, [f"out_dir={args.run_dir}", f"data.manifest={args.manifest}", *args.set])
     run = Path(args.run_dir)
-    timings = {}
+    base = [f"data.manifest={args.manifest}", *args.set]
+    cfg = load_config(args.config, [f"out_dir={run}", *base])
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
     if not (units_dir(cfg) / "units.json").exists():
         run_units_fit(cfg)
     units, _ = run_units_encode(cfg)
-    if not (run / "model" / "model.json").exists():
-        t = time.perf_counter()
-        run_train(cfg, units)
-        timings["llm_train_s"] = time.perf_counter() - t
-    llm = run_eval(cfg, name="eval")
+    timings["units_s"] = time.perf_counter() - t
+    train_utts = read_manifest(args.manifest, split=cfg.data.train_split)
+    test_utts = [u for u in read_manifest(args.manifest, split=cfg.data.test_split) if u.id in units]
+    seen = {u.lang for u in train_utts}
+    rng = np.random.default_rng(0)
+    sample = {lg: sorted(rng.choice(len(us), min(args.cascade_per_lang or len(us), len(us)), replace=False).tolist())
+              for lg, us in by_language(test_utts).items()}
 
-    base = load_config(args.config, [f"out_dir={run / 'random_init'}", f"data.manifest={args.manifest}",
-                                     "model.random_init=true", *args.set])
-    if (run / "random_init").exists():
-        shutil.rmtree(run / "random_init")
-    shutil.copytree(units_dir(cfg), units_dir(base))
-    shutil.copytree(run / "cache", run / "random_init" / "cache")
+    systems: dict[str, dict] = {}
     t = time.perf_counter()
-    run_train(base, units)
-    timings["random_train_s"] = time.perf_counter() - t
-    rand = run_eval(base, name="eval")
+    probe = linear_probe(train_utts, test_utts, units)
+    timings["probe_s"] = time.perf_counter() - t
+    systems["probe"] = {"hits": probe["hits"], "averages": probe["averages"]}
 
-    per_lang = {lang: {"seen": r["seen"], "n": r["n"], "candidates": r["candidates"], "llm_R@1": r["R@1"],
-                       "random_init_R@1": rand["languages"][lang]["R@1"], "chance_R@1": r["chance_R@1"],
-                       "llm_xling_R@1": r.get("xling_R@1"), "random_init_xling_R@1": rand["languages"][lang].get("xling_R@1")}
-                for lang, r in llm["languages"].items()}
-    write_result("retrieval_demo", {
-        "config": args.config, "overrides": args.set,
-        "summary": {"llm_init": summary(llm), "random_init": summary(rand)},
-        "languages": per_lang, "timings_s": timings,
-        "corpus": json.loads((Path(args.manifest).parent / "corpus.json").read_text()).get("counts")
-        if (Path(args.manifest).parent / "corpus.json").exists() else None,
-    })
+    runs = [(arm, ARMS[arm], args.config) for arm in args.arms.split(",") if arm]
+    if args.paper_config:
+        runs.append(("paper", [], args.paper_config))
+    for arm, overrides, config in runs:
+        seeds = {}
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            out = run / (arm if seed == 0 else f"{arm}-seed{seed}")
+            arm_cfg = load_config(config, [f"out_dir={out}", *base, *overrides, f"train.seed={seed}"])
+            arm_units = units
+            if config != args.config:  # its own units (e.g. k-means), fitted and encoded in its own folder
+                if not (units_dir(arm_cfg) / "units.json").exists():
+                    run_units_fit(arm_cfg)
+                arm_units, _ = run_units_encode(arm_cfg)
+            elif not (units_dir(arm_cfg) / "units.json").exists():
+                shutil.copytree(units_dir(cfg), units_dir(arm_cfg))
+            if not (out / "model" / "model.json").exists():
+                t = time.perf_counter()
+                run_train(arm_cfg, arm_units)
+                timings[f"{out.name}_train_s"] = time.perf_counter() - t
+            seeds[seed] = run_eval(arm_cfg, units=arm_units)
+        first = seeds[min(seeds)]
+        systems[arm] = {"hits": first["hits"], "averages": first["averages"],
+                        "seeds": {s: r["averages"] for s, r in seeds.items()}}
+        if arm == "paper":
+            probe_k = linear_probe(train_utts, test_utts, arm_units)
+            systems["probe_paper_units"] = {"hits": probe_k["hits"], "averages": probe_k["averages"]}
+
+    if args.cascade_per_lang:
+        t = time.perf_counter()
+        systems["cascade"] = cascade_hits(cfg, test_utts, sample, [u.text for u in train_utts])
+        timings["cascade_s"] = time.perf_counter() - t
+
+    robustness = {}
+    de = run / "dual_encoder" / "model"
+    for condition in [c for c in args.conditions.split(",") if c]:
+        t = time.perf_counter()
+        du = degraded_units(args.config, cfg, condition, test_utts)
+        r = run_eval(load_config(args.config, [f"out_dir={run / 'dual_encoder'}", *base]), checkpoint=de, units=du,
+                     name=f"eval-{condition}")
+        p = linear_probe(train_utts, test_utts, du)
+        robustness[condition] = {"dual_encoder": intervals(r["hits"], seen), "probe": intervals(p["hits"], seen)}
+        timings[f"{condition}_s"] = time.perf_counter() - t
+
+    summary = {}
+    for name, sysres in systems.items():
+        full = name != "cascade"
+        summary[name] = {"all_queries": intervals(sysres["hits"], seen) if full else None,
+                         "cascade_sample": intervals(sysres["hits"], seen, None if not full else sample)
+                         if args.cascade_per_lang else None}
+        if "seeds" in sysres and len(sysres["seeds"]) > 1:
+            r1 = [a["seen"]["R@1"] for a in sysres["seeds"].values()]
+            u1 = [a["unseen"]["R@1"] for a in sysres["seeds"].values()]
+            summary[name]["seed_spread"] = {"seen_R@1": [min(r1), max(r1)], "unseen_R@1": [min(u1), max(u1)]}
+    result = {"config": args.config, "overrides": args.set, "summary": summary, "robustness": robustness,
+              "per_language": {n: s.get("averages") for n, s in systems.items()},
+              "cascade_examples": systems.get("cascade", {}).get("examples"), "sample_per_lang": args.cascade_per_lang,
+              "timings_s": timings, "peak_rss_mb": peak_rss_mb()}
+    write_result("retrieval_quality", result)
+    (RESULTS / "retrieval_quality.md").write_text(markdown(result))
+
+
+def markdown(result: dict) -> str:
+    def cell(x):
+        return "–" if not x else f"{100 * x['mean']:.1f} [{100 * x['ci95'][0]:.1f}, {100 * x['ci95'][1]:.1f}]"
+
+    keys = ["seen_R@1", "unseen_R@1", "seen_xling_R@1", "unseen_xling_R@1"]
+    lines = ["### Speech → text retrieval, demo corpus (R@1 %, 95 % bootstrap interval over queries)", "",
+             "| system | " + " | ".join(keys) + " | seen R@1 on the cascade sample |", "|---" * (len(keys) + 2) + "|"]
+    for name, s in result["summary"].items():
+        a, c = s["all_queries"] or {}, s["cascade_sample"] or {}
+        lines.append(f"| {name} | " + " | ".join(cell(a.get(k)) for k in keys) + f" | {cell(c.get('seen_R@1'))} |")
+    if result["robustness"]:
+        lines += ["", "### Degraded test audio (R@1 %)", "", "| condition | dual encoder seen | unseen | probe seen | unseen |",
+                  "|---|---|---|---|---|"]
+        for cond, r in result["robustness"].items():
+            d, p = r["dual_encoder"], r["probe"]
+            lines.append(f"| {cond} | {cell(d.get('seen_R@1'))} | {cell(d.get('unseen_R@1'))} | "
+                         f"{cell(p.get('seen_R@1'))} | {cell(p.get('unseen_R@1'))} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ def test_shapes_normalisation_and_audio_rows():
     t = model.encode_text(["bonjour", "le fichier est introuvable"], "fr_fr")
     assert s.shape == t.shape == (2, 32)
     assert torch.allclose(s.norm(dim=-1), torch.ones(2), atol=1e-5)
-    ids = model.tokenize_speech([[0, 31]], ["fr_fr"])[0]
-    assert ids[-2:] == [model.vocab_size, model.vocab_size + 31]  # audio unit u is token V + u
+    x = model.tokenize_speech([[0, 31]], ["fr_fr"])
+    assert x.kind == "units" and x.content == [[0, 31]]
+    assert model.tokenizer.decode(x.prefix[0], skip_special_tokens=True) == "French speech: "
     # the original text-embedding rows stay frozen by default; the new audio rows train
     assert not model.backbone.get_input_embeddings().weight.requires_grad and model.audio_embed.requires_grad
 
@@ -83,3 +84,62 @@ def test_bad_inputs_get_clear_errors():
         model.encode_speech([[40]], "fr_fr")
     with pytest.raises(ValueError, match="empty unit sequence"):
         model.encode_speech([[]], "fr_fr")
+
+
+FEAT_CFG = ModelConfig(backbone="tiny-gemma3", proj_dim=32, pooling="content", standardize=True, spelling_buckets=512,
+                       adapter_hidden=16, adapter_stride=2, adapter_dropout=0.0)
+
+
+def feature_model(seed=0):
+    backbone, tok = load_backbone(FEAT_CFG, seed)
+    return DualEncoder(backbone, tok, 0, FEAT_CFG, seed, feature_dim=12)
+
+
+def test_continuous_features_overfit_and_round_trip(tmp_path):
+    """Continuous speech frames through the conv adapter, content pooling, per-modality standardisation and
+    spelling features: 16 pairs are learned both ways, and a saved model (running statistics included)
+    embeds exactly as before."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(["red", "green", "blue", "cat", "dog", "sun"], 3)) + f" {i}" for i in range(16)]
+    feats = [rng.standard_normal((int(rng.integers(6, 20)), 12)).astype(np.float32) for _ in texts]
+    model = feature_model()
+    assert model.audio_embed is None and model.tokenize_speech(feats, ["de_de"] * 16).kind == "features"
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(60):
+        loss = contrastive_loss(model.encode_speech(feats, "de_de"), model.encode_text(texts, "de_de"), 20.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        text = model.encode_text(texts, "de_de")
+        scores = (model.encode_speech(feats, "de_de") @ text.T).numpy()
+        alone = (model.encode_speech(feats[:1], "de_de") @ text.T).numpy()
+    assert recall_at_k(scores, list(range(16)), (1,))["R@1"] == 1.0
+    assert np.allclose(scores[0], alone[0], atol=1e-5)  # an item's embedding does not depend on its batch
+    assert model.spelling.out.weight.abs().sum() > 0  # spelling features were learned
+    model.save(tmp_path / "m")
+    again = DualEncoder.load(tmp_path / "m")
+    assert torch.equal(again.pool_norm["speech"].running_mean, model.pool_norm["speech"].running_mean)
+    with torch.no_grad():
+        assert torch.allclose(again.encode_speech(feats[:3], "de_de"), model.encode_speech(feats[:3], "de_de"), atol=1e-5)
+
+
+def test_spelling_ngrams_are_shared_by_tokens_with_the_same_letters():
+    from polyvox.models.dual_encoder import Spelling
+
+    s = Spelling(1 << 16, 8, orders=3)
+    a, b = set(s.ngram_ids("\u2581Farbe")), set(s.ngram_ids("farben"))
+    assert len(s.ngram_ids("ab")) == 3  # a, b, ab
+    assert len(a & b) >= 9 and a != b  # " farbe" and "farben" share f, a, r, b, e, fa, ar, rb, be, far, arb, rbe
+
+
+def test_feature_inputs_get_clear_errors():
+    import pytest
+
+    model = feature_model()
+    with pytest.raises(ValueError, match=r"features at position 1 must be \(T, 12\)"):
+        model.encode_speech([np.zeros((4, 12)), np.zeros((4, 5))], "fr_fr")
+    with pytest.raises(ValueError, match="features at position 0 are not finite"):
+        model.encode_speech([np.full((4, 12), np.nan)], "fr_fr")

@@ -44,3 +44,20 @@ def test_chance_recall():
 def test_bleu_perfect_and_zero():
     assert corpus_bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(100.0)
     assert corpus_bleu(["xyz qrs"], ["the cat sat on the mat"]) < 1.0
+
+
+def test_bootstrap_macro_matches_hand_computed_values():
+    from polyvox.eval.metrics import bootstrap_macro
+
+    assert bootstrap_macro({"a": [1, 1, 1], "b": [0, 0]}) == (0.5, 0.5, 0.5)  # no spread within a language
+    # one language, p = 0.3 over 400 items: the binomial interval is 0.3 +- 1.96 * sqrt(0.3 * 0.7 / 400)
+    mean, lo, hi = bootstrap_macro({"x": [1] * 120 + [0] * 280}, n=4000)
+    half = 1.96 * (0.3 * 0.7 / 400) ** 0.5
+    assert mean == 0.3 and abs(lo - (0.3 - half)) < 0.01 and abs(hi - (0.3 + half)) < 0.01
+    # macro: two equal languages halve the variance of one
+    _, lo2, hi2 = bootstrap_macro({"x": [1] * 120 + [0] * 280, "y": [1] * 120 + [0] * 280}, n=4000)
+    assert abs((hi2 - lo2) - (hi - lo) / 2 ** 0.5) < 0.01
+    import pytest
+
+    with pytest.raises(ValueError, match="empty"):
+        bootstrap_macro({"x": []})

@@ -136,17 +136,22 @@ def test_lora_with_grad_accumulation_trains_adapters_only(tiny_corpus, tmp_path)
 
 
 def test_batches_are_one_language_and_cover_the_epoch(tmp_path):
+    import numpy as np
+
+    from polyvox.models.units import UnitSpec, UnitTokenizer
     from polyvox.recipes.retrieval import _batches, build_model
 
     cfg = tiny_cfg(tmp_path / "m.jsonl", tmp_path / "run", "train.batch_size=4")
-    model = build_model(cfg, 16)
+    spec = UnitSpec("tiny-whisper", "x", 2, 2, False, False, 16)
+    model = build_model(cfg, UnitTokenizer(np.zeros((16, 4)), spec))
     train_set = [([1, 2, 3], lang, f"{lang} sentence {i}") for lang in ("fr_fr", "de_de") for i in range(8)]
     batches = _batches(cfg, model, train_set, [])
     seen = []
     for step in range(4):  # 16 items / 4 per batch = one epoch
-        texts = [model.tokenizer.decode(ids, skip_special_tokens=True) for ids in batches(step, 0, 1)[0]["text"]]
-        langs = {t.split(": ", 1)[1].split()[0] for t in texts}
-        assert len(langs) == 1, texts
-        seen += [t.split(": ", 1)[1] for t in texts]
+        text = batches(step, 0, 1)[0]["text"]
+        prefixes = {model.tokenizer.decode(ids, skip_special_tokens=True) for ids in text.prefix}
+        texts = [model.tokenizer.decode(ids, skip_special_tokens=True) for ids in text.content]
+        assert len({t.split()[0] for t in texts}) == 1 and len(prefixes) == 1, texts
+        seen += texts
     assert sorted(seen) == sorted(s[2] for s in train_set)
     assert batches(1, 0, 1) == batches(1, 0, 1)  # a pure function of the step: resumable

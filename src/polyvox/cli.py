@@ -80,6 +80,16 @@ def units_encode(cfg: RetrievalConfig, split: str | None = None) -> dict[str, li
     return units
 
 
+def units_probe(cfg: RetrievalConfig) -> dict:
+    """Linear probe of the run's units (train split -> test split): speech -> transcript recall in seconds."""
+    from polyvox.eval.report import markdown_table
+    from polyvox.recipes.retrieval import run_units_probe
+
+    result = run_units_probe(cfg)
+    print(markdown_table(result, "linear probe of the units: speech → text retrieval (test split)"))
+    return result
+
+
 def train_retrieval(cfg: RetrievalConfig) -> Path:
     from polyvox.recipes.retrieval import run_train
 
@@ -377,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = units.add_parser("encode", help="encode a manifest to unit sequences (cached)")
     _common(p)
     p.add_argument("--split", help="only this split (default: all)")
+    _common(units.add_parser("probe", help="linear probe of the units: speech -> text recall, no training loop"))
 
     tr = sub.add_parser("train", help="train a system").add_subparsers(dest="sub", required=True)
     _common(tr.add_parser("retrieval", help="train the speech-text dual encoder"))
@@ -491,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(units_fit(_cfg(args)))
             case ("units", "encode"):
                 units_encode(_cfg(args), args.split)
+            case ("units", "probe"):
+                units_probe(_cfg(args))
             case ("train", "retrieval"):
                 train_retrieval(_cfg(args))
             case ("train", "blsp"):

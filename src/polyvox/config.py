@@ -46,6 +46,9 @@ class UnitsConfig:
     """Pad every clip to Whisper's 30 s window (how Whisper was trained; 5x slower on short clips)."""
     dedup: bool = False
     """Collapse runs of the same unit into one (shorter sequences, loses duration)."""
+    kind: str = "kmeans"
+    """``kmeans``: quantise frames into `num_units` discrete audio units (the paper); ``features``: keep the
+    pooled frames as continuous inputs, fed to the LLM through `model.adapter` (no k-means to fit)."""
     batch_size: int = 16
     """Clips per encoder batch (clips are sorted by length so a batch pads little)."""
     seed: int = 0
@@ -72,6 +75,31 @@ class ModelConfig:
     """Text tokens kept per text (prefix included)."""
     random_init: bool = False
     """Build the backbone from its config with random weights (the from-scratch baseline)."""
+    pooling: str = "mean"
+    """``mean`` over every non-pad position (the paper), or ``content``: over the speech/text positions only,
+    leaving out the language/modality prefix."""
+    spelling_buckets: int = 0
+    """Add a learned embedding of each text token's hashed character n-grams to its input embedding (this many
+    hash buckets; 0: off), so the text tower sees how tokens are spelled, which is what speech shares."""
+    spelling_orders: int = 4
+    """Character n-grams of length 1..this."""
+    standardize: bool = False
+    """Standardise pooled states per dimension (running mean and variance, one set per modality) before the
+    projection: removes the few huge dimensions every LLM state shares, and the mean gap between modalities."""
+    freeze_backbone: bool = False
+    """Keep the LLM's layers frozen: only the speech inputs (audio rows or adapter), projection and temperature
+    train, so text embeddings depend on the projection alone (locked-text tuning)."""
+    adapter: str = "conv-res"
+    """Adapter from continuous speech features to the LLM width (`units.kind: features`); see
+    `polyvox.models.adapter.ADAPTERS`."""
+    adapter_hidden: int = 256
+    """Width of the adapter's convolutions."""
+    adapter_blocks: int = 2
+    """conv-res: residual convolution blocks."""
+    adapter_stride: int = 1
+    """conv-res: average-pool this many frames into one LLM position (shorter LLM sequences)."""
+    adapter_dropout: float = 0.3
+    """conv-res: dropout on each block's output."""
 
 
 @dataclass

@@ -8,6 +8,23 @@ from collections.abc import Sequence
 import numpy as np
 
 
+def best_ranks(scores: np.ndarray, gold: Sequence[int | Sequence[int]]) -> np.ndarray:
+    """(Q,) 0-based rank of each query's best gold candidate: the number of wrong candidates scored at least
+    as high (ties count against the query, so a collapsed model ranks everything last)."""
+    scores = np.asarray(scores)
+    if scores.ndim != 2 or len(gold) != scores.shape[0]:
+        raise ValueError(f"scores must be (Q, C) with Q = len(gold); got {scores.shape} and {len(gold)} gold entries")
+    ranks = np.empty(len(gold), dtype=np.int64)
+    for q, g in enumerate(gold):
+        g = np.atleast_1d(np.asarray(g, dtype=np.int64))
+        if len(g) == 0:
+            raise ValueError(f"query {q} has no gold candidate")
+        wrong = np.ones(scores.shape[1], dtype=bool)
+        wrong[g] = False
+        ranks[q] = int((scores[q, wrong] >= scores[q, g].max()).sum())
+    return ranks
+
+
 def recall_at_k(scores: np.ndarray, gold: Sequence[int | Sequence[int]], ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """Fraction of queries with a correct candidate among the k best-scored.
 
@@ -19,19 +36,8 @@ def recall_at_k(scores: np.ndarray, gold: Sequence[int | Sequence[int]], ks: Seq
     Returns:
         ``{"R@1": …, "R@5": …}``. Ties count against the query, so a collapsed model scores zero.
     """
-    scores = np.asarray(scores)
-    if scores.ndim != 2 or len(gold) != scores.shape[0]:
-        raise ValueError(f"scores must be (Q, C) with Q = len(gold); got {scores.shape} and {len(gold)} gold entries")
-    # rank of the best gold candidate = number of wrong candidates scored at least as high
-    best_rank = np.empty(len(gold), dtype=np.int64)
-    for q, g in enumerate(gold):
-        g = np.atleast_1d(np.asarray(g, dtype=np.int64))
-        if len(g) == 0:
-            raise ValueError(f"query {q} has no gold candidate")
-        wrong = np.ones(scores.shape[1], dtype=bool)
-        wrong[g] = False
-        best_rank[q] = int((scores[q, wrong] >= scores[q, g].max()).sum())
-    return {f"R@{k}": float((best_rank < k).mean()) for k in ks}
+    ranks = best_ranks(scores, gold)
+    return {f"R@{k}": float((ranks < k).mean()) for k in ks}
 
 
 def chance_recall(num_candidates: int, k: int = 1, num_gold: int = 1) -> float:
@@ -114,3 +120,31 @@ def accuracy(pred: Sequence[object], gold: Sequence[object]) -> float:
     if not gold:
         raise ValueError("accuracy of an empty set is undefined")
     return sum(p == g for p, g in zip(pred, gold)) / len(gold)
+
+
+def bootstrap_macro(hits: dict[str, Sequence[float]], n: int = 1000, seed: int = 0,
+                    level: float = 0.95) -> tuple[float, float, float]:
+    """Macro mean over groups (languages) of per-item scores, with a percentile bootstrap interval.
+
+    Items are resampled with replacement within each group, so every language keeps its weight.
+
+    Args:
+        hits: group -> per-item scores (e.g. 1.0 where a query's top hit is right, else 0.0).
+        n: bootstrap resamples.
+        seed: seed of the resampling.
+        level: coverage of the interval.
+
+    Returns:
+        (macro mean, lower bound, upper bound).
+    """
+    groups = [np.asarray(v, dtype=np.float64) for v in hits.values() if len(v)]
+    if not groups:
+        raise ValueError("bootstrap of an empty set is undefined")
+    rng = np.random.default_rng(seed)
+    stats = np.zeros(n)
+    for g in groups:  # (n,) resampled means of this group, summed over groups
+        stats += g[rng.integers(0, len(g), (n, len(g)))].mean(1)
+    stats /= len(groups)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
+    return float(np.mean([g.mean() for g in groups])), float(lo), float(hi)

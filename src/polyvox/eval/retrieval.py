@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from polyvox.data.manifest import Utterance
-from polyvox.eval.metrics import chance_recall, corpus_bleu, recall_at_k
+from polyvox.eval.metrics import best_ranks, chance_recall, corpus_bleu, recall_at_k
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ def evaluate_retrieval(model, utts: list[Utterance], units: dict[str, list[int]]
 
     Per language: speech -> transcript R@k against all distinct transcripts of that language; and, where
     utterances carry a `pivot` translation, speech -> pivot-translation R@1 and the BLEU of the retrieved
-    translations. Macro averages over seen and unseen languages.
+    translations. Macro averages over seen and unseen languages. ``hits`` keeps, per language, whether each
+    query's top hit was right (``R@1``, ``xling_R@1``), for bootstrap intervals over queries.
 
     Args:
         model: a `DualEncoder` (anything with `encode_speech` and `encode_text`).
@@ -55,7 +56,7 @@ def evaluate_retrieval(model, utts: list[Utterance], units: dict[str, list[int]]
     for u in utts:
         if u.id in units:
             by_lang[u.lang].append(u)
-    per_lang = {}
+    per_lang, hits = {}, {}
     for lang in sorted(by_lang):
         us = by_lang[lang]
         speech = embed_all(model.encode_speech, [units[u.id] for u in us], [lang] * len(us), batch_size, f"speech {lang}")
@@ -63,6 +64,7 @@ def evaluate_retrieval(model, utts: list[Utterance], units: dict[str, list[int]]
         text = embed_all(model.encode_text, cands, [lang] * len(cands), batch_size, f"text {lang}")
         row = {"n": len(us), "candidates": len(cands), "seen": lang in seen,
                **recall_at_k(speech @ text.T, gold, ks), "chance_R@1": chance_recall(len(cands))}
+        hits[lang] = {"R@1": (best_ranks(speech @ text.T, gold) == 0).astype(int).tolist()}
         pairs = [(i, u.translations[pivot]) for i, u in enumerate(us) if lang != pivot and pivot in u.translations]
         if pairs:
             x_cands, x_gold = _candidates([t for _, t in pairs])
@@ -71,9 +73,10 @@ def evaluate_retrieval(model, utts: list[Utterance], units: dict[str, list[int]]
             row["xling_R@1"] = recall_at_k(scores, x_gold, (1,))["R@1"]
             row["xling_BLEU"] = corpus_bleu([x_cands[j] for j in scores.argmax(1)], [t for _, t in pairs])
             row["xling_candidates"] = len(x_cands)
+            hits[lang]["xling_R@1"] = (best_ranks(scores, x_gold) == 0).astype(int).tolist()
         per_lang[lang] = row
         log.info("%s: %s", lang, "  ".join(f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float)))
-    return {"languages": per_lang, "averages": macro_averages(per_lang)}
+    return {"languages": per_lang, "averages": macro_averages(per_lang), "hits": hits}
 
 
 def macro_averages(per_lang: dict[str, dict]) -> dict[str, dict[str, float]]:

@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict
+import zlib
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from polyvox.config import ModelConfig, config_from_dict
 from polyvox.data.languages import language_name
+from polyvox.models.adapter import build_adapter
 from polyvox.models.export import load_trainable, read_meta, save_trainable, trainable_state
 
 log = logging.getLogger(__name__)
 
 # Where a base model keeps its stack of transformer blocks (llama/gemma/qwen/mistral, gpt2/bloom, opt).
 LAYER_PATHS = ("layers", "h", "decoder.layers")
+POOLINGS = ("mean", "content")
+"""``mean``: over every non-pad position (the paper); ``content``: over the speech or text positions only,
+leaving out the language/modality prefix, which is the same for every item of a language."""
+ADAPTER_OPTIONS = {"conv-res": lambda c: {"blocks": c.adapter_blocks, "stride": c.adapter_stride,
+                                          "dropout": c.adapter_dropout}}
 
 
 def _layer_list(backbone: nn.Module) -> tuple[nn.Module, str]:
@@ -64,31 +72,99 @@ def load_backbone(cfg: ModelConfig, seed: int = 0):
     return backbone, tok
 
 
-class DualEncoder(nn.Module):
-    """Shared LLM tower with K extra audio-token embedding rows, mean pooling and a projection.
+class Spelling(nn.Module):
+    """What a text token looks like: the sum of its hashed character 1..`orders`-grams (fastText-style), a
+    low-rank embedding added to the token's own input embedding.
 
-    Token ids below the LLM's vocabulary size V are text tokens; id V + u is audio unit u.
+    Subword ids say nothing about how a token is spelled, and with little paired speech the tower cannot
+    learn each token's sound on its own; spelling is shared by every token (and language) that contains
+    the same letters. The output layer starts at zero, so training starts from the LLM as it was.
+    """
+
+    def __init__(self, buckets: int, dim: int, orders: int = 4, rank: int = 64):
+        super().__init__()
+        self.buckets, self.orders = buckets, orders
+        self.table = nn.EmbeddingBag(buckets, rank, mode="sum")
+        self.out = nn.Linear(rank, dim, bias=False)
+        nn.init.zeros_(self.out.weight)
+
+    def ngram_ids(self, token: str) -> list[int]:
+        word = token.replace("\u2581", " ").lower()  # SentencePiece's word-start mark is a space
+        grams = {word[i : i + n] for n in range(1, self.orders + 1) for i in range(len(word) - n + 1)}
+        return sorted(zlib.crc32(g.encode()) % self.buckets for g in grams) or [0]
+
+    def forward(self, ngrams: list[list[list[int]]], t: int, device) -> torch.Tensor:
+        """Per item and token, n-gram bucket ids -> (B, t, D), zero past each item's tokens."""
+        flat = [g for item in ngrams for g in item]
+        offsets = torch.tensor([0] + [len(g) for g in flat[:-1]], device=device).cumsum(0)
+        vecs = self.out(self.table(torch.tensor([i for g in flat for i in g], device=device), offsets))  # (N, D)
+        out = vecs.new_zeros(len(ngrams), t, vecs.shape[-1])
+        rows = torch.tensor([b for b, item in enumerate(ngrams) for _ in item], device=device)
+        cols = torch.tensor([j for item in ngrams for j in range(len(item))], device=device)
+        out[rows, cols] = vecs
+        return out
+
+
+@dataclass
+class Inputs:
+    """A batch of one kind, before padding: each item is a language/modality prefix (token ids) plus its
+    content: text token ids (``text``), audio-unit ids (``units``) or (T, D) encoder features (``features``)."""
+
+    kind: str
+    prefix: list[list[int]]
+    content: list
+    spelling: list[list[list[int]]] | None = None
+    """Text only, with `ModelConfig.spelling_buckets`: per item and token, the hashed character n-grams."""
+
+    def __len__(self) -> int:
+        return len(self.prefix)
+
+
+class DualEncoder(nn.Module):
+    """Shared LLM tower over texts and speech, pooled and projected into one space.
+
+    Speech enters as discrete audio units (K new rows of the input-embedding table: id V + u is unit u)
+    or, when `feature_dim` is given, as continuous encoder frames through a trainable adapter
+    (`cfg.adapter`). Every input is ``[prefix ; content]``, with the prefix naming language and modality.
     """
 
     def __init__(self, backbone: nn.Module, tokenizer, num_units: int, cfg: ModelConfig, seed: int = 0,
-                 temperature: float = 0.05):
+                 temperature: float = 0.05, feature_dim: int | None = None):
         super().__init__()
         self.cfg, self.tokenizer, self.num_units, self.seed = cfg, tokenizer, num_units, seed
+        self.feature_dim = feature_dim
         self.unit_tokenizer = None  # saved beside the weights when set, so one folder embeds raw audio
+        if cfg.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {cfg.pooling!r}; known: {', '.join(POOLINGS)}")
         torch.manual_seed(seed)
         emb = backbone.get_input_embeddings()
         self.vocab_size, dim = emb.weight.shape
-        with torch.no_grad():  # new rows start from the statistics of the (scaled) text embeddings
+        with torch.no_grad():  # new inputs start from the statistics of the (scaled) text embeddings
             sample = emb(torch.arange(0, self.vocab_size, max(1, self.vocab_size // 4096)))
             init = sample.mean(0) + sample.std(0) * torch.randn(num_units, dim)
-        self.audio_embed = nn.Parameter(init)  # (K, D)
+            rms = float(sample.pow(2).mean().sqrt())
+        if feature_dim:
+            self.audio_embed = None
+            self.adapter = build_adapter(cfg.adapter, feature_dim, dim, hidden=cfg.adapter_hidden, out_scale=rms,
+                                         **ADAPTER_OPTIONS.get(cfg.adapter, lambda c: {})(cfg))
+        else:
+            self.audio_embed = nn.Parameter(init)  # (K, D)
+            self.adapter = None
         emb.weight.requires_grad_(cfg.train_text_embeddings)
         if cfg.lora_rank > 0:
             from peft import LoraConfig, get_peft_model
 
             backbone = get_peft_model(backbone, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
                                                            target_modules="all-linear", lora_dropout=0.0))
+        if cfg.freeze_backbone:  # the LLM stays as it is: only the speech side, projection and temperature train
+            backbone.requires_grad_(False)
         self.backbone = backbone
+        self.spelling = Spelling(cfg.spelling_buckets, dim, cfg.spelling_orders) if cfg.spelling_buckets else None
+        self._ngram_cache: dict[int, list[int]] = {}
+        # An LLM's hidden states share a few huge dimensions (mean cosine of two pooled texts > 0.99 in
+        # gemma3's early layers), so each modality is standardised per dimension before the projection.
+        self.pool_norm = nn.ModuleDict({m: nn.BatchNorm1d(dim, affine=False, momentum=0.1)
+                                        for m in ("speech", "text")}) if cfg.standardize else None
         self.proj = nn.Linear(dim, cfg.proj_dim)
         self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))  # contrastive inverse temperature
 
@@ -97,47 +173,81 @@ class DualEncoder(nn.Module):
         return self.proj.weight.device
 
     # -- inputs ------------------------------------------------------------------------------------
-    def _prefix(self, lang: str, modality: str) -> str:
-        return f"{language_name(lang)} {modality}: "
+    def _prefixes(self, langs: list[str], modality: str) -> list[list[int]]:
+        return self.tokenizer([f"{language_name(lg)} {modality}: " for lg in langs])["input_ids"]
 
-    def tokenize_text(self, texts: list[str], langs: list[str]) -> list[list[int]]:
-        enc = self.tokenizer([self._prefix(lg, "text") + t for t, lg in zip(texts, langs)],
-                             truncation=True, max_length=self.cfg.max_text_tokens)
-        return enc["input_ids"]
+    def tokenize_text(self, texts: list[str], langs: list[str]) -> Inputs:
+        body = self.tokenizer(list(texts), add_special_tokens=False, truncation=True,
+                              max_length=self.cfg.max_text_tokens)["input_ids"]
+        spelling = [[self._ngrams(i) for i in ids] for ids in body] if self.spelling is not None else None
+        return Inputs("text", self._prefixes(langs, "text"), body, spelling)
 
-    def tokenize_speech(self, units: list[list[int]], langs: list[str]) -> list[list[int]]:
-        prefixes = self.tokenizer([self._prefix(lg, "speech") for lg in langs])["input_ids"]
-        return [p + [self.vocab_size + int(u) for u in us[: self.cfg.max_speech_tokens]]
-                for p, us in zip(prefixes, units)]
+    def _ngrams(self, token_id: int) -> list[int]:
+        if token_id not in self._ngram_cache:
+            self._ngram_cache[token_id] = self.spelling.ngram_ids(self.tokenizer.convert_ids_to_tokens(token_id))
+        return self._ngram_cache[token_id]
 
-    def _batch(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        t = max(len(x) for x in ids)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([x + [pad] * (t - len(x)) for x in ids], device=self.device)  # (B, T)
-        mask = torch.tensor([[1] * len(x) + [0] * (t - len(x)) for x in ids], device=self.device)
-        return input_ids, mask
+    def tokenize_speech(self, units: list, langs: list[str]) -> Inputs:
+        """Unit-id sequences, or (T, D) feature arrays for a continuous-input model, with their prefixes."""
+        n = self.cfg.max_speech_tokens
+        if self.feature_dim:
+            content = [torch.as_tensor(np.asarray(x, dtype=np.float32)[: n * self._stride]) for x in units]
+            return Inputs("features", self._prefixes(langs, "speech"), content)
+        return Inputs("units", self._prefixes(langs, "speech"), [[int(u) for u in us[:n]] for us in units])
 
-    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """(B, T) mixed text/audio ids -> (B, T, D) input embeddings."""
-        is_audio = input_ids >= self.vocab_size
-        text = self.backbone.get_input_embeddings()(input_ids.clamp(max=self.vocab_size - 1))
-        audio = self.audio_embed[(input_ids - self.vocab_size).clamp(min=0)]
-        return torch.where(is_audio[..., None], audio.to(text.dtype), text)
+    @property
+    def _stride(self) -> int:
+        return getattr(self.adapter, "stride", 1)
+
+    def _content(self, x: Inputs) -> tuple[torch.Tensor, list[int]]:
+        """(B, T, D) content embeddings of a batch (right-padded) and each item's length."""
+        dev = self.device
+        if x.kind == "features":
+            lengths = torch.tensor([len(c) for c in x.content], device=dev)
+            feats = nn.utils.rnn.pad_sequence(list(x.content), batch_first=True).to(dev)  # (B, T, D_enc)
+            out, lengths = self.adapter(feats, lengths)
+            return out, lengths.tolist()
+        lengths = [len(c) for c in x.content]
+        ids = torch.tensor([c + [0] * (max(lengths) - len(c)) for c in x.content], device=dev)  # (B, T)
+        if x.kind == "units":
+            return self.audio_embed[ids], lengths
+        emb = self.backbone.get_input_embeddings()(ids)  # (B, T, D)
+        if self.spelling is not None:
+            emb = emb + self.spelling(x.spelling, ids.shape[1], dev).to(emb.dtype)
+        return emb, lengths
+
+    def _embed(self, x: Inputs) -> torch.Tensor:
+        content, lengths = self._content(x)
+        prefix_len = [len(p) for p in x.prefix]
+        t = max(len(p) + n for p, n in zip(x.prefix, lengths))
+        width = max(prefix_len)
+        pre_ids = torch.tensor([p + [0] * (width - len(p)) for p in x.prefix], device=self.device)
+        pre = self.backbone.get_input_embeddings()(pre_ids).to(content.dtype)  # (B, P, D)
+        rows = [torch.cat([pre[b, : len(p)], content[b, :n]]) for b, (p, n) in enumerate(zip(x.prefix, lengths))]
+        embeds = nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (B, T, D)
+        pos = torch.arange(t, device=self.device)[None, :]
+        total = torch.tensor([len(r) for r in rows], device=self.device)[:, None]
+        mask = (pos < total).long()  # (B, T)
+        hidden = self.backbone(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        keep = mask if self.cfg.pooling == "mean" else mask * (pos >= torch.tensor(prefix_len, device=self.device)[:, None])
+        m = keep.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)  # (B, D) mean over pooled positions
+        pooled = pooled.to(self.proj.weight.dtype)
+        if self.pool_norm is not None:
+            norm = self.pool_norm["text" if x.kind == "text" else "speech"]
+            pooled = norm(pooled) if len(pooled) > 1 or not norm.training else F.batch_norm(
+                pooled, norm.running_mean, norm.running_var, training=False)  # one item: running statistics
+        return F.normalize(self.proj(pooled), dim=-1)
+
+    exported_buffers = ("pool_norm.",)  # running statistics are part of a trained model
 
     # -- encoders ----------------------------------------------------------------------------------
-    def forward(self, *groups: list[list[int]]) -> tuple[torch.Tensor, ...]:
-        """Groups of token-id sequences -> one (B_i, E) tensor of L2-normalised embeddings per group.
+    def forward(self, *groups: Inputs) -> tuple[torch.Tensor, ...]:
+        """Batches of inputs -> one (B_i, E) tensor of L2-normalised embeddings per batch.
 
-        Each group is padded on its own (speech runs much longer than text), in one forward call.
+        Each batch is padded on its own (speech runs much longer than text).
         """
-        return tuple(self._embed(ids) for ids in groups)
-
-    def _embed(self, ids: list[list[int]]) -> torch.Tensor:
-        input_ids, mask = self._batch(ids)
-        hidden = self.backbone(inputs_embeds=self.embed_tokens(input_ids), attention_mask=mask).last_hidden_state
-        m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-        pooled = (hidden * m).sum(1) / m.sum(1)  # (B, D) mean over non-pad positions
-        return F.normalize(self.proj(pooled.to(self.proj.weight.dtype)), dim=-1)
+        return tuple(self._embed(x) for x in groups)
 
     def encode_text(self, texts: list[str], lang: str | list[str]) -> torch.Tensor:
         """Embed texts of one language (or one language per text); (B, E)."""
@@ -147,13 +257,20 @@ class DualEncoder(nn.Module):
             raise ValueError(f"empty text at position(s) {bad}")
         return self(self.tokenize_text(texts, langs))[0]
 
-    def encode_speech(self, units: list[list[int]], lang: str | list[str]) -> torch.Tensor:
-        """Embed audio-unit sequences of one language (or one per sequence); (B, E)."""
+    def encode_speech(self, units: list, lang: str | list[str]) -> torch.Tensor:
+        """Embed audio-unit sequences (or (T, D) feature arrays for a continuous-input model) of one
+        language (or one per item); (B, E)."""
         langs = [lang] * len(units) if isinstance(lang, str) else lang
         for i, us in enumerate(units):
             if len(us) == 0:
                 raise ValueError(f"empty unit sequence at position {i}")
-            if min(us) < 0 or max(us) >= self.num_units:
+            if self.feature_dim:
+                shape = np.shape(us)
+                if len(shape) != 2 or shape[1] != self.feature_dim:
+                    raise ValueError(f"features at position {i} must be (T, {self.feature_dim}), got {shape}")
+                if not np.isfinite(np.asarray(us, dtype=np.float32)).all():
+                    raise ValueError(f"features at position {i} are not finite")
+            elif min(us) < 0 or max(us) >= self.num_units:
                 raise ValueError(f"unit ids at position {i} must be in 0..{self.num_units - 1}")
         return self(self.tokenize_speech(units, langs))[0]
 
@@ -165,7 +282,8 @@ class DualEncoder(nn.Module):
         """Write trainable weights (safetensors) + config JSON; frozen weights are referenced by name."""
         from polyvox.models.sources import fingerprint
 
-        meta = {"model": asdict(self.cfg), "num_units": self.num_units, "seed": self.seed,
+        meta = {"model": asdict(self.cfg), "num_units": self.num_units, "feature_dim": self.feature_dim,
+                "seed": self.seed,
                 "backbone_fingerprint": fingerprint(self.cfg.backbone), **(extra or {})}
         if self.unit_tokenizer is not None:
             self.unit_tokenizer.save(folder)
@@ -182,10 +300,10 @@ class DualEncoder(nn.Module):
             raise ValueError(f"{folder}: backbone {cfg.backbone!r} is not the one this checkpoint was trained on")
         seed = meta.get("seed", 0)
         backbone, tok = load_backbone(cfg, seed)
-        model = cls(backbone, tok, meta["num_units"], cfg, seed)
+        model = cls(backbone, tok, meta["num_units"], cfg, seed, feature_dim=meta.get("feature_dim"))
         load_trainable(model, folder)
         if (folder / "units.json").exists():
-            from polyvox.models.units import UnitTokenizer
+            from polyvox.models.units import load_speech_tokenizer
 
-            model.unit_tokenizer = UnitTokenizer.load(folder)
+            model.unit_tokenizer = load_speech_tokenizer(folder)
         return model.eval()

@@ -14,8 +14,12 @@ from polyvox.fileio import atomic_write, atomic_write_text
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state-dict entries of parameters that require gradients (CPU, contiguous)."""
+    """The state-dict entries of parameters that require gradients, plus the buffers under the prefixes a
+    model lists in ``exported_buffers`` (running statistics it learns without gradients); CPU, contiguous."""
     names = {n for n, p in model.named_parameters() if p.requires_grad}
+    prefixes = tuple(getattr(model, "exported_buffers", ()))
+    if prefixes:
+        names |= {n for n, _ in model.named_buffers() if n.startswith(prefixes)}
     return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k in names}
 
 

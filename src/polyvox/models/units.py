@@ -32,6 +32,8 @@ class UnitSpec:
     pad_to_30s: bool
     dedup: bool
     num_units: int
+    kind: str = "kmeans"
+    """``kmeans``: discrete unit ids; ``features``: the pooled frames themselves (continuous, float16)."""
 
 
 class UnitTokenizer:
@@ -99,6 +101,50 @@ class UnitTokenizer:
         return cls(load_file(str(folder / "units.safetensors"))["centroids"], spec)
 
 
+class FeatureTokenizer:
+    """The continuous counterpart of `UnitTokenizer`: keeps the pooled encoder frames (T, D) as float16.
+
+    Same interface (spec, fingerprint, save/load, call), so the cache, the recipes, the index and the
+    server treat discrete and continuous speech inputs alike; ``num_units`` is 0 and ``dim`` is D.
+    """
+
+    def __init__(self, spec: UnitSpec, dim: int):
+        self.spec, self.dim = spec, dim
+
+    num_units = 0
+
+    @property
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(json.dumps({**asdict(self.spec), "dim": self.dim}, sort_keys=True).encode())
+        return h.hexdigest()[:16]
+
+    def __call__(self, feats: np.ndarray) -> np.ndarray:
+        if feats.ndim != 2 or feats.shape[1] != self.dim:
+            raise ValueError(f"features must be (T, {self.dim}), got {feats.shape}")
+        return np.asarray(feats, dtype=np.float16)
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "units.json", json.dumps({**asdict(self.spec), "dim": self.dim}, indent=2))
+        return folder
+
+
+SpeechTokenizer = UnitTokenizer | FeatureTokenizer
+
+
+def load_speech_tokenizer(folder: str | Path) -> SpeechTokenizer:
+    """The unit tokenizer (k-means) or feature tokenizer (continuous) saved in `folder`."""
+    folder = Path(folder)
+    if not (folder / "units.json").exists():
+        raise FileNotFoundError(f"no unit tokenizer in {folder} (run `polyvox units fit` first)")
+    meta = json.loads((folder / "units.json").read_text())
+    if meta.get("kind", "kmeans") == "features":
+        dim = meta.pop("dim")
+        return FeatureTokenizer(UnitSpec(**meta), dim)
+    return UnitTokenizer.load(folder)
+
+
 @dataclass
 class BadLine:
     """An utterance that could not be encoded, and why."""
@@ -108,43 +154,58 @@ class BadLine:
 
 
 def iter_features(utts: list[Utterance], root: str | Path, encoder: SpeechEncoder, batch_size: int = 16,
-                  desc: str = "encoding") -> Iterator[tuple[Utterance, np.ndarray | None, str | None]]:
+                  desc: str = "encoding", chunk: int = 512
+                  ) -> Iterator[tuple[Utterance, np.ndarray | None, str | None]]:
     """Yield (utterance, (T, D) features or None, error or None), batching clips of similar length.
 
-    Unreadable audio is reported as an error for that utterance; the rest go on.
+    Audio is read `chunk` clips at a time in manifest-duration order, so memory depends on the chunk, not
+    on the corpus. Unreadable audio is reported as an error for that utterance; the rest go on.
     """
-    loaded: list[tuple[Utterance, np.ndarray]] = []
-    for u in utts:
-        try:
-            loaded.append((u, load_audio(u.audio_path(root), where=f"{u.id} ({u.audio})")))
-        except (AudioError, ValueError) as e:
-            yield u, None, str(e)
-    loaded.sort(key=lambda p: len(p[1]))
-    bar = tqdm(total=len(loaded), desc=desc, unit="utt", disable=None)
-    for i in range(0, len(loaded), batch_size):
-        chunk = loaded[i : i + batch_size]
-        try:
-            feats = encoder.encode([w for _, w in chunk])
-        except ValueError as e:  # e.g. a clip over 30 s: report each clip of the batch on its own
-            for u, w in chunk:
-                try:
-                    yield u, encoder.encode([w])[0].numpy(), None
-                except ValueError as e1:
-                    yield u, None, f"{u.id}: {e1}"
-            log.debug("batch fell back to single clips: %s", e)
-        else:
-            for (u, _), f in zip(chunk, feats):
-                yield u, f.numpy(), None
-        bar.update(len(chunk))
+    order = sorted(utts, key=lambda u: u.duration or 0.0)
+    bar = tqdm(total=len(order), desc=desc, unit="utt", disable=None)
+    for c in range(0, len(order), chunk):
+        loaded: list[tuple[Utterance, np.ndarray]] = []
+        for u in order[c : c + chunk]:
+            try:
+                loaded.append((u, load_audio(u.audio_path(root), where=f"{u.id} ({u.audio})")))
+            except (AudioError, ValueError) as e:
+                bar.update(1)
+                yield u, None, str(e)
+        loaded.sort(key=lambda p: len(p[1]))
+        for i in range(0, len(loaded), batch_size):
+            part = loaded[i : i + batch_size]
+            try:
+                feats = encoder.encode([w for _, w in part])
+            except ValueError as e:  # e.g. a clip over 30 s: report each clip of the batch on its own
+                for u, w in part:
+                    try:
+                        yield u, encoder.encode([w])[0].numpy(), None
+                    except ValueError as e1:
+                        yield u, None, f"{u.id}: {e1}"
+                log.debug("batch fell back to single clips: %s", e)
+            else:
+                for (u, _), f in zip(part, feats):
+                    yield u, f.numpy(), None
+            bar.update(len(part))
     bar.close()
 
 
 class UnitCache:
-    """Unit sequences on disk, keyed by utterance id + audio path, under the tokenizer's fingerprint."""
+    """Speech-tokenizer outputs on disk, keyed by utterance id + audio path, under the tokenizer's fingerprint.
 
-    def __init__(self, folder: str | Path, tokenizer: UnitTokenizer):
+    Unit ids go to one JSONL file (``units-<fp>.jsonl``); continuous features to safetensors shards in
+    ``features-<fp>/``, each written atomically, so a killed run keeps every shard it finished.
+    """
+
+    def __init__(self, folder: str | Path, tokenizer: SpeechTokenizer):
+        self.binary = isinstance(tokenizer, FeatureTokenizer)
+        self.data: dict[str, list[int] | np.ndarray] = {}
+        if self.binary:
+            self.path = Path(folder) / f"features-{tokenizer.fingerprint}"
+            for shard in sorted(self.path.glob("*.safetensors")):
+                self.data.update(load_file(str(shard)))
+            return
         self.path = Path(folder) / f"units-{tokenizer.fingerprint}.jsonl"
-        self.data: dict[str, list[int]] = {}
         if self.path.exists():
             with self.path.open(encoding="utf-8") as f:
                 for line in f:
@@ -158,10 +219,17 @@ class UnitCache:
     def key(u: Utterance) -> str:
         return f"{u.id}\t{u.audio}"
 
-    def get(self, u: Utterance) -> list[int] | None:
+    def get(self, u: Utterance) -> list[int] | np.ndarray | None:
         return self.data.get(self.key(u))
 
-    def add_many(self, rows: list[tuple[Utterance, list[int]]]) -> None:
+    def add_many(self, rows: list[tuple[Utterance, list[int] | np.ndarray]]) -> None:
+        if self.binary:
+            self.path.mkdir(parents=True, exist_ok=True)
+            shard = {self.key(u): np.ascontiguousarray(x) for u, x in rows}
+            name = f"{len(list(self.path.glob('*.safetensors'))):06d}.safetensors"
+            atomic_write(self.path / name, lambda p: save_file(shard, p))
+            self.data.update(shard)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as f:
             for u, units in rows:
@@ -169,12 +237,14 @@ class UnitCache:
                 f.write(json.dumps({"key": self.key(u), "units": units}) + "\n")
 
 
-def encode_units(utts: list[Utterance], root: str | Path, encoder: SpeechEncoder, tokenizer: UnitTokenizer,
-                 cache_dir: str | Path | None = None, batch_size: int = 16) -> tuple[dict[str, list[int]], list[BadLine]]:
-    """Unit sequences for utterances, reading and filling the cache; bad lines are reported, not fatal.
+def encode_units(utts: list[Utterance], root: str | Path, encoder: SpeechEncoder, tokenizer: SpeechTokenizer,
+                 cache_dir: str | Path | None = None, batch_size: int = 16
+                 ) -> tuple[dict[str, list[int] | np.ndarray], list[BadLine]]:
+    """Unit sequences (or continuous features) for utterances, reading and filling the cache; bad lines
+    are reported, not fatal.
 
     Returns:
-        units: utterance id -> unit ids.
+        units: utterance id -> unit ids (k-means tokenizer) or (T, D) float16 features.
         bad: utterances that could not be encoded, with the reason.
     """
     cache = UnitCache(cache_dir, tokenizer) if cache_dir is not None else None
@@ -194,7 +264,7 @@ def encode_units(utts: list[Utterance], root: str | Path, encoder: SpeechEncoder
             log.warning("skipping %s", err)
             bad.append(BadLine(u.id, err))
             continue
-        out[u.id] = tokenizer(feats).tolist()
+        out[u.id] = tokenizer(feats) if isinstance(tokenizer, FeatureTokenizer) else tokenizer(feats).tolist()
         pending.append((u, out[u.id]))
         if cache and len(pending) >= 256:
             cache.add_many(pending)

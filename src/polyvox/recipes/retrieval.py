@@ -22,7 +22,15 @@ from polyvox.losses import contrastive_loss, spread_out
 from polyvox.models.dual_encoder import DualEncoder, load_backbone
 from polyvox.models.export import read_meta
 from polyvox.models.speech_encoder import SpeechEncoder
-from polyvox.models.units import BadLine, UnitSpec, UnitTokenizer, encode_units, fit_units
+from polyvox.models.units import (
+    BadLine,
+    FeatureTokenizer,
+    SpeechTokenizer,
+    UnitSpec,
+    encode_units,
+    fit_units,
+    load_speech_tokenizer,
+)
 from polyvox.train.loop import train
 
 log = logging.getLogger(__name__)
@@ -35,7 +43,7 @@ def build_speech_encoder(cfg: UnitsConfig) -> SpeechEncoder:
     return SpeechEncoder(whisper, fe, layer=cfg.layer, pool=cfg.pool, pad_to_30s=cfg.pad_to_30s)
 
 
-def encoder_for_units(tok: UnitTokenizer) -> SpeechEncoder:
+def encoder_for_units(tok: SpeechTokenizer) -> SpeechEncoder:
     """The speech encoder a unit tokenizer was fitted on (same encoder, layer, pooling and padding)."""
     s = tok.spec
     return build_speech_encoder(UnitsConfig(encoder=s.encoder, layer=s.layer, pool=s.pool, pad_to_30s=s.pad_to_30s))
@@ -50,11 +58,20 @@ def units_dir(cfg: RetrievalConfig) -> Path:
     return Path(cfg.out_dir) / "units"
 
 
-def run_units_fit(cfg: RetrievalConfig) -> tuple[UnitTokenizer, list[BadLine]]:
-    """Fit the k-means unit tokenizer on (a seeded sample of) the training split and save it."""
+def run_units_fit(cfg: RetrievalConfig) -> tuple[SpeechTokenizer, list[BadLine]]:
+    """Fit the k-means unit tokenizer on (a seeded sample of) the training split and save it; with
+    ``units.kind: features`` there is nothing to fit, and the feature tokenizer is saved at once."""
     from polyvox.models.sources import fingerprint
 
     u = cfg.units
+    if u.kind not in ("kmeans", "features"):
+        raise ValueError(f"units.kind must be kmeans or features, got {u.kind!r}")
+    if u.kind == "features":
+        spec = UnitSpec(encoder=u.encoder, encoder_fingerprint=fingerprint(u.encoder), layer=u.layer, pool=u.pool,
+                        pad_to_30s=u.pad_to_30s, dedup=False, num_units=0, kind="features")
+        tok = FeatureTokenizer(spec, build_speech_encoder(u).dim)
+        tok.save(units_dir(cfg))
+        return tok, []
     utts, root = _manifest(cfg, cfg.data.train_split)
     if not utts:
         raise ValueError(f"{cfg.data.manifest}: no utterances in split {cfg.data.train_split!r}")
@@ -70,16 +87,30 @@ def run_units_fit(cfg: RetrievalConfig) -> tuple[UnitTokenizer, list[BadLine]]:
     return tok, bad
 
 
-def run_units_encode(cfg: RetrievalConfig, split: str | None = None,
-                     encoder: SpeechEncoder | None = None) -> tuple[dict[str, list[int]], list[BadLine]]:
-    """Unit sequences of a split (all splits when None), cached in the run folder; bad lines reported."""
-    tok = UnitTokenizer.load(units_dir(cfg))
+def run_units_encode(cfg: RetrievalConfig, split: str | None = None, encoder: SpeechEncoder | None = None,
+                     tok: SpeechTokenizer | None = None) -> tuple[dict, list[BadLine]]:
+    """Unit sequences (or features) of a split (all splits when None), cached in the run folder; bad lines
+    reported. `tok` defaults to the run's own tokenizer (``out_dir/units``)."""
+    tok = tok or load_speech_tokenizer(units_dir(cfg))
     utts, root = _manifest(cfg, split)
-    encoder = encoder or build_speech_encoder(cfg.units)
+    encoder = encoder or encoder_for_units(tok)
     units, bad = encode_units(utts, root, encoder, tok, Path(cfg.out_dir) / "cache", cfg.units.batch_size)
     for b in bad:
         log.warning("bad line %s: %s", b.id, b.error)
     return units, bad
+
+
+def run_units_probe(cfg: RetrievalConfig, name: str = "probe") -> dict:
+    """The linear probe (`polyvox.eval.probe`) of the run's units, fitted on the training split and scored on
+    the test split; writes ``<out_dir>/<name>.{json,md,png}``."""
+    from polyvox.eval.probe import linear_probe
+
+    units, _ = run_units_encode(cfg)
+    train_utts, _ = _manifest(cfg, cfg.data.train_split)
+    test_utts, _ = _manifest(cfg, cfg.data.test_split)
+    result = linear_probe(train_utts, test_utts, units)
+    write_report(result, cfg.out_dir, name, config_to_dict(cfg))
+    return result
 
 
 def _batches(cfg: RetrievalConfig, model: DualEncoder, train_set: list[tuple[list[int], str, str]],
@@ -135,10 +166,10 @@ def _loss_fn(cfg: RetrievalConfig):
     lc = cfg.loss
 
     def loss_fn(model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        groups = [batch["speech"], batch["text"]] + ([batch["src"], batch["tgt"]] if batch["src"] else [])
+        groups = [batch["speech"], batch["text"]] + ([batch["src"], batch["tgt"]] if batch["src"] is not None else [])
         embs = model(*groups)
         scale = getattr(model, "module", model).log_scale.clamp(0.0, math.log(100.0)).exp()
-        s, t = embs[0], embs[1]
+        s, t = embs[0], embs[1]  # (B, E) each
         main = contrastive_loss(s, t, scale)
         reg = spread_out(s) + spread_out(t)
         loss = main + lc.spread_out * reg
@@ -153,11 +184,30 @@ def _loss_fn(cfg: RetrievalConfig):
     return loss_fn
 
 
-def build_model(cfg: RetrievalConfig, num_units: int) -> DualEncoder:
+def build_model(cfg: RetrievalConfig, units: SpeechTokenizer) -> DualEncoder:
     backbone, tok = load_backbone(cfg.model, cfg.train.seed)
-    model = DualEncoder(backbone, tok, num_units, cfg.model, cfg.train.seed, cfg.loss.temperature)
+    model = DualEncoder(backbone, tok, units.num_units, cfg.model, cfg.train.seed, cfg.loss.temperature,
+                        feature_dim=getattr(units, "dim", None))
     model.log_scale.requires_grad_(cfg.loss.learn_temperature)
+    model.unit_tokenizer = units
     return model
+
+
+NEW_PARAMS = ("audio_embed", "adapter.", "spelling.", "proj.", "log_scale")
+"""Parameters the LLM did not have: they train at `train.new_params_lr`."""
+
+
+def param_groups(model: DualEncoder, t) -> list[dict]:
+    """AdamW groups: new vs backbone parameters (two learning rates), each split into decayed matrices and
+    undecayed vectors (biases, norms), audio rows and temperature, which weight decay would only pull to 0."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            new = name.startswith(NEW_PARAMS)
+            decay = p.ndim >= 2 and not name.startswith(("audio_embed", "log_scale"))
+            groups.setdefault((new, decay), []).append(p)
+    return [{"params": ps, "lr": t.new_params_lr if new else t.lr, "weight_decay": t.weight_decay if decay else 0.0}
+            for (new, decay), ps in sorted(groups.items())]
 
 
 def run_train(cfg: RetrievalConfig, units: dict[str, list[int]] | None = None) -> Path:
@@ -165,25 +215,20 @@ def run_train(cfg: RetrievalConfig, units: dict[str, list[int]] | None = None) -
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    tok = UnitTokenizer.load(units_dir(cfg))
+    tok = load_speech_tokenizer(units_dir(cfg))
     if units is None:
         units, _ = run_units_encode(cfg, cfg.data.train_split)
     utts, _ = _manifest(cfg, cfg.data.train_split)
-    train_set = [(units[u.id], u.lang, u.text) for u in utts if u.id in units and units[u.id]]
+    train_set = [(units[u.id], u.lang, u.text) for u in utts if u.id in units and len(units[u.id])]
     if len(train_set) < 2:
         raise ValueError(f"need at least 2 usable training utterances, found {len(train_set)}")
     pairs = sorted({u.group or u.id: (u.text, u.lang, u.translations[cfg.data.pivot_lang]) for u in utts
                     if cfg.data.pivot_lang in u.translations}.values())
-    model = build_model(cfg, tok.num_units)
-    model.unit_tokenizer = tok
-    new = {id(model.audio_embed), id(model.log_scale), *map(id, model.proj.parameters())}
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in trainable if id(p) in new], "lr": cfg.train.new_params_lr},
-              {"params": [p for p in trainable if id(p) not in new], "lr": cfg.train.lr}]
+    model = build_model(cfg, tok)
+    groups = param_groups(model, cfg.train)
     log.info("training on %d utterances in %d languages; %.1fM trainable parameters", len(train_set),
-             len({s[1] for s in train_set}), sum(p.numel() for p in trainable) / 1e6)
-    train(model, [g for g in groups if g["params"]], _batches(cfg, model, train_set, pairs), _loss_fn(cfg),
-          cfg.train, out)
+             len({s[1] for s in train_set}), sum(p.numel() for g in groups for p in g["params"]) / 1e6)
+    train(model, groups, _batches(cfg, model, train_set, pairs), _loss_fn(cfg), cfg.train, out)
     return model.save(out / "model", extra={"train_languages": sorted({s[1] for s in train_set})})
 
 
@@ -191,14 +236,15 @@ def run_eval(cfg: RetrievalConfig, checkpoint: str | Path | None = None, name: s
              units: dict[str, list[int]] | None = None) -> dict:
     """Evaluate a trained model (default ``out_dir/model``) on the test split; writes JSON, Markdown and PNG.
 
-    `units` (utterance id -> unit ids) skips re-encoding when the caller already has them.
+    `units` (utterance id -> unit ids) skips re-encoding when the caller already has them; otherwise the
+    test split is encoded with the checkpoint's own unit tokenizer (cached in ``out_dir/cache``).
     """
     folder = Path(checkpoint or Path(cfg.out_dir) / "model")
     model = DualEncoder.load(folder)
     seen = set(read_meta(folder, "dual-encoder").get("train_languages", []))
     bad = []
     if units is None:
-        units, bad = run_units_encode(cfg, cfg.data.test_split)
+        units, bad = run_units_encode(cfg, cfg.data.test_split, tok=model.unit_tokenizer)
     utts, _ = _manifest(cfg, cfg.data.test_split)
     result = evaluate_retrieval(model, utts, units, seen, cfg.data.pivot_lang, tuple(cfg.eval.ks), cfg.eval.batch_size)
     result["bad_lines"] = [b.__dict__ for b in bad]
