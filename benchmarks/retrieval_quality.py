@@ -21,7 +21,6 @@ benchmarks/results/retrieval_quality.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from pathlib import Path
@@ -85,26 +84,18 @@ def by_language(utts) -> dict[str, list]:
     return out
 
 
-def degraded_units(config: str, cfg, condition: str, utts) -> dict:
-    """Features of degraded copies of the test clips (written once under the run folder, then cached)."""
-    from polyvox.audio import load_audio, write_flac
-    from polyvox.data.degrade import CONDITIONS
-    from polyvox.data.manifest import write_manifest
+def degraded_units(cfg, condition: str, utts) -> dict:
+    """Features of degraded copies of the test clips (written once under the run folder, then cached), keyed
+    by the original utterance id."""
+    from polyvox.data.degrade import write_degraded
+    from polyvox.models.units import encode_units, load_speech_tokenizer
+    from polyvox.recipes.retrieval import encoder_for_units
 
-    root = Path(cfg.data.manifest).parent
     folder = Path(cfg.out_dir) / "degraded" / condition
-    manifest = folder / "manifest.jsonl"
-    if not manifest.exists():
-        copies = []
-        for i, u in enumerate(utts):
-            path = folder / u.audio
-            if not path.exists():
-                write_flac(path, CONDITIONS[condition](load_audio(u.audio_path(root)), seed=i))
-            copies.append(u)
-        write_manifest(manifest, copies)
-    sub = load_config(config, [f"out_dir={cfg.out_dir}", f"data.manifest={manifest}"])
-    units, _ = run_units_encode(sub, cfg.data.test_split)
-    return units
+    copies = write_degraded(utts, Path(cfg.data.manifest).parent, folder, condition)
+    tok = load_speech_tokenizer(units_dir(cfg))
+    units, _ = encode_units(copies, folder, encoder_for_units(tok), tok, Path(cfg.out_dir) / "cache", cfg.units.batch_size)
+    return {k.split("#")[0]: v for k, v in units.items()}
 
 
 def main() -> None:
@@ -177,7 +168,7 @@ def main() -> None:
     de = run / "dual_encoder" / "model"
     for condition in [c for c in args.conditions.split(",") if c]:
         t = time.perf_counter()
-        du = degraded_units(args.config, cfg, condition, test_utts)
+        du = degraded_units(cfg, condition, test_utts)
         r = run_eval(load_config(args.config, [f"out_dir={run / 'dual_encoder'}", *base]), checkpoint=de, units=du,
                      name=f"eval-{condition}")
         p = linear_probe(train_utts, test_utts, du)

@@ -19,6 +19,7 @@ from _common import peak_rss_mb, write_result
 
 from polyvox.config import load_config
 from polyvox.losses import contrastive_loss, spread_out
+from polyvox.models.units import FeatureTokenizer, UnitSpec, UnitTokenizer
 from polyvox.recipes.retrieval import build_model
 
 
@@ -32,12 +33,18 @@ def main() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     b = cfg.train.batch_size
-    model = build_model(cfg, cfg.units.num_units)
-    speech = [list(rng.integers(0, cfg.units.num_units, 62)) for _ in range(b)]
+    u = cfg.units
+    spec = UnitSpec(u.encoder, "synthetic", u.layer, u.pool, u.pad_to_30s, u.dedup, u.num_units, kind=u.kind)
+    if u.kind == "features":  # whisper-base width; 62 frames = 2.5 s at 25 frames/s
+        model = build_model(cfg, FeatureTokenizer(spec, 512))
+        speech = [rng.standard_normal((62, 512)).astype(np.float32) for _ in range(b)]
+    else:
+        model = build_model(cfg, UnitTokenizer(np.zeros((u.num_units, 512), np.float32), spec))
+        speech = [list(rng.integers(0, u.num_units, 62)) for _ in range(b)]
     texts = ["The file could not be opened because it is in use"] * b
     data = "synthetic"
     cache = sorted((Path(cfg.out_dir) / "cache").glob("units-*.jsonl"))
-    if cache:
+    if cache and u.kind != "features":
         import json
 
         lines = cache[0].read_text().splitlines()  # written in length order: sample across it

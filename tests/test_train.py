@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -136,8 +137,6 @@ def test_lora_with_grad_accumulation_trains_adapters_only(tiny_corpus, tmp_path)
 
 
 def test_batches_are_one_language_and_cover_the_epoch(tmp_path):
-    import numpy as np
-
     from polyvox.models.units import UnitSpec, UnitTokenizer
     from polyvox.recipes.retrieval import _batches, build_model
 
@@ -155,3 +154,83 @@ def test_batches_are_one_language_and_cover_the_epoch(tmp_path):
         seen += texts
     assert sorted(seen) == sorted(s[2] for s in train_set)
     assert batches(1, 0, 1) == batches(1, 0, 1)  # a pure function of the step: resumable
+
+
+def test_features_pipeline_probe_and_eval_on_another_manifest(tiny_corpus, tmp_path, capsys):
+    """units.kind=features end to end through the CLI; `units probe`; and `eval retrieval --checkpoint` on a
+    manifest of another run folder, using the checkpoint's own tokenizer (no units/ folder there)."""
+    args = ["--config", str(TINY), "--manifest", str(tiny_corpus), "--out", str(tmp_path / "run"),
+            "--set", "units.kind=features", "--set", "model.pooling=content", "--set", "model.standardize=true",
+            "--set", "model.spelling_buckets=256", "--set", "model.adapter_hidden=16"]
+    for cmd in (["units", "fit"], ["units", "encode"], ["units", "probe"], ["train", "retrieval"]):
+        assert main([*cmd, *args]) == 0
+    out = capsys.readouterr().out
+    assert "linear probe" in out and (tmp_path / "run" / "probe.json").exists()
+    assert not list((tmp_path / "run" / "cache").glob("units-*.jsonl"))  # features, not unit ids
+    other = tmp_path / "other"
+    assert main(["eval", "retrieval", "--config", str(TINY), "--manifest", str(tiny_corpus), "--out", str(other),
+                 "--checkpoint", str(tmp_path / "run" / "model")]) == 0
+    result = json.loads((other / "eval.json").read_text())
+    assert result["languages"]["pl_pl"]["n"] == 8 and len(result["hits"]["pl_pl"]["R@1"]) == 8
+    # the index and speech search serve a continuous-input model like a unit model
+    from polyvox.audio import load_audio
+    from polyvox.index import embed_items, embed_speech, read_texts
+    from polyvox.models.dual_encoder import DualEncoder
+
+    model, idx = tmp_path / "run" / "model", tmp_path / "idx"
+    assert main(["index", "build", "--model", str(model), "--texts", str(tiny_corpus), "--out", str(idx)]) == 0
+    clip = sorted((tiny_corpus.parent / "audio" / "fr_fr").glob("*.flac"))[0]
+    capsys.readouterr()
+    assert main(["search", "--index", str(idx), "--lang", "fr_fr", "--audio", str(clip), "-k", "3"]) == 0
+    printed = [line.split("\t")[3] for line in capsys.readouterr().out.strip().splitlines()]
+    dual = DualEncoder.load(model).eval()
+    items = read_texts(tiny_corpus)
+    scores = embed_items(dual, items) @ embed_speech(dual, [load_audio(clip)], "fr_fr")[0]
+    assert printed == [items[i].id for i in np.argsort(-scores, kind="stable")[:3]]
+
+
+def test_param_groups_leave_vectors_rows_and_temperature_undecayed(tmp_path):
+    from polyvox.recipes.retrieval import build_model, param_groups
+
+    cfg = tiny_cfg(tmp_path / "m.jsonl", tmp_path / "run", "train.weight_decay=0.1", "model.spelling_buckets=64")
+    from polyvox.models.units import UnitSpec, UnitTokenizer
+
+    model = build_model(cfg, UnitTokenizer(np.zeros((16, 4)), UnitSpec("tiny-whisper", "x", 2, 2, False, False, 16)))
+    groups = param_groups(model, cfg.train)
+    name = {id(p): n for n, p in model.named_parameters()}
+    decayed = {name[id(p)] for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    plain = {name[id(p)] for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert "audio_embed" in plain and "log_scale" in plain and "proj.bias" in plain and "proj.weight" in decayed
+    assert not any(n.endswith(("norm.weight", "bias")) for n in decayed)
+    lrs = {name[id(p)]: g["lr"] for g in groups for p in g["params"]}
+    assert lrs["proj.weight"] == lrs["spelling.table.weight"] == cfg.train.new_params_lr
+    assert {lr for n, lr in lrs.items() if n.startswith("backbone.")} == {cfg.train.lr}
+    assert len(lrs) == sum(p.requires_grad for p in model.parameters())
+
+
+def test_augmented_copies_replace_their_original_within_an_epoch(tiny_corpus, tmp_path):
+    """train.augment writes degraded copies once and trains on them; each epoch holds one version of every
+    clip, so a batch never pairs a clip's text with two recordings."""
+    from polyvox.models.units import UnitSpec, UnitTokenizer
+    from polyvox.recipes.retrieval import _batches, build_model
+
+    cfg = tiny_cfg(tiny_corpus, tmp_path / "run", "train.batch_size=4", "train.steps=3", "train.augment=[telephone]")
+    spec = UnitSpec("tiny-whisper", "x", 2, 2, False, False, 16)
+    model = build_model(cfg, UnitTokenizer(np.zeros((16, 4)), spec))
+    train_set = [([1, 2, 3], "fr_fr", f"sentence {i}") for i in range(8)] + [([4, 5], "fr_fr", f"sentence {i}") for i in range(8)]
+    batches = _batches(cfg, model, train_set, [], {i: [8 + i] for i in range(8)})
+    kinds = set()
+    for epoch in range(3):
+        texts = []
+        for step in range(2 * epoch, 2 * epoch + 2):  # 8 items / 4 per batch
+            b = batches(step, 0, 1)[0]
+            texts += [model.tokenizer.decode(ids, skip_special_tokens=True) for ids in b["text"].content]
+            kinds |= {len(c) for c in b["speech"].content}
+        assert sorted(texts) == sorted(f"sentence {i}" for i in range(8))  # each text once per epoch
+    assert kinds == {2, 3}  # originals (3 units) and copies (2 units) are both drawn
+    run_units_fit(cfg)
+    run_train(cfg)
+    copies = list((tmp_path / "run" / "augmented" / "telephone").rglob("*.flac"))
+    from polyvox.data.manifest import read_manifest
+
+    assert len(copies) == len(read_manifest(tiny_corpus, split="train"))

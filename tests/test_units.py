@@ -90,3 +90,33 @@ def test_load_audio_errors_name_the_file(tmp_path):
         load_audio(bad)
     with pytest.raises(AudioError, match="not found"):
         load_audio(tmp_path / "nope.flac")
+
+
+def test_feature_tokenizer_cache_and_streaming_chunks(tiny_corpus, tmp_path):
+    """Continuous features: equal to the encoder's output, cached in safetensors shards that a second run
+    reads instead of encoding, and the same whatever the audio chunk size."""
+    from polyvox.models.units import FeatureTokenizer, iter_features, load_speech_tokenizer
+
+    utts = read_manifest(tiny_corpus)
+    root = tiny_corpus.parent
+    enc = encoder()
+    tok = FeatureTokenizer(UnitSpec("tiny-whisper", fingerprint("tiny-whisper"), 2, 2, False, False, 0,
+                                    kind="features"), enc.dim)
+    tok.save(tmp_path / "u")
+    again = load_speech_tokenizer(tmp_path / "u")
+    assert isinstance(again, FeatureTokenizer) and again.fingerprint == tok.fingerprint
+    feats, bad = encode_units(utts, root, enc, tok, tmp_path / "cache", batch_size=4)
+    assert not bad and len(feats) == len(utts)
+    assert list((tmp_path / "cache").glob("features-*/*.safetensors"))
+    ref = {u.id: f for u, f, _ in iter_features(utts, root, enc, batch_size=32, chunk=len(utts))}
+    small = {u.id: f for u, f, _ in iter_features(utts, root, enc, batch_size=2, chunk=3)}
+    for u in utts:
+        assert feats[u.id].dtype == np.float16 and feats[u.id].shape == ref[u.id].shape
+        assert np.allclose(feats[u.id], ref[u.id], atol=1e-2) and np.allclose(small[u.id], ref[u.id], atol=1e-5)
+
+    class NoEncoder:
+        def encode(self, wavs):
+            raise AssertionError("cached features must not be re-encoded")
+
+    cached, _ = encode_units(utts, root, NoEncoder(), tok, tmp_path / "cache")
+    assert all(np.array_equal(cached[u.id], feats[u.id]) for u in utts)

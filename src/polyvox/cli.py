@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from polyvox.config import BLSPConfig, MITConfig, RetrievalConfig, ServeConfig, load_config
+from polyvox.sysmem import release_memory
 
 log = logging.getLogger("polyvox")
 
@@ -317,6 +318,7 @@ def demo(cfg: RetrievalConfig, corpus_dir: str | Path = "data/demo") -> dict:
     if cfg.corpus and not manifest.exists():
         log.info("building the %s corpus in %s", cfg.corpus, corpus_dir)
         data_build(corpus_config(cfg.corpus), corpus_dir)
+        release_memory()
     cfg.data.manifest = str(manifest)
     stages = {}
     run_units_fit(cfg)

@@ -70,9 +70,10 @@ class ModelConfig:
     train_text_embeddings: bool = False
     """Also train the LLM's original token-embedding rows (the new audio rows always train)."""
     max_speech_tokens: int = 256
-    """Audio tokens kept per utterance (longer sequences are truncated)."""
+    """LLM positions of speech kept per utterance: audio units, or adapter outputs (`adapter_stride` frames
+    each); longer clips are truncated."""
     max_text_tokens: int = 64
-    """Text tokens kept per text (prefix included)."""
+    """Text tokens kept per text (after the language prefix)."""
     random_init: bool = False
     """Build the backbone from its config with random weights (the from-scratch baseline)."""
     pooling: str = "mean"
@@ -124,6 +125,9 @@ class TrainConfig:
     """Speech–text pairs per optimiser step (global, before accumulation is split)."""
     grad_accum: int = 1
     """Micro-batches per optimiser step (each of batch_size / grad_accum pairs)."""
+    augment: list[str] = field(default_factory=list)
+    """Extra training copies of every clip under recording conditions (`polyvox.data.degrade.AUGMENTATIONS`:
+    telephone, noise10db, reverb, speed); each is written and encoded once, then cached like the originals."""
     same_language_batches: bool = True
     """Draw each batch from one language, so negatives differ in content rather than language."""
     lr: float = 1e-4

@@ -326,7 +326,7 @@ def embed_speech(dual, wavs: list[np.ndarray], langs: str | list[str], encoder=N
         raise ValueError("this dual-encoder checkpoint has no unit tokenizer, so it cannot embed audio")
     encoder = encoder or encoder_for_units(tok)
     with torch.no_grad():
-        seqs = [tok(feats.numpy()).tolist() for feats in encoder.encode(wavs)]
+        seqs = [tok(feats.numpy()) for feats in encoder.encode(wavs)]  # unit ids, or (T, D) features
         return dual.encode_speech(seqs, langs).float().numpy()
 
 

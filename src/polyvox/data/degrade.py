@@ -1,13 +1,16 @@
-"""Recording conditions for robustness tests (and training augmentation): telephone band, additive noise,
-reverberation. Each is a pure function of a 16 kHz mono clip and a seed."""
+"""Recording conditions for robustness tests and training augmentation: telephone band, additive noise,
+reverberation, speed. Each is a pure function of a 16 kHz mono clip and a seed."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
-from polyvox.audio import SAMPLE_RATE
+from polyvox.audio import SAMPLE_RATE, load_audio, write_flac
+from polyvox.data.manifest import Utterance
 
 
 def telephone(wav: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -49,5 +52,34 @@ def reverb(wav: np.ndarray, seed: int = 0, rt60: float = 0.6) -> np.ndarray:
     return (y * np.sqrt(np.mean(wav ** 2) / max(float(np.mean(y ** 2)), 1e-12))).astype(np.float32)
 
 
+def speed(wav: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Speed perturbation (tempo and pitch together, as resampling does): x0.9 or x1.1, chosen by the seed."""
+    import soxr
+
+    factor = (0.9, 1.1)[seed % 2]
+    return soxr.resample(wav, SAMPLE_RATE, SAMPLE_RATE / factor).astype(np.float32)
+
+
 CONDITIONS: dict[str, Callable[..., np.ndarray]] = {"telephone": telephone, "noise10db": noise, "reverb": reverb}
 """Named degradations of the robustness report."""
+AUGMENTATIONS: dict[str, Callable[..., np.ndarray]] = {**CONDITIONS, "speed": speed}
+"""Named training augmentations (`train.augment`)."""
+
+
+def write_degraded(utts: list[Utterance], root: str | Path, out_root: str | Path, name: str) -> list[Utterance]:
+    """Degraded copies of `utts` (audio under `root`) as FLAC under `out_root`, same relative paths, written
+    once (a re-run keeps what exists); returns the copies, ids suffixed ``#name``. A clip that cannot be read
+    is left out (the caller's encoding reports bad lines of the originals)."""
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"unknown condition {name!r}; known: {', '.join(AUGMENTATIONS)}")
+    out = []
+    for i, u in enumerate(utts):
+        path = Path(out_root) / u.audio
+        if not path.exists():
+            try:
+                wav = load_audio(u.audio_path(root))
+            except ValueError:
+                continue
+            write_flac(path, AUGMENTATIONS[name](wav, seed=i))
+        out.append(replace(u, id=f"{u.id}#{name}", duration=None))
+    return out

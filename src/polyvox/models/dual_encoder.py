@@ -123,8 +123,8 @@ class Inputs:
 class DualEncoder(nn.Module):
     """Shared LLM tower over texts and speech, pooled and projected into one space.
 
-    Speech enters as discrete audio units (K new rows of the input-embedding table: id V + u is unit u)
-    or, when `feature_dim` is given, as continuous encoder frames through a trainable adapter
+    Speech enters as discrete audio units (K new rows beside the input-embedding table) or, when
+    `feature_dim` is given, as continuous encoder frames through a trainable adapter
     (`cfg.adapter`). Every input is ``[prefix ; content]``, with the prefix naming language and modality.
     """
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from polyvox.config import RetrievalConfig, UnitsConfig, config_to_dict, save_config
+from polyvox.data.degrade import write_degraded
 from polyvox.data.manifest import Utterance, read_manifest
 from polyvox.eval.report import write_report
 from polyvox.eval.retrieval import evaluate_retrieval
@@ -31,6 +32,7 @@ from polyvox.models.units import (
     fit_units,
     load_speech_tokenizer,
 )
+from polyvox.sysmem import release_memory
 from polyvox.train.loop import train
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,8 @@ def run_units_encode(cfg: RetrievalConfig, split: str | None = None, encoder: Sp
     units, bad = encode_units(utts, root, encoder, tok, Path(cfg.out_dir) / "cache", cfg.units.batch_size)
     for b in bad:
         log.warning("bad line %s: %s", b.id, b.error)
+    del encoder
+    release_memory()  # the encoder and the decoded audio are gone: give their heap back
     return units, bad
 
 
@@ -114,24 +118,33 @@ def run_units_probe(cfg: RetrievalConfig, name: str = "probe") -> dict:
 
 
 def _batches(cfg: RetrievalConfig, model: DualEncoder, train_set: list[tuple[list[int], str, str]],
-             pairs: list[tuple[str, str, str]]):
-    """The step -> micro-batches function: a pure function of (seed, step), so a resumed run sees the same data."""
+             pairs: list[tuple[str, str, str]], versions: dict[int, list[int]] | None = None):
+    """The step -> micro-batches function: a pure function of (seed, step), so a resumed run sees the same data.
+
+    `versions` maps an item of `train_set` to its other versions (augmented copies, later in `train_set`):
+    each epoch draws one version of every item, so a batch never holds two recordings of one text.
+    """
     t, pivot = cfg.train, cfg.data.pivot_lang
-    n = len(train_set)
+    versions = versions or {}
+    copies = {j for v in versions.values() for j in v}
 
     by_lang: dict[str, list[int]] = {}
     for i, (_, lang, _) in enumerate(train_set):
-        by_lang.setdefault(lang, []).append(i)
+        if i not in copies:
+            by_lang.setdefault(lang, []).append(i)
 
     @functools.lru_cache(maxsize=2)
     def epoch_batches(epoch: int) -> list[np.ndarray]:
         rng = np.random.default_rng([t.seed, epoch])
         # one language per batch: in-batch negatives then differ in content, not just in language,
         # which is what per-language evaluation asks of the model
-        pools = [np.array(v) for _, v in sorted(by_lang.items())] if t.same_language_batches else [np.arange(n)]
+        pools = [np.array(v) for _, v in sorted(by_lang.items())]
+        pools = pools if t.same_language_batches else [np.concatenate(pools)]
         out = []
         for pool in pools:
             pool = rng.permutation(pool)
+            if versions:
+                pool = np.array([rng.choice([i, *versions.get(i, [])]) for i in pool])
             out += [pool[i : i + t.batch_size] for i in range(0, max(1, len(pool) - t.batch_size + 1), t.batch_size)]
         return [out[i] for i in rng.permutation(len(out))]
 
@@ -218,17 +231,29 @@ def run_train(cfg: RetrievalConfig, units: dict[str, list[int]] | None = None) -
     tok = load_speech_tokenizer(units_dir(cfg))
     if units is None:
         units, _ = run_units_encode(cfg, cfg.data.train_split)
-    utts, _ = _manifest(cfg, cfg.data.train_split)
+    utts, root = _manifest(cfg, cfg.data.train_split)
     train_set = [(units[u.id], u.lang, u.text) for u in utts if u.id in units and len(units[u.id])]
+    base = {u.id: i for i, u in enumerate(u for u in utts if u.id in units and len(units[u.id]))}
+    versions: dict[int, list[int]] = {}
+    for name in cfg.train.augment:
+        copies = [c for c in write_degraded(utts, root, out / "augmented" / name, name) if c.id.split("#")[0] in base]
+        aug, _ = encode_units(copies, out / "augmented" / name, encoder_for_units(tok), tok, out / "cache",
+                              cfg.units.batch_size)
+        for c in copies:
+            if c.id in aug and len(aug[c.id]):
+                versions.setdefault(base[c.id.split("#")[0]], []).append(len(train_set))
+                train_set.append((aug[c.id], c.lang, c.text))
+        log.info("augmentation %s: %d training copies", name, len(aug))
     if len(train_set) < 2:
         raise ValueError(f"need at least 2 usable training utterances, found {len(train_set)}")
     pairs = sorted({u.group or u.id: (u.text, u.lang, u.translations[cfg.data.pivot_lang]) for u in utts
                     if cfg.data.pivot_lang in u.translations}.values())
     model = build_model(cfg, tok)
+    release_memory()  # the LLM's dropped layers and loading buffers
     groups = param_groups(model, cfg.train)
     log.info("training on %d utterances in %d languages; %.1fM trainable parameters", len(train_set),
              len({s[1] for s in train_set}), sum(p.numel() for g in groups for p in g["params"]) / 1e6)
-    train(model, groups, _batches(cfg, model, train_set, pairs), _loss_fn(cfg), cfg.train, out)
+    train(model, groups, _batches(cfg, model, train_set, pairs, versions), _loss_fn(cfg), cfg.train, out)
     return model.save(out / "model", extra={"train_languages": sorted({s[1] for s in train_set})})
 
 

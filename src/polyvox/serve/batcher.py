@@ -9,7 +9,6 @@ so that only one model call runs at a time and they do not fight over the CPU co
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import queue
 import threading
@@ -18,22 +17,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from polyvox.sysmem import trim_heap
+
 log = logging.getLogger(__name__)
-
-
-def _malloc_trim() -> Callable[[], None]:
-    """glibc's malloc_trim, or a no-op elsewhere."""
-    try:
-        trim = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return lambda: None
-    return lambda: trim(0)
-
-
-release_memory = _malloc_trim()
-"""Hand freed heap memory back to the system. A model call on a batch of clips allocates and frees large
-tensors whose sizes vary with the batch; glibc keeps such freed blocks in its heaps, and a server's resident
-memory then creeps up with every new batch shape. Trimming after each call keeps it flat."""
 
 
 class Busy(RuntimeError):
@@ -94,7 +80,7 @@ class Batcher:
                 continue
             with self.lock:
                 self._run(live)
-                release_memory()
+                trim_heap()
 
     def _run(self, batch: list[tuple[Any, Future]]) -> None:
         try:

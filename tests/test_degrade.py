@@ -1,0 +1,37 @@
+"""Degraded recording conditions, checked against what each one must do to a signal."""
+
+import numpy as np
+
+from polyvox.audio import SAMPLE_RATE
+from polyvox.data.degrade import CONDITIONS, noise, reverb, telephone
+
+
+def tone(freq, seconds=1.0):
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_telephone_keeps_the_voice_band_and_drops_the_rest():
+    low, mid, high = tone(100), tone(1000), tone(6000)
+    for x in (low, mid, high):
+        assert telephone(x).shape == x.shape and telephone(x).dtype == np.float32
+    rms = lambda x: float(np.sqrt(np.mean(x[2000:-2000] ** 2)))  # noqa: E731
+    assert rms(telephone(mid)) > 0.8 * rms(mid)
+    assert rms(telephone(high)) < 0.05 * rms(high) and rms(telephone(low)) < 0.05 * rms(low)
+
+
+def test_noise_has_the_asked_snr_and_is_seeded():
+    x = tone(440)
+    y = noise(x, seed=1, snr_db=10.0)
+    snr = 10 * np.log10(np.mean(x ** 2) / np.mean((y - x) ** 2))
+    assert abs(snr - 10.0) < 0.01
+    assert np.array_equal(y, noise(x, seed=1)) and not np.array_equal(y, noise(x, seed=2))
+
+
+def test_reverb_matches_level_and_adds_a_tail():
+    x = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    x[:800] = tone(500, 0.05)  # a 50 ms burst, then silence
+    y = reverb(x, seed=0, rt60=0.6)
+    assert abs(np.mean(y ** 2) - np.mean(x ** 2)) < 1e-3 * np.mean(x ** 2)
+    assert np.abs(y[4000:8000]).max() > 0.01 and np.abs(x[4000:8000]).max() == 0  # energy after the burst
+    assert set(CONDITIONS) == {"telephone", "noise10db", "reverb"}
