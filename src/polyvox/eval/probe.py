@@ -31,7 +31,8 @@ def _sklearn():
 def _speech_matrix(seqs: list, fit_on: list | None = None, vectorizer=None):
     """(N, F) speech features and the fitted vectoriser (None for continuous features)."""
     if len(np.shape(seqs[0])) == 2:  # continuous (T, D) frames: mean and spread of each dimension
-        return np.stack([np.concatenate([np.mean(x, 0), np.std(x, 0)]) for x in seqs]).astype(np.float32), None
+        seqs = [np.asarray(x, dtype=np.float32) for x in seqs]  # float16 sums of squares overflow
+        return np.stack([np.concatenate([x.mean(0), x.std(0)]) for x in seqs]), None
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     docs = [" ".join(f"u{u}" for u in s) for s in seqs]
