@@ -17,6 +17,7 @@ from polyvox.audio import AudioError, load_audio
 from polyvox.data.manifest import Utterance
 from polyvox.fileio import atomic_write, atomic_write_text
 from polyvox.models.speech_encoder import SpeechEncoder
+from polyvox.sysmem import trim_heap
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,8 @@ def iter_features(utts: list[Utterance], root: str | Path, encoder: SpeechEncode
                 for (u, _), f in zip(part, feats):
                     yield u, f.numpy(), None
             bar.update(len(part))
+        del loaded
+        trim_heap()  # decoded audio and encoder buffers of every size: keep the footprint at the chunk's
     bar.close()
 
 
