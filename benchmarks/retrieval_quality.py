@@ -171,7 +171,7 @@ def main() -> None:
         du = degraded_units(cfg, condition, test_utts)
         r = run_eval(load_config(args.config, [f"out_dir={run / 'dual_encoder'}", *base]), checkpoint=de, units=du,
                      name=f"eval-{condition}")
-        p = linear_probe(train_utts, test_utts, du)
+        p = linear_probe(train_utts, test_utts, {**units, **du})  # fitted on clean training clips
         robustness[condition] = {"dual_encoder": intervals(r["hits"], seen), "probe": intervals(p["hits"], seen)}
         timings[f"{condition}_s"] = time.perf_counter() - t
 
