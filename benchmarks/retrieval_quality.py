@@ -32,7 +32,15 @@ from polyvox.config import load_config
 from polyvox.data.manifest import read_manifest
 from polyvox.eval.metrics import best_ranks, bootstrap_macro
 from polyvox.eval.probe import linear_probe
-from polyvox.recipes.retrieval import run_eval, run_train, run_units_encode, run_units_fit, units_dir
+from polyvox.models.units import load_speech_tokenizer
+from polyvox.recipes.retrieval import (
+    run_degraded_encode,
+    run_eval,
+    run_train,
+    run_units_encode,
+    run_units_fit,
+    units_dir,
+)
 
 ARMS = {
     "dual_encoder": [],
@@ -82,20 +90,6 @@ def by_language(utts) -> dict[str, list]:
     for u in utts:
         out.setdefault(u.lang, []).append(u)
     return out
-
-
-def degraded_units(cfg, condition: str, utts) -> dict:
-    """Features of degraded copies of the test clips (written once under the run folder, then cached), keyed
-    by the original utterance id."""
-    from polyvox.data.degrade import write_degraded
-    from polyvox.models.units import encode_units, load_speech_tokenizer
-    from polyvox.recipes.retrieval import encoder_for_units
-
-    folder = Path(cfg.out_dir) / "degraded" / condition
-    copies = write_degraded(utts, Path(cfg.data.manifest).parent, folder, condition)
-    tok = load_speech_tokenizer(units_dir(cfg))
-    units, _ = encode_units(copies, folder, encoder_for_units(tok), tok, Path(cfg.out_dir) / "cache", cfg.units.batch_size)
-    return {k.split("#")[0]: v for k, v in units.items()}
 
 
 def main() -> None:
@@ -168,7 +162,7 @@ def main() -> None:
     de = run / "dual_encoder" / "model"
     for condition in [c for c in args.conditions.split(",") if c]:
         t = time.perf_counter()
-        du = degraded_units(cfg, condition, test_utts)
+        du = run_degraded_encode(cfg, test_utts, condition, load_speech_tokenizer(units_dir(cfg)))
         r = run_eval(load_config(args.config, [f"out_dir={run / 'dual_encoder'}", *base]), checkpoint=de, units=du,
                      name=f"eval-{condition}")
         p = linear_probe(train_utts, test_utts, {**units, **du})  # fitted on clean training clips

@@ -36,7 +36,11 @@ def recall_at_k(scores: np.ndarray, gold: Sequence[int | Sequence[int]], ks: Seq
     Returns:
         ``{"R@1": …, "R@5": …}``. Ties count against the query, so a collapsed model scores zero.
     """
-    ranks = best_ranks(scores, gold)
+    return recall_from_ranks(best_ranks(scores, gold), ks)
+
+
+def recall_from_ranks(ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """``{"R@k": …}`` from the 0-based best-gold ranks of `best_ranks`."""
     return {f"R@{k}": float((ranks < k).mean()) for k in ks}
 
 

@@ -15,7 +15,7 @@ from collections import defaultdict
 import numpy as np
 
 from polyvox.data.manifest import Utterance
-from polyvox.eval.metrics import best_ranks, chance_recall, recall_at_k
+from polyvox.eval.metrics import best_ranks, chance_recall, recall_from_ranks
 from polyvox.eval.retrieval import macro_averages
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,8 @@ def linear_probe(train: list[Utterance], test: list[Utterance], units: dict, see
         xs, _ = _speech_matrix([units[u.id] for u in us], vectorizer=vec)
         pred = unit_rows(ridge.predict(scaler.transform(xs)))
         text = unit_rows(svd.transform(chars.transform(cands)))
+        ranks = best_ranks(pred @ text.T, gold)
         per_lang[lang] = {"n": len(us), "candidates": len(cands), "seen": lang in seen,
-                          **recall_at_k(pred @ text.T, gold), "chance_R@1": chance_recall(len(cands))}
-        hits[lang] = {"R@1": (best_ranks(pred @ text.T, gold) == 0).astype(int).tolist()}
+                          **recall_from_ranks(ranks), "chance_R@1": chance_recall(len(cands))}
+        hits[lang] = {"R@1": (ranks == 0).astype(int).tolist()}
     return {"languages": per_lang, "averages": macro_averages(per_lang), "hits": hits}

@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from polyvox.data.manifest import Utterance
-from polyvox.eval.metrics import best_ranks, chance_recall, corpus_bleu, recall_at_k
+from polyvox.eval.metrics import best_ranks, chance_recall, corpus_bleu, recall_from_ranks
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +62,20 @@ def evaluate_retrieval(model, utts: list[Utterance], units: dict[str, list[int]]
         speech = embed_all(model.encode_speech, [units[u.id] for u in us], [lang] * len(us), batch_size, f"speech {lang}")
         cands, gold = _candidates([u.text for u in us])
         text = embed_all(model.encode_text, cands, [lang] * len(cands), batch_size, f"text {lang}")
+        ranks = best_ranks(speech @ text.T, gold)
         row = {"n": len(us), "candidates": len(cands), "seen": lang in seen,
-               **recall_at_k(speech @ text.T, gold, ks), "chance_R@1": chance_recall(len(cands))}
-        hits[lang] = {"R@1": (best_ranks(speech @ text.T, gold) == 0).astype(int).tolist()}
+               **recall_from_ranks(ranks, ks), "chance_R@1": chance_recall(len(cands))}
+        hits[lang] = {"R@1": (ranks == 0).astype(int).tolist()}
         pairs = [(i, u.translations[pivot]) for i, u in enumerate(us) if lang != pivot and pivot in u.translations]
         if pairs:
             x_cands, x_gold = _candidates([t for _, t in pairs])
             x_text = embed_all(model.encode_text, x_cands, [pivot] * len(x_cands), batch_size, f"text {pivot}")
             scores = speech[[i for i, _ in pairs]] @ x_text.T
-            row["xling_R@1"] = recall_at_k(scores, x_gold, (1,))["R@1"]
+            x_ranks = best_ranks(scores, x_gold)
+            row["xling_R@1"] = recall_from_ranks(x_ranks, (1,))["R@1"]
             row["xling_BLEU"] = corpus_bleu([x_cands[j] for j in scores.argmax(1)], [t for _, t in pairs])
             row["xling_candidates"] = len(x_cands)
-            hits[lang]["xling_R@1"] = (best_ranks(scores, x_gold) == 0).astype(int).tolist()
+            hits[lang]["xling_R@1"] = (x_ranks == 0).astype(int).tolist()
         per_lang[lang] = row
         log.info("%s: %s", lang, "  ".join(f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float)))
     return {"languages": per_lang, "averages": macro_averages(per_lang), "hits": hits}

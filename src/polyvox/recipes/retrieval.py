@@ -104,6 +104,18 @@ def run_units_encode(cfg: RetrievalConfig, split: str | None = None, encoder: Sp
     return units, bad
 
 
+def run_degraded_encode(cfg: RetrievalConfig, utts: list[Utterance], name: str, tok: SpeechTokenizer,
+                        under: str = "degraded") -> dict:
+    """Speech inputs of copies of `utts` under a recording condition (`polyvox.data.degrade`), written once
+    to ``out_dir/<under>/<name>`` and cached like the originals; keyed by the original utterance id."""
+    folder = Path(cfg.out_dir) / under / name
+    copies = write_degraded(utts, Path(cfg.data.manifest).parent, folder, name)
+    units, _ = encode_units(copies, folder, encoder_for_units(tok), tok, Path(cfg.out_dir) / "cache",
+                            cfg.units.batch_size)
+    release_memory()
+    return {k.split("#")[0]: v for k, v in units.items()}
+
+
 def run_units_probe(cfg: RetrievalConfig, name: str = "probe") -> dict:
     """The linear probe (`polyvox.eval.probe`) of the run's units, fitted on the training split and scored on
     the test split; writes ``<out_dir>/<name>.{json,md,png}``."""
@@ -231,18 +243,16 @@ def run_train(cfg: RetrievalConfig, units: dict[str, list[int]] | None = None) -
     tok = load_speech_tokenizer(units_dir(cfg))
     if units is None:
         units, _ = run_units_encode(cfg, cfg.data.train_split)
-    utts, root = _manifest(cfg, cfg.data.train_split)
-    train_set = [(units[u.id], u.lang, u.text) for u in utts if u.id in units and len(units[u.id])]
-    base = {u.id: i for i, u in enumerate(u for u in utts if u.id in units and len(units[u.id]))}
-    versions: dict[int, list[int]] = {}
+    utts, _ = _manifest(cfg, cfg.data.train_split)
+    usable = [u for u in utts if u.id in units and len(units[u.id])]
+    train_set = [(units[u.id], u.lang, u.text) for u in usable]
+    versions: dict[int, list[int]] = {}  # item -> its augmented copies, appended after the originals
     for name in cfg.train.augment:
-        copies = [c for c in write_degraded(utts, root, out / "augmented" / name, name) if c.id.split("#")[0] in base]
-        aug, _ = encode_units(copies, out / "augmented" / name, encoder_for_units(tok), tok, out / "cache",
-                              cfg.units.batch_size)
-        for c in copies:
-            if c.id in aug and len(aug[c.id]):
-                versions.setdefault(base[c.id.split("#")[0]], []).append(len(train_set))
-                train_set.append((aug[c.id], c.lang, c.text))
+        aug = run_degraded_encode(cfg, usable, name, tok, under="augmented")
+        for i, u in enumerate(usable):
+            if len(aug.get(u.id, ())):
+                versions.setdefault(i, []).append(len(train_set))
+                train_set.append((aug[u.id], u.lang, u.text))
         log.info("augmentation %s: %d training copies", name, len(aug))
     if len(train_set) < 2:
         raise ValueError(f"need at least 2 usable training utterances, found {len(train_set)}")
