@@ -74,6 +74,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--tag", required=True)
     ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--decay-all", action="store_true",
+                    help="ablation: weight decay on every parameter (vectors, norms, temperature too)")
     args = ap.parse_args()
     cfg = load_config(args.config, [f"out_dir={args.run_dir}", f"train.steps={args.steps}", *args.set])
     if not (units_dir(cfg) / "units.json").exists():
@@ -81,10 +83,12 @@ def main() -> None:
     units, _ = run_units_encode(cfg, cfg.data.train_split)
     train, dev = dev_split([u for u in read_manifest(cfg.data.manifest, split=cfg.data.train_split) if u.id in units])
     model = build_model(cfg, load_speech_tokenizer(units_dir(cfg)))
-    train_set = [(units[u.id], u.lang, u.text) for u in train]
+    train_set = [(units[u.id], u.lang, u.text, u.translations.get(cfg.data.pivot_lang)) for u in train]
     pairs = sorted({u.group: (u.text, u.lang, u.translations["en_us"]) for u in train}.values())
     batches, loss_fn = _batches(cfg, model, train_set, pairs), _loss_fn(cfg)
     groups = param_groups(model, cfg.train)
+    if args.decay_all:
+        groups = [{**g, "weight_decay": cfg.train.weight_decay} for g in groups]
     opt = torch.optim.AdamW(groups)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.train))
     params = [p for g in groups for p in g["params"]]
@@ -102,7 +106,8 @@ def main() -> None:
             print(step, f"{loss.item():.3f}", {k: round(v, 3) for k, v in m.items()}, flush=True)
     train_s = time.perf_counter() - t0
     per = dev_recall(model, dev, units)
-    row = {"tag": args.tag, "overrides": args.set, "steps": args.steps, "train_s": round(train_s),
+    overrides = args.set + (["--decay-all"] if args.decay_all else [])
+    row = {"tag": args.tag, "overrides": overrides, "steps": args.steps, "train_s": round(train_s),
            "s_per_step": round(train_s / args.steps, 2),
            **{f"{g}_{k}": round(float(np.mean([per[lg][k] for lg in langs])), 3)
               for g, langs in (("seen", SEEN), ("unseen", HELD_OUT)) for k in ("R@1", "xling_R@1")},

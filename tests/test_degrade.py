@@ -35,3 +35,27 @@ def test_reverb_matches_level_and_adds_a_tail():
     assert abs(np.mean(y ** 2) - np.mean(x ** 2)) < 1e-3 * np.mean(x ** 2)
     assert np.abs(y[4000:8000]).max() > 0.01 and np.abs(x[4000:8000]).max() == 0  # energy after the burst
     assert set(CONDITIONS) == {"telephone", "noise10db", "reverb"}
+
+
+def test_degraded_copies_are_written_once_and_again_when_the_original_changes(tmp_path):
+    import os
+
+    from polyvox.audio import load_audio, write_flac
+    from polyvox.data.degrade import write_degraded
+    from polyvox.data.manifest import Utterance
+
+    src = tmp_path / "corpus"
+    u = Utterance(id="fr_fr/1", lang="fr_fr", text="un", audio="audio/1.flac")
+    write_flac(src / u.audio, tone(440))
+    (copy,) = write_degraded([u], src, tmp_path / "noisy", "noise10db")
+    assert copy.id == "fr_fr/1#noise10db"
+    path = tmp_path / "noisy" / u.audio
+    first = load_audio(path)
+    os.utime(path, ns=(path.stat().st_mtime_ns + 10**9,) * 2)  # a copy newer than its original is kept
+    write_flac(src / u.audio, tone(880))
+    os.utime(src / u.audio, ns=(path.stat().st_mtime_ns - 10**9,) * 2)
+    write_degraded([u], src, tmp_path / "noisy", "noise10db")
+    assert np.array_equal(load_audio(path), first)
+    os.utime(src / u.audio, ns=(path.stat().st_mtime_ns + 10**9,) * 2)  # the original changed after the copy
+    write_degraded([u], src, tmp_path / "noisy", "noise10db")
+    assert not np.array_equal(load_audio(path), first)

@@ -1,5 +1,6 @@
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from polyvox.config import ModelConfig
 from polyvox.eval.metrics import recall_at_k
@@ -87,7 +88,7 @@ def test_bad_inputs_get_clear_errors():
 
 
 FEAT_CFG = ModelConfig(backbone="tiny-gemma3", proj_dim=32, pooling="content", standardize=True, spelling_buckets=512,
-                       adapter_hidden=16, adapter_stride=2, adapter_dropout=0.0)
+                       text_ngram_buckets=512, adapter_hidden=16, adapter_stride=2, adapter_dropout=0.0)
 
 
 def feature_model(seed=0):
@@ -96,14 +97,15 @@ def feature_model(seed=0):
 
 
 def test_continuous_features_overfit_and_round_trip(tmp_path):
-    """Continuous speech frames through the conv adapter, content pooling, per-modality standardisation and
-    spelling features: 16 pairs are learned both ways, and a saved model (running statistics included)
-    embeds exactly as before."""
+    """Continuous speech frames through the conv adapter, content pooling, per-modality standardisation,
+    spelling features and the text n-gram sketch: 16 pairs are learned both ways, and a saved model (running
+    statistics included) embeds exactly as before."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(["red", "green", "blue", "cat", "dog", "sun"], 3)) + f" {i}" for i in range(16)]
     feats = [rng.standard_normal((int(rng.integers(6, 20)), 12)).astype(np.float32) for _ in texts]
     model = feature_model()
+    initial = model.text_ngrams.table.weight.detach().clone()
     assert model.audio_embed is None and model.tokenize_speech(feats, ["de_de"] * 16).kind == "features"
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     for _ in range(60):
@@ -119,11 +121,15 @@ def test_continuous_features_overfit_and_round_trip(tmp_path):
     assert recall_at_k(scores, list(range(16)), (1,))["R@1"] == 1.0
     assert np.allclose(scores[0], alone[0], atol=1e-5)  # an item's embedding does not depend on its batch
     assert model.spelling.out.weight.abs().sum() > 0  # spelling features were learned
+    sketch = model.text_ngrams.table.weight.detach().clone()
+    assert not torch.equal(sketch, initial)  # the sketch trains
     model.save(tmp_path / "m")
     again = DualEncoder.load(tmp_path / "m")
     assert torch.equal(again.pool_norm["speech"].running_mean, model.pool_norm["speech"].running_mean)
     with torch.no_grad():
         assert torch.allclose(again.encode_speech(feats[:3], "de_de"), model.encode_speech(feats[:3], "de_de"), atol=1e-5)
+        assert torch.allclose(again.encode_text(texts[:3], "de_de"), text[:3], atol=1e-5)
+    assert torch.equal(again.text_ngrams.table.weight, sketch)  # the trained bag is saved, not re-drawn
 
 
 def test_spelling_ngrams_are_shared_by_tokens_with_the_same_letters():
@@ -143,3 +149,17 @@ def test_feature_inputs_get_clear_errors():
         model.encode_speech([np.zeros((4, 12)), np.zeros((4, 5))], "fr_fr")
     with pytest.raises(ValueError, match="features at position 0 are not finite"):
         model.encode_speech([np.full((4, 12), np.nan)], "fr_fr")
+
+
+def test_text_ngram_sketch_ranks_texts_by_shared_letters_from_the_start():
+    """The whole-text n-gram bag: ids are the distinct hashed 1..n-grams, spaces included; untrained, a text is
+    closer to one sharing most of its n-grams than to an unrelated one."""
+    from polyvox.models.dual_encoder import TextNgrams, char_ngram_ids
+
+    assert len(char_ngram_ids("ABab", 2, 1 << 20)) == 4  # a, b, ab, ba (lower-cased, distinct)
+    bag = TextNgrams(1 << 16, 32, orders=3)
+    # " a b ": ' ', a, b; ' a', 'a ', ' b', 'b '; ' a ', 'a b', ' b ' (runs of spaces collapsed)
+    assert bag.ngram_ids("a  b") == char_ngram_ids(" a b ", 3, 1 << 16) and len(bag.ngram_ids("a  b")) == 10
+    texts = ["le chat noir dort", "le chat noir dors", "un bateau rouge passe"]
+    e = F.normalize(bag([bag.ngram_ids(t) for t in texts], "cpu"), dim=-1)
+    assert float(e[0] @ e[1]) > 0.8 > float(e[0] @ e[2])

@@ -114,6 +114,8 @@ def test_demo_command_end_to_end_on_tiny_preset(tmp_path, capsys):
     assert main(["demo", "--config", str(TINY), "--corpus-dir", str(corpus), "--out", str(run)]) == 0
     out = capsys.readouterr().out
     assert "polyvox demo" in out and "unseen avg" in out
+    peaks = dict(kv.split() for kv in out.split("peak memory per stage (MiB): ")[1].splitlines()[0].split(", "))
+    assert list(peaks) == ["units_fit", "units_encode", "train", "eval"] and all(float(v) > 50 for v in peaks.values())
     result = json.loads((run / "eval.json").read_text())
     seen = {lang for lang, r in result["languages"].items() if r["seen"]}
     assert seen and seen != set(result["languages"])  # both seen and held-out languages are evaluated
@@ -143,7 +145,7 @@ def test_batches_are_one_language_and_cover_the_epoch(tmp_path):
     cfg = tiny_cfg(tmp_path / "m.jsonl", tmp_path / "run", "train.batch_size=4")
     spec = UnitSpec("tiny-whisper", "x", 2, 2, False, False, 16)
     model = build_model(cfg, UnitTokenizer(np.zeros((16, 4)), spec))
-    train_set = [([1, 2, 3], lang, f"{lang} sentence {i}") for lang in ("fr_fr", "de_de") for i in range(8)]
+    train_set = [([1, 2, 3], lang, f"{lang} sentence {i}", None) for lang in ("fr_fr", "de_de") for i in range(8)]
     batches = _batches(cfg, model, train_set, [])
     seen = []
     for step in range(4):  # 16 items / 4 per batch = one epoch
@@ -217,7 +219,8 @@ def test_augmented_copies_replace_their_original_within_an_epoch(tiny_corpus, tm
     cfg = tiny_cfg(tiny_corpus, tmp_path / "run", "train.batch_size=4", "train.steps=3", "train.augment=[telephone]")
     spec = UnitSpec("tiny-whisper", "x", 2, 2, False, False, 16)
     model = build_model(cfg, UnitTokenizer(np.zeros((16, 4)), spec))
-    train_set = [([1, 2, 3], "fr_fr", f"sentence {i}") for i in range(8)] + [([4, 5], "fr_fr", f"sentence {i}") for i in range(8)]
+    train_set = [([1, 2, 3], "fr_fr", f"sentence {i}", None) for i in range(8)] + [([4, 5], "fr_fr", f"sentence {i}", None)
+                                                                                  for i in range(8)]
     batches = _batches(cfg, model, train_set, [], {i: [8 + i] for i in range(8)})
     kinds = set()
     for epoch in range(3):
@@ -234,3 +237,30 @@ def test_augmented_copies_replace_their_original_within_an_epoch(tiny_corpus, tm
     from polyvox.data.manifest import read_manifest
 
     assert len(copies) == len(read_manifest(tiny_corpus, split="train"))
+
+
+def test_speech_translation_loss_pairs_each_clip_with_its_own_translation(tmp_path):
+    """loss.speech_translation_weight: clips with a pivot-language translation are contrasted with it (in-batch
+    negatives), clips without one are left out, and the term is the contrastive loss computed by hand."""
+    from polyvox.losses import contrastive_loss
+    from polyvox.models.units import UnitSpec, UnitTokenizer
+    from polyvox.recipes.retrieval import _batches, _loss_fn, build_model
+
+    cfg = tiny_cfg(tmp_path / "m.jsonl", tmp_path / "run", "train.batch_size=8", "loss.speech_translation_weight=0.5")
+    model = build_model(cfg, UnitTokenizer(np.zeros((16, 4)), UnitSpec("tiny-whisper", "x", 2, 2, False, False, 16)))
+    train_set = [([1 + i % 5, 2, 3 + i % 7], "fr_fr", f"phrase {i}", f"sentence {i}" if i % 3 else None)
+                 for i in range(8)]
+    batch = _batches(cfg, model, train_set, [])(0, 0, 1)[0]
+    texts = [model.tokenizer.decode(ids, skip_special_tokens=True) for ids in batch["text"].content]
+    english = [model.tokenizer.decode(ids, skip_special_tokens=True) for ids in batch["xl"].content]
+    assert english == [t.replace("phrase", "sentence") for t in texts if int(t.split()[1]) % 3]
+    assert [texts[j] for j in batch["xl_index"]] == [t for t in texts if int(t.split()[1]) % 3]
+    model.eval()
+    with torch.no_grad():
+        loss, m = _loss_fn(cfg)(model, batch)
+        speech = model(batch["speech"])[0][batch["xl_index"]]
+        scale = model.log_scale.exp()
+        expected = contrastive_loss(speech, model.encode_text(english, cfg.data.pivot_lang), scale)
+    assert m["speech_translation"] == pytest.approx(float(expected), rel=1e-5)
+    assert float(loss) == pytest.approx(m["contrastive"] + cfg.loss.spread_out * m["spread_out"]
+                                        + 0.5 * m["speech_translation"], rel=1e-5)

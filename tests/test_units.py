@@ -74,13 +74,15 @@ def test_encode_skips_and_reports_bad_lines(tiny_corpus, tmp_path):
     assert "not found" in next(b.error for b in bad if b.id == utts[3].id)
     assert len(units) == len(utts) - 3
     assert all(0 <= x < 8 for seq in units.values() for x in seq)
-    # the cache answers a second call without touching the (now unreadable) audio
-    for u in utts[4:]:
-        (root / u.audio).write_bytes(b"gone")
-    again, bad2 = encode_units(utts[4:], root, enc, tok, cache_dir=tmp_path / "cache")
+    # the cache answers a second call without running the encoder
+    again, bad2 = encode_units(utts[4:], root, None, tok, cache_dir=tmp_path / "cache")
     assert bad2 == [] and again == {u.id: units[u.id] for u in utts[4:]}
     rows = [json.loads(x) for x in (tmp_path / "cache" / f"units-{tok.fingerprint}.jsonl").read_text().splitlines()]
     assert len(rows) == len(utts) - 3
+    # audio that changed under the same id and path is encoded again, never answered from the cache
+    (root / utts[4].audio).write_bytes(b"replaced")
+    again, bad3 = encode_units(utts[4:], root, enc, tok, cache_dir=tmp_path / "cache")
+    assert [b.id for b in bad3] == [utts[4].id] and utts[4].id not in again and len(again) == len(utts) - 5
 
 
 def test_load_audio_errors_name_the_file(tmp_path):

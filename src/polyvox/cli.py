@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from polyvox.config import BLSPConfig, MITConfig, RetrievalConfig, ServeConfig, load_config
-from polyvox.sysmem import release_memory
+from polyvox.sysmem import release_memory, stage_peak_mb
 
 log = logging.getLogger("polyvox")
 
@@ -314,23 +314,31 @@ def demo(cfg: RetrievalConfig, corpus_dir: str | Path = "data/demo") -> dict:
     from polyvox.recipes.retrieval import run_eval, run_train, run_units_encode, run_units_fit
 
     t0 = time.perf_counter()
+    stages, peaks = {}, {}
+
+    def done(stage: str) -> None:
+        stages[stage], peaks[stage] = time.perf_counter() - t0, stage_peak_mb()
+
+    stage_peak_mb()
     manifest = Path(corpus_dir) / "manifest.jsonl"
     if cfg.corpus and not manifest.exists():
         log.info("building the %s corpus in %s", cfg.corpus, corpus_dir)
         data_build(corpus_config(cfg.corpus), corpus_dir)
         release_memory()
     cfg.data.manifest = str(manifest)
-    stages = {}
     run_units_fit(cfg)
-    stages["units_fit_s"] = time.perf_counter() - t0
+    done("units_fit")
     units, bad = run_units_encode(cfg)
-    stages["units_encode_s"] = time.perf_counter() - t0
+    done("units_encode")
     run_train(cfg, units)
-    stages["train_s"] = time.perf_counter() - t0
+    release_memory()  # the trained model is saved and gone
+    done("train")
     result = run_eval(cfg, units=units)
-    stages["total_s"] = time.perf_counter() - t0
+    done("eval")
     print(markdown_table(result, "polyvox demo: speech → text retrieval (test split)"))
     print("stage end times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in stages.items()))
+    if None not in peaks.values():
+        print("peak memory per stage (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
     return result
 
 

@@ -83,7 +83,12 @@ class ModelConfig:
     """Add a learned embedding of each text token's hashed character n-grams to its input embedding (this many
     hash buckets; 0: off), so the text tower sees how tokens are spelled, which is what speech shares."""
     spelling_orders: int = 4
-    """Character n-grams of length 1..this."""
+    """Character n-grams of length 1..this (`spelling_buckets` and `text_ngram_buckets`)."""
+    text_ngram_buckets: int = 0
+    """Add a bag of the whole text's hashed character n-grams (across word boundaries; this many hash buckets;
+    0: off) to the projected text embedding, beside the LLM tower's pooled state: a direct path for how a text
+    sounds, which mean-pooled LLM states keep poorly. It starts as a random sketch of the n-gram counts and
+    trains with the rest (`polyvox.models.dual_encoder.TextNgrams`)."""
     standardize: bool = False
     """Standardise pooled states per dimension (running mean and variance, one set per modality) before the
     projection: removes the few huge dimensions every LLM state shares, and the mean gap between modalities."""
@@ -115,6 +120,9 @@ class LossConfig:
     """Weight of the text↔text translation-pair loss (0 disables mixing in translation pairs)."""
     translation_batch_size: int = 16
     """Translation pairs mixed into each step when `translation_weight` > 0."""
+    speech_translation_weight: float = 0.0
+    """Weight of a speech↔pivot-language loss: each clip also against the translation of its transcript
+    (`data.pivot_lang`, where the manifest has one), in-batch negatives (0: off)."""
 
 
 @dataclass

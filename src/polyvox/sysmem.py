@@ -30,3 +30,16 @@ def release_memory() -> None:
     """
     gc.collect()
     trim_heap()
+
+
+def stage_peak_mb() -> float | None:
+    """Peak resident memory (MiB) since the last call, then start a new peak (Linux: VmHWM, reset through
+    /proc/self/clear_refs); None where the kernel does not offer it. For per-stage memory reports."""
+    try:
+        with open("/proc/self/status") as f:
+            peak = next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except (OSError, StopIteration):
+        return None
+    return peak

@@ -68,16 +68,16 @@ AUGMENTATIONS: dict[str, Callable[..., np.ndarray]] = {**CONDITIONS, "speed": sp
 
 def write_degraded(utts: list[Utterance], root: str | Path, out_root: str | Path, name: str) -> list[Utterance]:
     """Degraded copies of `utts` (audio under `root`) as FLAC under `out_root`, same relative paths, written
-    once (a re-run keeps what exists); returns the copies, ids suffixed ``#name``. A clip that cannot be read
-    is left out (the caller's encoding reports bad lines of the originals)."""
+    once (a re-run keeps a copy unless its original is newer); returns the copies, ids suffixed ``#name``. A
+    clip that cannot be read is left out (the caller's encoding reports bad lines of the originals)."""
     if name not in AUGMENTATIONS:
         raise ValueError(f"unknown condition {name!r}; known: {', '.join(AUGMENTATIONS)}")
     out = []
     for i, u in enumerate(utts):
-        path = Path(out_root) / u.audio
-        if not path.exists():
+        path, src = Path(out_root) / u.audio, u.audio_path(root)
+        if not path.exists() or (src.exists() and src.stat().st_mtime_ns > path.stat().st_mtime_ns):
             try:
-                wav = load_audio(u.audio_path(root))
+                wav = load_audio(src)
             except ValueError:
                 continue
             write_flac(path, AUGMENTATIONS[name](wav, seed=i))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import zlib
@@ -72,6 +73,14 @@ def load_backbone(cfg: ModelConfig, seed: int = 0):
     return backbone, tok
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def char_ngram_ids(text: str, orders: int, buckets: int) -> tuple[int, ...]:
+    """Hash buckets of the distinct character 1..`orders`-grams of lower-cased `text` (never empty)."""
+    text = text.lower()
+    grams = {text[i : i + n] for n in range(1, orders + 1) for i in range(len(text) - n + 1)}
+    return tuple(sorted(zlib.crc32(g.encode()) % buckets for g in grams)) or (0,)
+
+
 class Spelling(nn.Module):
     """What a text token looks like: the sum of its hashed character 1..`orders`-grams (fastText-style), a
     low-rank embedding added to the token's own input embedding.
@@ -88,12 +97,11 @@ class Spelling(nn.Module):
         self.out = nn.Linear(rank, dim, bias=False)
         nn.init.zeros_(self.out.weight)
 
-    def ngram_ids(self, token: str) -> list[int]:
-        word = token.replace("\u2581", " ").lower()  # SentencePiece's word-start mark is a space
-        grams = {word[i : i + n] for n in range(1, self.orders + 1) for i in range(len(word) - n + 1)}
-        return sorted(zlib.crc32(g.encode()) % self.buckets for g in grams) or [0]
+    def ngram_ids(self, token: str) -> tuple[int, ...]:
+        # SentencePiece's word-start mark is a space
+        return char_ngram_ids(token.replace("\u2581", " "), self.orders, self.buckets)
 
-    def forward(self, ngrams: list[list[list[int]]], t: int, device) -> torch.Tensor:
+    def forward(self, ngrams: list[list[tuple[int, ...]]], t: int, device) -> torch.Tensor:
         """Per item and token, n-gram bucket ids -> (B, t, D), zero past each item's tokens."""
         flat = [g for item in ngrams for g in item]
         offsets = torch.tensor([0] + [len(g) for g in flat[:-1]], device=device).cumsum(0)
@@ -105,6 +113,31 @@ class Spelling(nn.Module):
         return out
 
 
+class TextNgrams(nn.Module):
+    """A whole text's character n-grams, spaces included, as a bag of learned vectors mapped to the output
+    space, beside the LLM's pooled state. The bag is a sum scaled by 1/sqrt(n) over random Gaussian rows and
+    the map starts orthogonal, so from the first step texts that share n-grams are close (a random sketch of
+    their n-gram counts), and the speech tower has a fixed-looking target to align to while both learn."""
+
+    def __init__(self, buckets: int, dim: int, orders: int = 4, rank: int = 256):
+        super().__init__()
+        self.buckets, self.orders = buckets, orders
+        self.table = nn.EmbeddingBag(buckets, rank, mode="sum")  # rows ~ N(0, 1)
+        self.out = nn.Linear(rank, dim, bias=False)
+        nn.init.orthogonal_(self.out.weight)
+
+    def ngram_ids(self, text: str) -> tuple[int, ...]:
+        return char_ngram_ids(f" {' '.join(text.split())} ", self.orders, self.buckets)
+
+    def forward(self, bags: list[tuple[int, ...]], device) -> torch.Tensor:
+        """Per item, n-gram bucket ids -> (B, dim)."""
+        sizes = torch.tensor([len(b) for b in bags], device=device)
+        offsets = torch.cat([sizes.new_zeros(1), sizes[:-1].cumsum(0)])
+        weights = sizes.float().rsqrt().repeat_interleave(sizes)
+        ids = torch.tensor([i for b in bags for i in b], device=device)
+        return self.out(self.table(ids, offsets, per_sample_weights=weights))
+
+
 @dataclass
 class Inputs:
     """A batch of one kind, before padding: each item is a language/modality prefix (token ids) plus its
@@ -113,8 +146,10 @@ class Inputs:
     kind: str
     prefix: list[list[int]]
     content: list
-    spelling: list[list[list[int]]] | None = None
+    spelling: list[list[tuple[int, ...]]] | None = None
     """Text only, with `ModelConfig.spelling_buckets`: per item and token, the hashed character n-grams."""
+    ngrams: list[tuple[int, ...]] | None = None
+    """Text only, with `ModelConfig.text_ngram_buckets`: per item, the whole text's hashed character n-grams."""
 
     def __len__(self) -> int:
         return len(self.prefix)
@@ -160,7 +195,8 @@ class DualEncoder(nn.Module):
             backbone.requires_grad_(False)
         self.backbone = backbone
         self.spelling = Spelling(cfg.spelling_buckets, dim, cfg.spelling_orders) if cfg.spelling_buckets else None
-        self._ngram_cache: dict[int, list[int]] = {}
+        self.text_ngrams = (TextNgrams(cfg.text_ngram_buckets, cfg.proj_dim, cfg.spelling_orders)
+                            if cfg.text_ngram_buckets else None)
         # An LLM's hidden states share a few huge dimensions (mean cosine of two pooled texts > 0.99 in
         # gemma3's early layers), so each modality is standardised per dimension before the projection.
         self.pool_norm = nn.ModuleDict({m: nn.BatchNorm1d(dim, affine=False, momentum=0.1)
@@ -179,13 +215,10 @@ class DualEncoder(nn.Module):
     def tokenize_text(self, texts: list[str], langs: list[str]) -> Inputs:
         body = self.tokenizer(list(texts), add_special_tokens=False, truncation=True,
                               max_length=self.cfg.max_text_tokens)["input_ids"]
-        spelling = [[self._ngrams(i) for i in ids] for ids in body] if self.spelling is not None else None
-        return Inputs("text", self._prefixes(langs, "text"), body, spelling)
-
-    def _ngrams(self, token_id: int) -> list[int]:
-        if token_id not in self._ngram_cache:
-            self._ngram_cache[token_id] = self.spelling.ngram_ids(self.tokenizer.convert_ids_to_tokens(token_id))
-        return self._ngram_cache[token_id]
+        spelling = ([[self.spelling.ngram_ids(t) for t in self.tokenizer.convert_ids_to_tokens(ids)] for ids in body]
+                    if self.spelling is not None else None)
+        bags = [self.text_ngrams.ngram_ids(t) for t in texts] if self.text_ngrams is not None else None
+        return Inputs("text", self._prefixes(langs, "text"), body, spelling, bags)
 
     def tokenize_speech(self, units: list, langs: list[str]) -> Inputs:
         """Unit-id sequences, or (T, D) feature arrays for a continuous-input model, with their prefixes."""
@@ -237,7 +270,10 @@ class DualEncoder(nn.Module):
             norm = self.pool_norm["text" if x.kind == "text" else "speech"]
             pooled = norm(pooled) if len(pooled) > 1 or not norm.training else F.batch_norm(
                 pooled, norm.running_mean, norm.running_var, training=False)  # one item: running statistics
-        return F.normalize(self.proj(pooled), dim=-1)
+        out = self.proj(pooled)  # (B, E)
+        if x.ngrams is not None:
+            out = out + self.text_ngrams(x.ngrams, self.device).to(out.dtype)
+        return F.normalize(out, dim=-1)
 
     exported_buffers = ("pool_norm.",)  # running statistics are part of a trained model
 

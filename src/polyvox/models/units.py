@@ -8,13 +8,15 @@ import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
 from polyvox.audio import AudioError, load_audio
-from polyvox.data.manifest import Utterance
+from polyvox.data.manifest import ManifestError, Utterance
 from polyvox.fileio import atomic_write, atomic_write_text
 from polyvox.models.speech_encoder import SpeechEncoder
 from polyvox.sysmem import trim_heap
@@ -194,19 +196,25 @@ def iter_features(utts: list[Utterance], root: str | Path, encoder: SpeechEncode
 
 
 class UnitCache:
-    """Speech-tokenizer outputs on disk, keyed by utterance id + audio path, under the tokenizer's fingerprint.
+    """Speech-tokenizer outputs on disk, keyed by utterance id, audio path and a digest of the audio file's
+    bytes (a rebuilt corpus with the same ids is re-encoded, never served stale), under the tokenizer's
+    fingerprint.
 
     Unit ids go to one JSONL file (``units-<fp>.jsonl``); continuous features to safetensors shards in
     ``features-<fp>/``, each written atomically, so a killed run keeps every shard it finished.
     """
 
-    def __init__(self, folder: str | Path, tokenizer: SpeechTokenizer):
+    def __init__(self, folder: str | Path, tokenizer: SpeechTokenizer, root: str | Path = "."):
+        self.root = Path(root)
+        self._keys: dict[tuple, str] = {}
         self.binary = isinstance(tokenizer, FeatureTokenizer)
         self.data: dict[str, list[int] | np.ndarray] = {}
+        self._shards: dict[str, Any] = {}  # features: key -> open shard; arrays are read when asked for
         if self.binary:
             self.path = Path(folder) / f"features-{tokenizer.fingerprint}"
             for shard in sorted(self.path.glob("*.safetensors")):
-                self.data.update(load_file(str(shard)))
+                handle = safe_open(str(shard), framework="np")
+                self._shards.update(dict.fromkeys(handle.keys(), handle))
             return
         self.path = Path(folder) / f"units-{tokenizer.fingerprint}.jsonl"
         if self.path.exists():
@@ -218,12 +226,20 @@ class UnitCache:
                         break  # a torn last line from an interrupted run
                     self.data[row["key"]] = row["units"]
 
-    @staticmethod
-    def key(u: Utterance) -> str:
-        return f"{u.id}\t{u.audio}"
+    def key(self, u: Utterance) -> str:
+        if (u.id, u.audio) not in self._keys:
+            try:
+                digest = hashlib.blake2b(u.audio_path(self.root).read_bytes(), digest_size=8).hexdigest()
+            except (OSError, ManifestError):
+                digest = "unreadable"  # never stored: encoding reports the clip as a bad line
+            self._keys[u.id, u.audio] = f"{u.id}\t{u.audio}\t{digest}"
+        return self._keys[u.id, u.audio]
 
     def get(self, u: Utterance) -> list[int] | np.ndarray | None:
-        return self.data.get(self.key(u))
+        key = self.key(u)
+        if key not in self.data and key in self._shards:
+            return self._shards[key].get_tensor(key)
+        return self.data.get(key)
 
     def add_many(self, rows: list[tuple[Utterance, list[int] | np.ndarray]]) -> None:
         if self.binary:
@@ -231,7 +247,8 @@ class UnitCache:
             shard = {self.key(u): np.ascontiguousarray(x) for u, x in rows}
             name = f"{len(list(self.path.glob('*.safetensors'))):06d}.safetensors"
             atomic_write(self.path / name, lambda p: save_file(shard, p))
-            self.data.update(shard)
+            handle = safe_open(str(self.path / name), framework="np")
+            self._shards.update(dict.fromkeys(shard, handle))
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as f:
@@ -250,7 +267,7 @@ def encode_units(utts: list[Utterance], root: str | Path, encoder: SpeechEncoder
         units: utterance id -> unit ids (k-means tokenizer) or (T, D) float16 features.
         bad: utterances that could not be encoded, with the reason.
     """
-    cache = UnitCache(cache_dir, tokenizer) if cache_dir is not None else None
+    cache = UnitCache(cache_dir, tokenizer, root) if cache_dir is not None else None
     out: dict[str, list[int]] = {}
     todo = []
     for u in utts:

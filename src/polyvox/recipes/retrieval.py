@@ -129,9 +129,11 @@ def run_units_probe(cfg: RetrievalConfig, name: str = "probe") -> dict:
     return result
 
 
-def _batches(cfg: RetrievalConfig, model: DualEncoder, train_set: list[tuple[list[int], str, str]],
+def _batches(cfg: RetrievalConfig, model: DualEncoder, train_set: list[tuple[list[int], str, str, str | None]],
              pairs: list[tuple[str, str, str]], versions: dict[int, list[int]] | None = None):
     """The step -> micro-batches function: a pure function of (seed, step), so a resumed run sees the same data.
+
+    `train_set` items are (speech, lang, transcript, pivot-language translation or None).
 
     `versions` maps an item of `train_set` to its other versions (augmented copies, later in `train_set`):
     each epoch draws one version of every item, so a batch never holds two recordings of one text.
@@ -141,7 +143,7 @@ def _batches(cfg: RetrievalConfig, model: DualEncoder, train_set: list[tuple[lis
     copies = {j for v in versions.values() for j in v}
 
     by_lang: dict[str, list[int]] = {}
-    for i, (_, lang, _) in enumerate(train_set):
+    for i, (_, lang, *_) in enumerate(train_set):
         if i not in copies:
             by_lang.setdefault(lang, []).append(i)
 
@@ -176,11 +178,14 @@ def _batches(cfg: RetrievalConfig, model: DualEncoder, train_set: list[tuple[lis
         for m in range(t.grad_accum):
             sel = [train_set[i] for i in idx[m :: t.grad_accum]]
             mp = extra[m :: t.grad_accum]
+            xl = [j for j, s in enumerate(sel) if s[3]] if cfg.loss.speech_translation_weight > 0 else []
             micros.append({
                 "speech": model.tokenize_speech([s[0] for s in sel], [s[1] for s in sel]),
                 "text": model.tokenize_text([s[2] for s in sel], [s[1] for s in sel]),
                 "src": model.tokenize_text([p[0] for p in mp], [p[1] for p in mp]) if mp else None,
                 "tgt": model.tokenize_text([p[2] for p in mp], [pivot] * len(mp)) if mp else None,
+                "xl_index": xl,  # items whose translation is in "xl"
+                "xl": model.tokenize_text([sel[j][3] for j in xl], [pivot] * len(xl)) if len(xl) > 1 else None,
             })
         return micros
 
@@ -192,7 +197,8 @@ def _loss_fn(cfg: RetrievalConfig):
 
     def loss_fn(model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         groups = [batch["speech"], batch["text"]] + ([batch["src"], batch["tgt"]] if batch["src"] is not None else [])
-        embs = model(*groups)
+        xl = batch.get("xl")
+        embs = model(*groups, *([xl] if xl is not None else []))
         scale = getattr(model, "module", model).log_scale.clamp(0.0, math.log(100.0)).exp()
         s, t = embs[0], embs[1]  # (B, E) each
         main = contrastive_loss(s, t, scale)
@@ -200,10 +206,14 @@ def _loss_fn(cfg: RetrievalConfig):
         loss = main + lc.spread_out * reg
         m = {"contrastive": main.item(), "spread_out": reg.item(), "scale": scale.item(),
              "batch_acc": (s @ t.T).argmax(1).eq(torch.arange(len(s), device=s.device)).float().mean().item()}
-        if len(embs) == 4:
+        if batch["src"] is not None:
             tr = contrastive_loss(embs[2], embs[3], scale)
             loss = loss + lc.translation_weight * tr
             m["translation"] = tr.item()
+        if xl is not None:
+            st = contrastive_loss(s[batch["xl_index"]], embs[-1], scale)
+            loss = loss + lc.speech_translation_weight * st
+            m["speech_translation"] = st.item()
         return loss, m
 
     return loss_fn
@@ -218,7 +228,7 @@ def build_model(cfg: RetrievalConfig, units: SpeechTokenizer) -> DualEncoder:
     return model
 
 
-NEW_PARAMS = ("audio_embed", "adapter.", "spelling.", "proj.", "log_scale")
+NEW_PARAMS = ("audio_embed", "adapter.", "spelling.", "text_ngrams.", "proj.", "log_scale")
 """Parameters the LLM did not have: they train at `train.new_params_lr`."""
 
 
@@ -245,14 +255,15 @@ def run_train(cfg: RetrievalConfig, units: dict[str, list[int]] | None = None) -
         units, _ = run_units_encode(cfg, cfg.data.train_split)
     utts, _ = _manifest(cfg, cfg.data.train_split)
     usable = [u for u in utts if u.id in units and len(units[u.id])]
-    train_set = [(units[u.id], u.lang, u.text) for u in usable]
+    pivot = cfg.data.pivot_lang
+    train_set = [(units[u.id], u.lang, u.text, u.translations.get(pivot)) for u in usable]
     versions: dict[int, list[int]] = {}  # item -> its augmented copies, appended after the originals
     for name in cfg.train.augment:
         aug = run_degraded_encode(cfg, usable, name, tok, under="augmented")
         for i, u in enumerate(usable):
             if len(aug.get(u.id, ())):
                 versions.setdefault(i, []).append(len(train_set))
-                train_set.append((aug[u.id], u.lang, u.text))
+                train_set.append((aug[u.id], *train_set[i][1:]))
         log.info("augmentation %s: %d training copies", name, len(aug))
     if len(train_set) < 2:
         raise ValueError(f"need at least 2 usable training utterances, found {len(train_set)}")

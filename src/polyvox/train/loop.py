@@ -15,9 +15,15 @@ import torch
 from torch import nn
 
 from polyvox.config import TrainConfig
+from polyvox.sysmem import trim_heap
 from polyvox.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
+
+TRIM_EVERY = 10
+"""Steps between handing freed heap back to the system: batches of varying shapes fragment glibc's heaps, and
+without this a CPU run's resident memory grew by about 10 MB a step (2.7 GB over the demo's 270 steps);
+one trim costs about 65 ms."""
 
 # loss_fn(model, micro_batch) -> (loss, metrics); batches(step, rank, world) -> the step's micro-batches.
 LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
@@ -80,6 +86,8 @@ def train(model: nn.Module, param_groups: list[dict], batches: BatchFn, loss_fn:
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if (step + 1) % TRIM_EVERY == 0:
+            trim_heap()
         last = {"step": step + 1, **totals, "grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0],
                 "step_s": time.perf_counter() - t0}
         if acc.is_main_process and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):

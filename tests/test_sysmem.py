@@ -1,0 +1,16 @@
+"""Per-stage peak memory: the high-water mark starts again after each reading."""
+
+import numpy as np
+import pytest
+
+from polyvox.sysmem import stage_peak_mb
+
+
+def test_stage_peak_sees_a_freed_buffer_and_then_starts_again():
+    if stage_peak_mb() is None:
+        pytest.skip("no VmHWM / clear_refs on this system")
+    base = stage_peak_mb()
+    buf = np.ones(200 * 2**20 // 8)  # 200 MiB, touched
+    del buf
+    assert stage_peak_mb() >= base + 150  # the buffer is gone, its peak is not
+    assert stage_peak_mb() < base + 100  # a new stage starts from what is resident now
