@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from polyvox.data.manifest import Utterance
 from polyvox.eval.metrics import best_ranks, chance_recall, corpus_bleu, recall_from_ranks
+from polyvox.sysmem import trim_heap
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ def evaluate_retrieval(model, utts: list[Utterance], units: dict[str, list[int]]
             row["xling_candidates"] = len(x_cands)
             hits[lang]["xling_R@1"] = (x_ranks == 0).astype(int).tolist()
         per_lang[lang] = row
+        trim_heap()  # batches of every length: hand their freed heap back before the next language
         log.info("%s: %s", lang, "  ".join(f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float)))
     return {"languages": per_lang, "averages": macro_averages(per_lang), "hits": hits}
 
