@@ -208,7 +208,7 @@ class UnitCache:
         self.root = Path(root)
         self._keys: dict[tuple, str] = {}
         self.binary = isinstance(tokenizer, FeatureTokenizer)
-        self.data: dict[str, list[int] | np.ndarray] = {}
+        self.data: dict[str, list[int]] = {}  # unit ids (k-means tokenizer)
         self._shards: dict[str, Any] = {}  # features: key -> open shard; arrays are read when asked for
         if self.binary:
             self.path = Path(folder) / f"features-{tokenizer.fingerprint}"
@@ -237,8 +237,8 @@ class UnitCache:
 
     def get(self, u: Utterance) -> list[int] | np.ndarray | None:
         key = self.key(u)
-        if key not in self.data and key in self._shards:
-            return self._shards[key].get_tensor(key)
+        if self.binary:
+            return self._shards[key].get_tensor(key) if key in self._shards else None
         return self.data.get(key)
 
     def add_many(self, rows: list[tuple[Utterance, list[int] | np.ndarray]]) -> None:
