@@ -88,7 +88,8 @@ def test_bad_inputs_get_clear_errors():
 
 
 FEAT_CFG = ModelConfig(backbone="tiny-gemma3", proj_dim=32, pooling="content", standardize=True, spelling_buckets=512,
-                       text_ngram_buckets=512, adapter_hidden=16, adapter_stride=2, adapter_dropout=0.0)
+                       text_ngram_buckets=512, speech_direct=True, adapter_hidden=16, adapter_stride=2,
+                       adapter_dropout=0.0)
 
 
 def feature_model(seed=0):
@@ -98,7 +99,7 @@ def feature_model(seed=0):
 
 def test_continuous_features_overfit_and_round_trip(tmp_path):
     """Continuous speech frames through the conv adapter, content pooling, per-modality standardisation,
-    spelling features and the text n-gram sketch: 16 pairs are learned both ways, and a saved model (running
+    spelling features, the text n-gram sketch and the direct speech path: 16 pairs are learned both ways, and a saved model (running
     statistics included) embeds exactly as before."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -126,6 +127,8 @@ def test_continuous_features_overfit_and_round_trip(tmp_path):
     model.save(tmp_path / "m")
     again = DualEncoder.load(tmp_path / "m")
     assert torch.equal(again.pool_norm["speech"].running_mean, model.pool_norm["speech"].running_mean)
+    assert torch.equal(again.speech_direct[0].running_var, model.speech_direct[0].running_var)
+    assert model.speech_direct[0].running_var.ne(1).any()  # its statistics were learned too
     with torch.no_grad():
         assert torch.allclose(again.encode_speech(feats[:3], "de_de"), model.encode_speech(feats[:3], "de_de"), atol=1e-5)
         assert torch.allclose(again.encode_text(texts[:3], "de_de"), text[:3], atol=1e-5)

@@ -89,6 +89,10 @@ class ModelConfig:
     0: off) to the projected text embedding, beside the LLM tower's pooled state: a direct path for how a text
     sounds, which mean-pooled LLM states keep poorly. It starts as a random sketch of the n-gram counts and
     trains with the rest (`polyvox.models.dual_encoder.TextNgrams`)."""
+    speech_direct: bool = False
+    """Add a direct path from the speech inputs to the output: the mean and max over the clip's input vectors
+    (adapter outputs or audio rows), standardised and projected, added to the projected speech embedding beside
+    the LLM tower's pooled state (the speech-side counterpart of `text_ngram_buckets`)."""
     standardize: bool = False
     """Standardise pooled states per dimension (running mean and variance, one set per modality) before the
     projection: removes the few huge dimensions every LLM state shares, and the mean gap between modalities."""

@@ -197,6 +197,8 @@ class DualEncoder(nn.Module):
         self.spelling = Spelling(cfg.spelling_buckets, dim, cfg.spelling_orders) if cfg.spelling_buckets else None
         self.text_ngrams = (TextNgrams(cfg.text_ngram_buckets, cfg.proj_dim, cfg.spelling_orders)
                             if cfg.text_ngram_buckets else None)
+        self.speech_direct = (nn.Sequential(nn.BatchNorm1d(2 * dim, affine=False), nn.Linear(2 * dim, cfg.proj_dim))
+                              if cfg.speech_direct else None)
         # An LLM's hidden states share a few huge dimensions (mean cosine of two pooled texts > 0.99 in
         # gemma3's early layers), so each modality is standardised per dimension before the projection.
         self.pool_norm = nn.ModuleDict({m: nn.BatchNorm1d(dim, affine=False, momentum=0.1)
@@ -271,11 +273,25 @@ class DualEncoder(nn.Module):
             pooled = norm(pooled) if len(pooled) > 1 or not norm.training else F.batch_norm(
                 pooled, norm.running_mean, norm.running_var, training=False)  # one item: running statistics
         out = self.proj(pooled)  # (B, E)
+        if x.kind != "text" and self.speech_direct is not None:
+            out = out + self._direct(content, lengths).to(out.dtype)
         if x.ngrams is not None:
             out = out + self.text_ngrams(x.ngrams, self.device).to(out.dtype)
         return F.normalize(out, dim=-1)
 
-    exported_buffers = ("pool_norm.",)  # running statistics are part of a trained model
+    def _direct(self, content: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+        """Mean and max over each clip's valid input vectors, standardised and projected; (B, E)."""
+        valid = torch.arange(content.shape[1], device=self.device)[None, :, None] < torch.tensor(
+            lengths, device=self.device)[:, None, None]  # (B, T, 1)
+        mean = (content * valid).sum(1) / valid.sum(1)
+        peak = content.masked_fill(~valid, float("-inf")).amax(1)
+        feats = torch.cat([mean, peak], -1).float()  # (B, 2D)
+        norm, lin = self.speech_direct
+        if len(feats) == 1 and norm.training:  # one item: running statistics
+            return lin(F.batch_norm(feats, norm.running_mean, norm.running_var, training=False))
+        return self.speech_direct(feats)
+
+    exported_buffers = ("pool_norm.", "speech_direct.")  # running statistics are part of a trained model
 
     # -- encoders ----------------------------------------------------------------------------------
     def forward(self, *groups: Inputs) -> tuple[torch.Tensor, ...]:

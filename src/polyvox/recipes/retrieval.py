@@ -228,7 +228,7 @@ def build_model(cfg: RetrievalConfig, units: SpeechTokenizer) -> DualEncoder:
     return model
 
 
-NEW_PARAMS = ("audio_embed", "adapter.", "spelling.", "text_ngrams.", "proj.", "log_scale")
+NEW_PARAMS = ("audio_embed", "adapter.", "spelling.", "text_ngrams.", "speech_direct.", "proj.", "log_scale")
 """Parameters the LLM did not have: they train at `train.new_params_lr`."""
 
 
