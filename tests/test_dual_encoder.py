@@ -36,6 +36,26 @@ def test_padding_does_not_change_embeddings():
     assert torch.allclose(alone, padded, atol=1e-5)
 
 
+def test_direct_speech_path_on_audio_units():
+    """With `speech_direct`, a units model adds the mean and max of a clip's audio rows: an item embeds the same
+    alone or padded in a batch, and a single item in training mode uses the running statistics."""
+    cfg = ModelConfig(backbone="tiny-gemma3", proj_dim=32, max_speech_tokens=64, speech_direct=True)
+    backbone, tok = load_backbone(cfg, 0)
+    model = DualEncoder(backbone, tok, 32, cfg, 0)
+    model.encode_speech([[1, 2, 3], [4, 5, 6, 7]], "fr_fr").sum().backward()
+    assert model.speech_direct[1].weight.grad.abs().sum() > 0 and model.audio_embed.grad.abs().sum() > 0
+    assert model.encode_speech([[1, 2, 3]], "fr_fr").shape == (1, 32)  # training mode, one item
+    model.eval()
+    with torch.no_grad():
+        alone = model.encode_speech([[1, 2, 3]], "fr_fr")
+        padded = model.encode_speech([[1, 2, 3], list(range(30))], "fr_fr")[:1]
+        model.speech_direct[1].weight.zero_()
+        model.speech_direct[1].bias.zero_()
+        without = model.encode_speech([[1, 2, 3]], "fr_fr")
+    assert torch.allclose(alone, padded, atol=1e-5)
+    assert not torch.allclose(alone, without, atol=1e-3)  # the path changes the embedding
+
+
 def test_overfits_16_synthetic_pairs():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)

@@ -20,11 +20,11 @@ from polyvox.train.checkpoint import latest_checkpoint, load_checkpoint, save_ch
 
 log = logging.getLogger(__name__)
 
-TRIM_EVERY = 1
+TRIM_EVERY = 3
 """Steps between handing freed heap back to the system. Batches of varying shapes fragment glibc's heaps once
 a process has freed large buffers (after encoding speech, say): the demo's training then took about 180 MB of
-fresh memory a step, and peaked at 4.8 GB when trimming every 10 steps. One trim costs about 65 ms (3 % of a
-demo step)."""
+fresh memory a step, and peaked at 4.8 GB when trimming every 10 steps. Trimming every step held it at 3.2 GB
+but made steps about 0.3 s (15 %) slower, mostly from faulting the returned pages back in."""
 
 # loss_fn(model, micro_batch) -> (loss, metrics); batches(step, rank, world) -> the step's micro-batches.
 LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
