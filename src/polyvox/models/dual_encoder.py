@@ -138,6 +138,13 @@ class TextNgrams(nn.Module):
         return self.out(self.table(ids, offsets, per_sample_weights=weights))
 
 
+def _standardize(norm: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
+    """`norm(x)`, except that a single item in training mode uses the running statistics."""
+    if len(x) > 1 or not norm.training:
+        return norm(x)
+    return F.batch_norm(x, norm.running_mean, norm.running_var, training=False)
+
+
 @dataclass
 class Inputs:
     """A batch of one kind, before padding: each item is a language/modality prefix (token ids) plus its
@@ -269,9 +276,7 @@ class DualEncoder(nn.Module):
         pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)  # (B, D) mean over pooled positions
         pooled = pooled.to(self.proj.weight.dtype)
         if self.pool_norm is not None:
-            norm = self.pool_norm["text" if x.kind == "text" else "speech"]
-            pooled = norm(pooled) if len(pooled) > 1 or not norm.training else F.batch_norm(
-                pooled, norm.running_mean, norm.running_var, training=False)  # one item: running statistics
+            pooled = _standardize(self.pool_norm["text" if x.kind == "text" else "speech"], pooled)
         out = self.proj(pooled)  # (B, E)
         if x.kind != "text" and self.speech_direct is not None:
             out = out + self._direct(content, lengths).to(out.dtype)
@@ -285,11 +290,8 @@ class DualEncoder(nn.Module):
             lengths, device=self.device)[:, None, None]  # (B, T, 1)
         mean = (content * valid).sum(1) / valid.sum(1)
         peak = content.masked_fill(~valid, float("-inf")).amax(1)
-        feats = torch.cat([mean, peak], -1).float()  # (B, 2D)
         norm, lin = self.speech_direct
-        if len(feats) == 1 and norm.training:  # one item: running statistics
-            return lin(F.batch_norm(feats, norm.running_mean, norm.running_var, training=False))
-        return self.speech_direct(feats)
+        return lin(_standardize(norm, torch.cat([mean, peak], -1).float()))  # (B, 2D) -> (B, E)
 
     exported_buffers = ("pool_norm.", "speech_direct.")  # running statistics are part of a trained model
 
