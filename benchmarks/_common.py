@@ -1,4 +1,4 @@
-"""Shared helpers for benchmark scripts: timing medians, peak memory and JSON results."""
+"""Shared helpers for benchmark scripts: timing medians, peak memory, JSON results, a local server."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ import logging
 import os
 import platform
 import resource
+import socket
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+import httpx
 
 from polyvox.eval.report import versions
 
@@ -47,3 +52,28 @@ def write_result(name: str, result: dict) -> Path:
     print(json.dumps(result, indent=2, ensure_ascii=False))
     print(f"written to {path}")
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: Path | None, index: Path, port: int, extra: list[str]) -> subprocess.Popen:
+    """`polyvox serve` on 127.0.0.1:`port` (the index's own model when `model` is None), once it answers /health."""
+    cmd = [sys.executable, "-m", "polyvox.cli", "serve", *(["--model", str(model)] if model else []),
+           "--index", str(index), "--port", str(port), *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server died:\n{proc.stderr.read()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("the server did not answer /health within 180 s")

@@ -20,9 +20,6 @@ import json
 import logging
 import os
 import random
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -31,36 +28,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
-from _common import write_result
+from _common import free_port, start_server, write_result
 
 from polyvox.data.manifest import read_manifest
 
 WARMUP_S = 10.0
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model: Path, index: Path, port: int, extra: list[str]) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "polyvox.cli", "serve", "--model", str(model), "--index", str(index),
-           "--port", str(port), *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server died:\n{proc.stderr.read()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("the server did not answer /health within 180 s")
 
 
 def percentiles(ms: list[float]) -> dict:

@@ -1,6 +1,6 @@
 """Retake the README's screenshot of the search page: serve an index, upload a clip in headless Chromium.
 
-    python scripts/search_screenshot.py --index runs/demo/index --audio CLIP.flac --lang de_de [--k 5]
+    python benchmarks/search_screenshot.py --index runs/demo/index --audio CLIP.flac --lang de_de [--k 5]
         [--out docs/search-page.png]
 
 Needs the `serve` extra, playwright and Chromium (/usr/bin/chromium or `chromium` on PATH).
@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
-
-ROOT = Path(__file__).resolve().parents[1]
+from _common import free_port, start_server
 
 
 def main() -> None:
@@ -34,22 +29,10 @@ def main() -> None:
     chromium = "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
     if chromium is None:
         sys.exit("no Chromium: install it (apt-get install chromium)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "polyvox.cli", "serve", "--index", args.index,
-                               "--port", str(port)], cwd=ROOT)
+    server = start_server(None, Path(args.index), port, [])
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None or time.monotonic() > deadline:
-                sys.exit("polyvox serve did not come up")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 1100, "height": 800})
