@@ -27,6 +27,7 @@ from polyvox.recipes.retrieval import (
     _batches,
     _loss_fn,
     build_model,
+    closed_form_init,
     param_groups,
     run_units_encode,
     run_units_fit,
@@ -67,6 +68,11 @@ def dev_recall(model, dev, units) -> dict:
     return out
 
 
+def averages(per: dict) -> dict:
+    return {f"{g}_{k}": round(float(np.mean([per[lg][k] for lg in langs])), 3)
+            for g, langs in (("seen", SEEN), ("unseen", HELD_OUT)) for k in ("R@1", "xling_R@1")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="configs/demo.yaml")
@@ -74,6 +80,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--tag", required=True)
     ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--direct-weights", default="",
+                    help="also score the trained model at these comma-separated model.direct_weight values")
     ap.add_argument("--decay-all", action="store_true",
                     help="ablation: weight decay on every parameter (vectors, norms, temperature too)")
     args = ap.parse_args()
@@ -85,6 +93,7 @@ def main() -> None:
     model = build_model(cfg, load_speech_tokenizer(units_dir(cfg)))
     train_set = [(units[u.id], u.lang, u.text, u.translations.get(cfg.data.pivot_lang)) for u in train]
     pairs = sorted({u.group: (u.text, u.lang, u.translations["en_us"]) for u in train}.values())
+    closed_form_init(cfg, model, train_set, pairs)
     batches, loss_fn = _batches(cfg, model, train_set, pairs), _loss_fn(cfg)
     groups = param_groups(model, cfg.train)
     if args.decay_all:
@@ -106,12 +115,14 @@ def main() -> None:
             print(step, f"{loss.item():.3f}", {k: round(v, 3) for k, v in m.items()}, flush=True)
     train_s = time.perf_counter() - t0
     per = dev_recall(model, dev, units)
+    sweep = {}
+    for w in [float(w) for w in args.direct_weights.split(",") if w]:
+        model.cfg.direct_weight = w
+        sweep[w] = averages(dev_recall(model, dev, units))
     overrides = args.set + (["--decay-all"] if args.decay_all else [])
     row = {"tag": args.tag, "overrides": overrides, "steps": args.steps, "train_s": round(train_s),
-           "s_per_step": round(train_s / args.steps, 2),
-           **{f"{g}_{k}": round(float(np.mean([per[lg][k] for lg in langs])), 3)
-              for g, langs in (("seen", SEEN), ("unseen", HELD_OUT)) for k in ("R@1", "xling_R@1")},
-           "per_language": per}
+           "s_per_step": round(train_s / max(args.steps, 1), 2), **averages(per), "per_language": per,
+           **({"direct_weight_sweep": sweep} if sweep else {})}
     path = RESULTS / "retrieval_dev.json"
     rows = json.loads(path.read_text())["runs"] if path.exists() else []
     path.write_text(json.dumps({"about": __doc__.strip().splitlines()[0], "runs": rows + [row]}, indent=2) + "\n")

@@ -11,6 +11,8 @@ Systems (each scored on the same test queries, per language, among all distinct 
   off (or on), against the default (claim: translation pairs help cross-lingual retrieval);
 - no_speech_translation: the dual encoder without the speech<->English loss (each clip against its translation);
 - paper: the paper-style configuration (`configs/demo-paper.yaml`: k-means units, mean pooling, no adapter);
+- "<arm>: direct paths only" / "<arm>: LLM path only": a trained dual_encoder or random_init model whose paths
+  are concatenated (`model.direct_weight`), scored with one path's weight near 1: what each path carries;
 - probe: the linear probe of the same units (`polyvox units probe`), no training loop;
 - cascade: whisper-base transcripts (language given) ranked against the candidates by character n-gram
   TF-IDF cosine, on a fixed sample of queries per language (the same sample is scored for every system).
@@ -34,6 +36,8 @@ from polyvox.config import load_config
 from polyvox.data.manifest import read_manifest
 from polyvox.eval.metrics import best_ranks, bootstrap_macro
 from polyvox.eval.probe import linear_probe
+from polyvox.eval.retrieval import evaluate_retrieval
+from polyvox.models.dual_encoder import DualEncoder
 from polyvox.models.units import load_speech_tokenizer
 from polyvox.recipes.retrieval import (
     run_degraded_encode,
@@ -110,6 +114,13 @@ def by_language(utts) -> dict[str, list]:
     return out
 
 
+def path_scores(folder: Path, weight: float, utts, units, seen: set[str], cfg) -> dict:
+    """A trained model scored with its paths re-weighted (`model.direct_weight`): how much each path carries."""
+    model = DualEncoder.load(folder)
+    model.cfg.direct_weight = weight
+    return evaluate_retrieval(model, utts, units, seen, cfg.data.pivot_lang, tuple(cfg.eval.ks), cfg.eval.batch_size)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="configs/demo.yaml")
@@ -167,6 +178,10 @@ def main() -> None:
         first = seeds[min(seeds)]
         systems[arm] = {"hits": first["hits"], "averages": first["averages"],
                         "seeds": {s: r["averages"] for s, r in seeds.items()}}
+        if arm in ("dual_encoder", "random_init") and arm_cfg.model.direct_weight:
+            for part, w in (("direct paths only", 0.999), ("LLM path only", 0.001)):
+                r = path_scores(run / arm / "model", w, test_utts, arm_units, seen, arm_cfg)
+                systems[f"{arm}: {part}"] = {"hits": r["hits"], "averages": r["averages"]}
         if arm == "paper":
             probe_k = linear_probe(train_utts, test_utts, arm_units)
             systems["probe_paper_units"] = {"hits": probe_k["hits"], "averages": probe_k["averages"]}

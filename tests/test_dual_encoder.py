@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -39,7 +40,7 @@ def test_padding_does_not_change_embeddings():
 def test_direct_speech_path_on_audio_units():
     """With `speech_direct`, a units model adds the mean and max of a clip's audio rows: an item embeds the same
     alone or padded in a batch, and a single item in training mode uses the running statistics."""
-    cfg = ModelConfig(backbone="tiny-gemma3", proj_dim=32, max_speech_tokens=64, speech_direct=True)
+    cfg = ModelConfig(backbone="tiny-gemma3", proj_dim=32, max_speech_tokens=64, speech_direct="inputs")
     backbone, tok = load_backbone(cfg, 0)
     model = DualEncoder(backbone, tok, 32, cfg, 0)
     model.encode_speech([[1, 2, 3], [4, 5, 6, 7]], "fr_fr").sum().backward()
@@ -94,8 +95,6 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_bad_inputs_get_clear_errors():
-    import pytest
-
     model = tiny_model()
     with pytest.raises(ValueError, match="empty text at position"):
         model.encode_text(["ok", "  "], "fr_fr")
@@ -108,7 +107,7 @@ def test_bad_inputs_get_clear_errors():
 
 
 FEAT_CFG = ModelConfig(backbone="tiny-gemma3", proj_dim=32, pooling="content", standardize=True, spelling_buckets=512,
-                       text_ngram_buckets=512, speech_direct=True, adapter_hidden=16, adapter_stride=2,
+                       text_ngram_buckets=512, speech_direct="frames", adapter_hidden=16, adapter_stride=2,
                        adapter_dropout=0.0)
 
 
@@ -126,6 +125,7 @@ def test_continuous_features_overfit_and_round_trip(tmp_path):
     texts = [" ".join(rng.choice(["red", "green", "blue", "cat", "dog", "sun"], 3)) + f" {i}" for i in range(16)]
     feats = [rng.standard_normal((int(rng.integers(6, 20)), 12)).astype(np.float32) for _ in texts]
     model = feature_model()
+    model.text_ngrams.fit_tfidf([model.text_ngrams.ngram_ids(t) for t in texts])
     initial = model.text_ngrams.table.weight.detach().clone()
     assert model.audio_embed is None and model.tokenize_speech(feats, ["de_de"] * 16).kind == "features"
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
@@ -153,6 +153,73 @@ def test_continuous_features_overfit_and_round_trip(tmp_path):
         assert torch.allclose(again.encode_speech(feats[:3], "de_de"), model.encode_speech(feats[:3], "de_de"), atol=1e-5)
         assert torch.allclose(again.encode_text(texts[:3], "de_de"), text[:3], atol=1e-5)
     assert torch.equal(again.text_ngrams.table.weight, sketch)  # the trained bag is saved, not re-drawn
+    assert torch.equal(again.text_ngrams.idf, model.text_ngrams.idf) and model.text_ngrams.idf.ne(1).any()
+
+
+def test_concatenated_direct_paths_weigh_each_cosine():
+    """With `direct_weight` w, an embedding is the LLM path and the direct path, each L2-normalised, scaled by
+    sqrt(1 - w) and sqrt(w): a similarity is (1 - w) cos(LLM) + w cos(direct), whatever the paths' sizes."""
+    cfg = ModelConfig(**{**FEAT_CFG.__dict__, "direct_weight": 0.75, "direct_dim": 20})
+    backbone, tok = load_backbone(cfg, 0)
+    model = DualEncoder(backbone, tok, 0, cfg, 0, feature_dim=12).eval()
+    rng = np.random.default_rng(0)
+    feats = [rng.standard_normal((int(rng.integers(6, 20)), 12)).astype(np.float32) for _ in range(3)]
+    with torch.no_grad():
+        s, t = model.encode_speech(feats, "de_de"), model.encode_text(["rot", "blau", "gruen"], "de_de")
+        model.proj.weight.mul_(7.0)  # the LLM path's scale does not matter
+        model.proj.bias.mul_(7.0)
+        assert torch.allclose(model.encode_speech(feats, "de_de"), s, atol=1e-5)
+    assert s.shape == t.shape == (3, 32 + 20) == (3, model.embed_dim)
+    for e in (s, t):
+        assert torch.allclose(e[:, :32].norm(dim=-1) ** 2, torch.full((3,), 0.25), atol=1e-5)
+        assert torch.allclose(e[:, 32:].norm(dim=-1) ** 2, torch.full((3,), 0.75), atol=1e-5)
+    with pytest.raises(ValueError, match="direct_weight must be in"):
+        DualEncoder(backbone, tok, 0, ModelConfig(**{**cfg.__dict__, "speech_direct": ""}), 0, feature_dim=12)
+
+
+def test_text_ngram_bag_after_fit_tfidf_is_the_tfidf_projection():
+    """With rank >= the number of texts, the truncated-SVD basis keeps every inner product: the bags' Gram
+    matrix equals the one of TF-IDF vectors computed by hand (smoothed idf, L2-normalised rows)."""
+    from polyvox.models.dual_encoder import TextNgrams
+
+    texts = ["le chat dort", "le chien dort", "un chat noir", "la maison", "chat", "une maison noire"]
+    bag = TextNgrams(97, 16, rank=16)
+    ids = [bag.ngram_ids(t) for t in texts]
+    bag.fit_tfidf(ids)
+    counts = np.zeros((len(texts), 97))
+    for i, b in enumerate(ids):
+        for j in b:
+            counts[i, j] += 1
+    idf = np.log((1 + len(texts)) / (1 + (counts > 0).sum(0))) + 1
+    tfidf = counts * idf  # counts are 0/1: a bag holds distinct buckets
+    tfidf /= np.linalg.norm(tfidf, axis=1, keepdims=True)
+    with torch.no_grad():
+        out = bag(ids, "cpu").double().numpy()
+    assert np.allclose(bag.idf.numpy(), idf, atol=1e-5)
+    assert np.allclose(out @ out.T, tfidf @ tfidf.T, atol=1e-4)
+
+
+def test_closed_form_init_starts_from_the_linear_probe():
+    """Frames that spell their text (one fixed vector per letter, plus noise) are matched to their transcripts
+    right after `closed_form_init`, with no training step; before it, at chance. The LLM path starts at zero."""
+    rng = np.random.default_rng(0)
+    letters = {c: rng.standard_normal(12) for c in "abcdefghijklmnopqrstuvwxyz "}
+    words = ["rot", "gruen", "blau", "katze", "hund", "sonne", "mond", "baum", "fluss", "stein", "vogel", "fisch"]
+    texts = list(dict.fromkeys(" ".join(rng.choice(words, 3)) for _ in range(80)))
+    feats = [np.stack([letters[c] + 0.3 * rng.standard_normal(12) for c in t]).astype(np.float32) for t in texts]
+    model = feature_model().eval()
+
+    def recall():
+        with torch.no_grad():
+            scores = (model.encode_speech(feats, "de_de") @ model.encode_text(texts, "de_de").T).numpy()
+        return recall_at_k(scores, list(range(len(texts))), (1,))["R@1"]
+
+    before = recall()
+    model.closed_form_init(feats, texts, alpha=1.0)
+    assert before < 0.1 and recall() > 0.8
+    assert model.proj.weight.abs().sum() == 0
+    with pytest.raises(ValueError, match="needs model.text_ngram_buckets and model.speech_direct"):
+        tiny_model().closed_form_init([[1, 2]], ["ab"])
 
 
 def test_spelling_ngrams_are_shared_by_tokens_with_the_same_letters():
@@ -165,8 +232,6 @@ def test_spelling_ngrams_are_shared_by_tokens_with_the_same_letters():
 
 
 def test_feature_inputs_get_clear_errors():
-    import pytest
-
     model = feature_model()
     with pytest.raises(ValueError, match=r"features at position 1 must be \(T, 12\)"):
         model.encode_speech([np.zeros((4, 12)), np.zeros((4, 5))], "fr_fr")

@@ -163,7 +163,10 @@ def test_features_pipeline_probe_and_eval_on_another_manifest(tiny_corpus, tmp_p
     manifest of another run folder, using the checkpoint's own tokenizer (no units/ folder there)."""
     args = ["--config", str(TINY), "--manifest", str(tiny_corpus), "--out", str(tmp_path / "run"),
             "--set", "units.kind=features", "--set", "model.pooling=content", "--set", "model.standardize=true",
-            "--set", "model.spelling_buckets=256", "--set", "model.adapter_hidden=16"]
+            "--set", "model.spelling_buckets=256", "--set", "model.adapter_hidden=16",
+            # the demo's direct paths: a closed-form start, concatenated beside the LLM path
+            "--set", "model.text_ngram_buckets=512", "--set", "model.speech_direct=frames",
+            "--set", "model.closed_form_init=10", "--set", "model.direct_weight=0.9", "--set", "model.direct_dim=24"]
     for cmd in (["units", "fit"], ["units", "encode"], ["units", "probe"], ["train", "retrieval"]):
         assert main([*cmd, *args]) == 0
     out = capsys.readouterr().out
@@ -187,7 +190,9 @@ def test_features_pipeline_probe_and_eval_on_another_manifest(tiny_corpus, tmp_p
     printed = [line.split("\t")[3] for line in capsys.readouterr().out.strip().splitlines()]
     dual = DualEncoder.load(model).eval()
     items = read_texts(tiny_corpus)
-    scores = embed_items(dual, items) @ embed_speech(dual, [load_audio(clip)], "fr_fr")[0]
+    texts = embed_items(dual, items)
+    assert texts.shape == (len(items), dual.cfg.proj_dim + 24) and dual.text_ngrams.idf.ne(1).any()
+    scores = texts @ embed_speech(dual, [load_audio(clip)], "fr_fr")[0]
     assert printed == [items[i].id for i in np.argsort(-scores, kind="stable")[:3]]
 
 
@@ -208,6 +213,32 @@ def test_param_groups_leave_vectors_rows_and_temperature_undecayed(tmp_path):
     assert lrs["proj.weight"] == lrs["spelling.table.weight"] == cfg.train.new_params_lr
     assert {lr for n, lr in lrs.items() if n.startswith("backbone.")} == {cfg.train.lr}
     assert len(lrs) == sum(p.requires_grad for p in model.parameters())
+
+
+def test_float_overrides_in_exponent_form(tmp_path):
+    """YAML 1.1 reads 1e-5 (no dot) as a string: a float field still takes it, and a word is still refused."""
+    assert tiny_cfg("m.jsonl", tmp_path, "train.lr=1e-5").train.lr == 1e-5
+    with pytest.raises(ValueError, match="train.lr: expected float, got 'fast'"):
+        tiny_cfg("m.jsonl", tmp_path, "train.lr=fast")
+
+
+def test_param_groups_after_a_closed_form_start(tmp_path):
+    """The parameters `closed_form_init` sets train at `closed_form_lr`, or not at all when it is 0."""
+    from polyvox.models.units import UnitSpec, UnitTokenizer
+    from polyvox.recipes.retrieval import build_model, param_groups
+
+    tok = UnitTokenizer(np.zeros((16, 4)), UnitSpec("tiny-whisper", "x", 2, 2, False, False, 16))
+    for lr in (0.0, 1e-5):
+        cfg = tiny_cfg(tmp_path / "m.jsonl", tmp_path / "run", "model.text_ngram_buckets=64",
+                       "model.speech_direct=inputs", "model.closed_form_init=10", f"train.closed_form_lr={lr}")
+        model = build_model(cfg, tok)
+        groups = param_groups(model, cfg.train)
+        name = {id(p): n for n, p in model.named_parameters()}
+        lrs = {name[id(p)]: g["lr"] for g in groups for p in g["params"]}
+        direct = {n for n in name.values() if n.startswith(("text_ngrams.", "speech_direct."))}
+        assert {lrs.get(n) for n in direct} == ({None} if lr == 0 else {lr})
+        assert all(model.get_parameter(n).requires_grad == (lr > 0) for n in direct)
+        assert lrs["proj.weight"] == cfg.train.new_params_lr
 
 
 def test_augmented_copies_replace_their_original_within_an_epoch(tiny_corpus, tmp_path):

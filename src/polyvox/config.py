@@ -89,10 +89,26 @@ class ModelConfig:
     0: off) to the projected text embedding, beside the LLM tower's pooled state: a direct path for how a text
     sounds, which mean-pooled LLM states keep poorly. It starts as a random sketch of the n-gram counts and
     trains with the rest (`polyvox.models.dual_encoder.TextNgrams`)."""
-    speech_direct: bool = False
-    """Add a direct path from the speech inputs to the output: the mean and max over the clip's input vectors
-    (adapter outputs or audio rows), standardised and projected, added to the projected speech embedding beside
-    the LLM tower's pooled state (the speech-side counterpart of `text_ngram_buckets`)."""
+    speech_direct: str = ""
+    """A direct path from the speech inputs to the output, added to the projected speech embedding beside the
+    LLM tower's pooled state (the speech-side counterpart of `text_ngram_buckets`): ``inputs``, the mean and max
+    over the clip's LLM input vectors (adapter outputs or audio rows); ``frames``, the mean and standard
+    deviation of the encoder frames themselves (features models; what `polyvox units probe` reads); "": off.
+    Standardised per dimension (running statistics) and projected."""
+    direct_weight: float = 0.0
+    """How the direct paths (`speech_direct`, `text_ngram_buckets`; both needed when > 0) join the LLM path. 0:
+    added to the projected LLM state. w in (0, 1): each path is L2-normalised on its own and the two are
+    concatenated (2 x `proj_dim` outputs), scaled so that a similarity is (1 - w) cos(LLM) + w cos(direct)
+    whatever the paths' magnitudes: the LLM path cannot drown the direct one as it grows."""
+    direct_dim: int = 0
+    """Output size of the direct paths when concatenated (`direct_weight` > 0; 0: `proj_dim`), so embeddings
+    have `proj_dim` + `direct_dim` dimensions; the text bag keeps as many truncated-SVD dimensions."""
+    closed_form_init: float = 0.0
+    """Before training, set the direct paths by closed form (needs `text_ngram_buckets` and `speech_direct`): the
+    text n-gram bag becomes TF-IDF weighted with the truncated-SVD basis of the training texts, the speech path
+    the ridge regression (this regularisation) from the clips onto their transcripts' bags, and (when the paths
+    are added, `direct_weight` 0) the LLM path's projection starts at zero, so training starts from the linear
+    probe instead of from chance. 0: off."""
     standardize: bool = False
     """Standardise pooled states per dimension (running mean and variance, one set per modality) before the
     projection: removes the few huge dimensions every LLM state shares, and the mean gap between modalities."""
@@ -146,6 +162,9 @@ class TrainConfig:
     """Peak learning rate of the backbone."""
     new_params_lr: float = 1e-3
     """Learning rate of the new parameters (audio rows, projection, temperature)."""
+    closed_form_lr: float = 0.0
+    """Learning rate of the parameters `model.closed_form_init` sets (text n-gram bag, direct speech path): they
+    start at a solution whose entries are far smaller than what `new_params_lr` would move them by. 0: frozen."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
     warmup_steps: int = 50
@@ -402,6 +421,11 @@ def _coerce(v: Any, hint: Any, where: str) -> Any:
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
     if hint is float and isinstance(v, int) and not isinstance(v, bool):
         return float(v)
+    if hint is float and isinstance(v, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+        try:
+            return float(v)
+        except ValueError:
+            pass
     base = typing.get_origin(hint) or hint
     if isinstance(base, type) and not dataclasses.is_dataclass(base) and not isinstance(v, base):
         raise ValueError(f"{where}: expected {getattr(base, '__name__', base)}, got {v!r}")

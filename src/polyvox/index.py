@@ -311,7 +311,7 @@ def embed_items(dual, items: list[Item], batch_size: int = 64, progress: bool = 
         for s in tqdm(batches, desc="embedding", unit="batch", disable=None if progress else True):  # None: on a TTY
             batch = items[s : s + batch_size]
             out.append(dual.encode_text([it.text for it in batch], [it.lang for it in batch]).float().numpy())
-    return np.concatenate(out) if out else np.zeros((0, dual.cfg.proj_dim), dtype=np.float32)
+    return np.concatenate(out) if out else np.zeros((0, dual.embed_dim), dtype=np.float32)
 
 
 def embed_speech(dual, wavs: list[np.ndarray], langs: str | list[str], encoder=None) -> np.ndarray:
@@ -346,7 +346,7 @@ def build_index(model_dir: str | Path, items: list[Item], folder: str | Path, ki
     if index is None or new:  # the model is loaded only when there is something to embed or create
         dual = DualEncoder.load(model_dir).eval()
         if index is None:  # (not `or`: an empty index is falsy)
-            index = TextIndex(dual.cfg.proj_dim, fingerprint, kind, params)
+            index = TextIndex(dual.embed_dim, fingerprint, kind, params)
         if new:
             index.add(embed_items(dual, new, batch_size), new)
         index.model_path = str(Path(model_dir).resolve())

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 # Where a base model keeps its stack of transformer blocks (llama/gemma/qwen/mistral, gpt2/bloom, opt).
 LAYER_PATHS = ("layers", "h", "decoder.layers")
 POOLINGS = ("mean", "content")
+DIRECT_INPUTS = ("inputs", "frames")
+"""`ModelConfig.speech_direct`: statistics of the LLM's speech input vectors, or of the encoder frames."""
 """``mean``: over every non-pad position (the paper); ``content``: over the speech or text positions only,
 leaving out the language/modality prefix, which is the same for every item of a language."""
 ADAPTER_OPTIONS = {"conv-res": lambda c: {"blocks": c.adapter_blocks, "stride": c.adapter_stride,
@@ -75,10 +77,10 @@ def load_backbone(cfg: ModelConfig, seed: int = 0):
 
 @functools.lru_cache(maxsize=1 << 16)
 def char_ngram_ids(text: str, orders: int, buckets: int) -> tuple[int, ...]:
-    """Hash buckets of the distinct character 1..`orders`-grams of lower-cased `text` (never empty)."""
+    """The distinct hash buckets of the character 1..`orders`-grams of lower-cased `text` (never empty)."""
     text = text.lower()
     grams = {text[i : i + n] for n in range(1, orders + 1) for i in range(len(text) - n + 1)}
-    return tuple(sorted(zlib.crc32(g.encode()) % buckets for g in grams)) or (0,)
+    return tuple(sorted({zlib.crc32(g.encode()) % buckets for g in grams})) or (0,)
 
 
 class Spelling(nn.Module):
@@ -115,9 +117,11 @@ class Spelling(nn.Module):
 
 class TextNgrams(nn.Module):
     """A whole text's character n-grams, spaces included, as a bag of learned vectors mapped to the output
-    space, beside the LLM's pooled state. The bag is a sum scaled by 1/sqrt(n) over random Gaussian rows and
-    the map starts orthogonal, so from the first step texts that share n-grams are close (a random sketch of
-    their n-gram counts), and the speech tower has a fixed-looking target to align to while both learn."""
+    space, beside the LLM's pooled state. Each n-gram is weighted by its `idf` (ones until `fit_tfidf`) and the
+    weights are L2-normalised, as in TF-IDF. The rows start random Gaussian and the map orthogonal, so from the
+    first step texts that share n-grams are close (a random sketch of their n-gram counts) and the speech tower
+    has a fixed-looking target to align to while both learn; `fit_tfidf` makes the rows the truncated-SVD basis
+    of the training texts' TF-IDF matrix instead (the linear probe's text side)."""
 
     def __init__(self, buckets: int, dim: int, orders: int = 4, rank: int = 256):
         super().__init__()
@@ -125,17 +129,41 @@ class TextNgrams(nn.Module):
         self.table = nn.EmbeddingBag(buckets, rank, mode="sum")  # rows ~ N(0, 1)
         self.out = nn.Linear(rank, dim, bias=False)
         nn.init.orthogonal_(self.out.weight)
+        self.register_buffer("idf", torch.ones(buckets))
 
     def ngram_ids(self, text: str) -> tuple[int, ...]:
         return char_ngram_ids(f" {' '.join(text.split())} ", self.orders, self.buckets)
 
-    def forward(self, bags: list[tuple[int, ...]], device) -> torch.Tensor:
-        """Per item, n-gram bucket ids -> (B, dim)."""
+    def _bags(self, bags: list[tuple[int, ...]], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Flat ids, bag offsets and L2-normalised idf weights."""
         sizes = torch.tensor([len(b) for b in bags], device=device)
         offsets = torch.cat([sizes.new_zeros(1), sizes[:-1].cumsum(0)])
-        weights = sizes.float().rsqrt().repeat_interleave(sizes)
         ids = torch.tensor([i for b in bags for i in b], device=device)
+        w = self.idf[ids]
+        norms = torch.zeros(len(bags), device=device).index_add_(0, torch.arange(len(bags), device=device)
+                                                                 .repeat_interleave(sizes), w * w).sqrt()
+        return ids, offsets, w / norms.repeat_interleave(sizes)
+
+    def forward(self, bags: list[tuple[int, ...]], device) -> torch.Tensor:
+        """Per item, n-gram bucket ids -> (B, dim)."""
+        ids, offsets, weights = self._bags(bags, device)
         return self.out(self.table(ids, offsets, per_sample_weights=weights))
+
+    @torch.no_grad()
+    def fit_tfidf(self, bags: list[tuple[int, ...]]) -> None:
+        """Smoothed idf from these texts' bags, and the table's rows from the top right-singular vectors of
+        their TF-IDF matrix, so a text's bag is its TF-IDF vector's truncated-SVD projection."""
+        dev = self.idf.device
+        df = torch.zeros(self.buckets, device=dev).index_add_(
+            0, torch.tensor([i for b in bags for i in b], device=dev), torch.ones(sum(len(b) for b in bags), device=dev))
+        self.idf.copy_(torch.log((1 + len(bags)) / (1 + df)) + 1)
+        ids, _, w = self._bags(bags, dev)
+        rows = torch.arange(len(bags), device=dev).repeat_interleave(torch.tensor([len(b) for b in bags], device=dev))
+        tfidf = torch.sparse_coo_tensor(torch.stack([rows, ids]), w, (len(bags), self.buckets),
+                                        check_invariants=True).coalesce()
+        rank = self.table.weight.shape[1]
+        _, _, v = torch.svd_lowrank(tfidf, q=min(rank + 16, *tfidf.shape), niter=4)  # (buckets, q)
+        self.table.weight.zero_()[:, : min(rank, v.shape[1])] = v[:, :rank]
 
 
 def _standardize(norm: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
@@ -202,9 +230,18 @@ class DualEncoder(nn.Module):
             backbone.requires_grad_(False)
         self.backbone = backbone
         self.spelling = Spelling(cfg.spelling_buckets, dim, cfg.spelling_orders) if cfg.spelling_buckets else None
-        self.text_ngrams = (TextNgrams(cfg.text_ngram_buckets, cfg.proj_dim, cfg.spelling_orders)
+        direct_out = (cfg.direct_dim or cfg.proj_dim) if cfg.direct_weight else cfg.proj_dim  # direct paths' size
+        self.text_ngrams = (TextNgrams(cfg.text_ngram_buckets, direct_out, cfg.spelling_orders,
+                                       **({"rank": direct_out} if cfg.direct_weight else {}))
                             if cfg.text_ngram_buckets else None)
-        self.speech_direct = (nn.Sequential(nn.BatchNorm1d(2 * dim, affine=False), nn.Linear(2 * dim, cfg.proj_dim))
+        if cfg.speech_direct not in ("", *DIRECT_INPUTS):
+            raise ValueError(f"unknown speech_direct {cfg.speech_direct!r}; known: {', '.join(DIRECT_INPUTS)}")
+        if cfg.speech_direct == "frames" and not feature_dim:
+            raise ValueError("speech_direct: frames needs continuous features (units.kind: features)")
+        if cfg.direct_weight and not (0 < cfg.direct_weight < 1 and cfg.speech_direct and cfg.text_ngram_buckets):
+            raise ValueError("direct_weight must be in (0, 1), with speech_direct and text_ngram_buckets set")
+        width = 2 * (feature_dim if cfg.speech_direct == "frames" else dim)
+        self.speech_direct = (nn.Sequential(nn.BatchNorm1d(width, affine=False), nn.Linear(width, direct_out))
                               if cfg.speech_direct else None)
         # An LLM's hidden states share a few huge dimensions (mean cosine of two pooled texts > 0.99 in
         # gemma3's early layers), so each modality is standardised per dimension before the projection.
@@ -278,22 +315,79 @@ class DualEncoder(nn.Module):
         if self.pool_norm is not None:
             pooled = _standardize(self.pool_norm["text" if x.kind == "text" else "speech"], pooled)
         out = self.proj(pooled)  # (B, E)
+        side = None  # the direct path: statistics of the speech inputs, or the text's n-gram bag
         if x.kind != "text" and self.speech_direct is not None:
-            out = out + self._direct(content, lengths).to(out.dtype)
+            norm, lin = self.speech_direct
+            side = lin(_standardize(norm, self._direct_stats(x, content, lengths)))
         if x.ngrams is not None:
-            out = out + self.text_ngrams(x.ngrams, self.device).to(out.dtype)
+            side = self.text_ngrams(x.ngrams, self.device)
+        if side is not None and self.cfg.direct_weight:
+            w = self.cfg.direct_weight
+            out = torch.cat([math.sqrt(1 - w) * F.normalize(out, dim=-1), math.sqrt(w) * F.normalize(side, dim=-1)], -1)
+        elif side is not None:
+            out = out + side.to(out.dtype)
         return F.normalize(out, dim=-1)
 
-    def _direct(self, content: torch.Tensor, lengths: list[int]) -> torch.Tensor:
-        """Mean and max over each clip's valid input vectors, standardised and projected; (B, E)."""
+    @property
+    def embed_dim(self) -> int:
+        """Size of the output embeddings."""
+        return self.cfg.proj_dim + ((self.cfg.direct_dim or self.cfg.proj_dim) if self.cfg.direct_weight else 0)
+
+    def _direct_stats(self, x: Inputs, content: torch.Tensor | None = None, lengths: list[int] | None = None
+                      ) -> torch.Tensor:
+        """The direct path's input, (B, 2 * width): mean and max of the LLM input vectors (`content`, with
+        `lengths`), or mean and standard deviation of the encoder frames (`x.content`)."""
+        if self.cfg.speech_direct == "frames":
+            lengths = [len(c) for c in x.content]
+            content = nn.utils.rnn.pad_sequence(list(x.content), batch_first=True).to(self.device)  # (B, T, D_enc)
         valid = torch.arange(content.shape[1], device=self.device)[None, :, None] < torch.tensor(
             lengths, device=self.device)[:, None, None]  # (B, T, 1)
         mean = (content * valid).sum(1) / valid.sum(1)
-        peak = content.masked_fill(~valid, float("-inf")).amax(1)
-        norm, lin = self.speech_direct
-        return lin(_standardize(norm, torch.cat([mean, peak], -1).float()))  # (B, 2D) -> (B, E)
+        if self.cfg.speech_direct == "frames":
+            spread = (((content - mean[:, None]) * valid).pow(2).sum(1) / valid.sum(1)).sqrt()
+        else:
+            spread = content.masked_fill(~valid, float("-inf")).amax(1)
+        return torch.cat([mean, spread], -1).float()
 
-    exported_buffers = ("pool_norm.", "speech_direct.")  # running statistics are part of a trained model
+    @torch.no_grad()
+    def closed_form_init(self, speech: list, texts: list[str], extra_texts: list[str] = (), alpha: float = 100.0,
+                         batch_size: int = 64) -> None:
+        """Start the direct paths at the linear probe's solution: the text bag at the TF-IDF / truncated-SVD
+        basis of `texts` + `extra_texts`, the speech path at the ridge regression (`alpha`) from each clip's
+        direct-path statistics onto its transcript's bag, and, when the paths are summed, the LLM path's
+        projection at zero.
+
+        Args:
+            speech: training clips (unit ids or (T, D) features), one per text of `texts`.
+            texts: their transcripts.
+            extra_texts: further texts the bag sees in training (translations), for the idf and the basis.
+        """
+        if self.text_ngrams is None or self.speech_direct is None:
+            raise ValueError("closed_form_init needs model.text_ngram_buckets and model.speech_direct")
+        self.text_ngrams.fit_tfidf([self.text_ngrams.ngram_ids(t) for t in dict.fromkeys([*texts, *extra_texts])])
+        was_training = self.training
+        self.eval()  # no adapter dropout in the statistics
+        stats, targets = [], []
+        for i in range(0, len(texts), batch_size):
+            x = self.tokenize_speech(speech[i : i + batch_size], ["en_us"] * len(speech[i : i + batch_size]))
+            stats.append(self._direct_stats(x, *(self._content(x) if self.cfg.speech_direct == "inputs" else ())))
+            targets.append(self.text_ngrams([self.text_ngrams.ngram_ids(t) for t in texts[i : i + batch_size]],
+                                            self.device))
+        self.train(was_training)
+        x, y = torch.cat(stats).double(), torch.cat(targets).double()  # (N, F), (N, E)
+        norm, lin = self.speech_direct
+        mean, var = x.mean(0), x.var(0)
+        norm.running_mean.copy_(mean)
+        norm.running_var.copy_(var)
+        xs = (x - mean) / (var + norm.eps).sqrt()
+        w = torch.linalg.solve(xs.T @ xs + alpha * torch.eye(xs.shape[1], dtype=xs.dtype), xs.T @ (y - y.mean(0)))
+        lin.weight.copy_(w.T)
+        lin.bias.copy_(y.mean(0))
+        if not self.cfg.direct_weight:  # summed paths: the LLM's random projection would drown the probe
+            self.proj.weight.zero_()
+            self.proj.bias.zero_()
+
+    exported_state = ("pool_norm.", "speech_direct.", "text_ngrams.")  # running statistics, closed-form paths
 
     # -- encoders ----------------------------------------------------------------------------------
     def forward(self, *groups: Inputs) -> tuple[torch.Tensor, ...]:

@@ -14,13 +14,12 @@ from polyvox.fileio import atomic_write, atomic_write_text
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state-dict entries of parameters that require gradients, plus the buffers under the prefixes a
-    model lists in ``exported_buffers`` (running statistics it learns without gradients); CPU, contiguous."""
+    """The state-dict entries of parameters that require gradients, plus every entry under the prefixes a model
+    lists in ``exported_state`` (running statistics, parameters set without gradients); CPU, contiguous."""
     names = {n for n, p in model.named_parameters() if p.requires_grad}
-    prefixes = tuple(getattr(model, "exported_buffers", ()))
-    if prefixes:
-        names |= {n for n, _ in model.named_buffers() if n.startswith(prefixes)}
-    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k in names}
+    prefixes = tuple(getattr(model, "exported_state", ()))
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
+            if k in names or (prefixes and k.startswith(prefixes))}
 
 
 def save_trainable(model: nn.Module, folder: str | Path, meta: dict[str, Any]) -> Path:

@@ -228,21 +228,37 @@ def build_model(cfg: RetrievalConfig, units: SpeechTokenizer) -> DualEncoder:
     return model
 
 
+def closed_form_init(cfg: RetrievalConfig, model: DualEncoder, train_set: list[tuple], pairs: list[tuple]) -> None:
+    """`model.closed_form_init` from the training clips, transcripts and translations, when configured."""
+    if cfg.model.closed_form_init:
+        extra = [t for s in train_set if (t := s[3])] + [p[2] for p in pairs]
+        model.closed_form_init([s[0] for s in train_set], [s[2] for s in train_set], extra, cfg.model.closed_form_init)
+        log.info("closed-form start of the direct paths from %d clips", len(train_set))
+
+
 NEW_PARAMS = ("audio_embed", "adapter.", "spelling.", "text_ngrams.", "speech_direct.", "proj.", "log_scale")
 """Parameters the LLM did not have: they train at `train.new_params_lr`."""
 
 
+CLOSED_FORM = ("text_ngrams.", "speech_direct.")
+"""Parameters `DualEncoder.closed_form_init` sets: with it, they train at `train.closed_form_lr` (0: frozen)."""
+
+
 def param_groups(model: DualEncoder, t) -> list[dict]:
     """AdamW groups: new vs backbone parameters (two learning rates), each split into decayed matrices and
-    undecayed vectors (biases, norms), audio rows and temperature, which weight decay would only pull to 0."""
-    groups: dict[tuple[bool, bool], list] = {}
+    undecayed vectors (biases, norms), audio rows and temperature, which weight decay would only pull to 0.
+    After a closed-form start, the parameters it set form their own group at `closed_form_lr`."""
+    groups: dict[tuple[float, bool], list] = {}
     for name, p in model.named_parameters():
+        if model.cfg.closed_form_init and name.startswith(CLOSED_FORM):
+            p.requires_grad_(t.closed_form_lr > 0)
         if p.requires_grad:
-            new = name.startswith(NEW_PARAMS)
+            lr = (t.closed_form_lr if model.cfg.closed_form_init and name.startswith(CLOSED_FORM)
+                  else t.new_params_lr if name.startswith(NEW_PARAMS) else t.lr)
             decay = p.ndim >= 2 and not name.startswith(("audio_embed", "log_scale"))
-            groups.setdefault((new, decay), []).append(p)
-    return [{"params": ps, "lr": t.new_params_lr if new else t.lr, "weight_decay": t.weight_decay if decay else 0.0}
-            for (new, decay), ps in sorted(groups.items())]
+            groups.setdefault((lr, decay), []).append(p)
+    return [{"params": ps, "lr": lr, "weight_decay": t.weight_decay if decay else 0.0}
+            for (lr, decay), ps in sorted(groups.items())]
 
 
 def run_train(cfg: RetrievalConfig, units: dict[str, list[int]] | None = None) -> Path:
@@ -270,6 +286,7 @@ def run_train(cfg: RetrievalConfig, units: dict[str, list[int]] | None = None) -
     pairs = sorted({u.group or u.id: (u.text, u.lang, u.translations[cfg.data.pivot_lang]) for u in utts
                     if cfg.data.pivot_lang in u.translations}.values())
     model = build_model(cfg, tok)
+    closed_form_init(cfg, model, train_set, pairs)
     release_memory()  # the LLM's dropped layers and loading buffers
     groups = param_groups(model, cfg.train)
     log.info("training on %d utterances in %d languages; %.1fM trainable parameters", len(train_set),

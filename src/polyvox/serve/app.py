@@ -218,7 +218,7 @@ def create_app(model: str | Path | None, index: str | Path, speech_llm: str | Pa
         return {
             "status": "ok",
             "index": {"size": len(engine.index), "kind": engine.index.kind, "languages": index_languages},
-            "model": {"fingerprint": engine.fingerprint, "dim": engine.dual.cfg.proj_dim, "speech": engine.hears},
+            "model": {"fingerprint": engine.fingerprint, "dim": engine.dual.embed_dim, "speech": engine.hears},
             "languages": [{"code": c, "name": n} for c, n in FLEURS.items()],
             "generate": engine.llm is not None,
             "limits": {"max_upload_bytes": cfg.max_upload_bytes, "max_audio_s": cfg.max_audio_s,

@@ -106,7 +106,7 @@ class SearchEngine:
         from polyvox.index import Item, embed_items, embed_speech
 
         queries = self.with_languages(queries)
-        out = np.zeros((len(queries), self.dual.cfg.proj_dim), dtype=np.float32)  # (B, D)
+        out = np.zeros((len(queries), self.dual.embed_dim), dtype=np.float32)  # (B, D)
         speech = [i for i, q in enumerate(queries) if isinstance(q, SpeechQuery)]
         text = [i for i, q in enumerate(queries) if isinstance(q, TextQuery)]
         if speech:
