@@ -5,8 +5,10 @@
 The demo corpus's training split is cut by seeded permutation: 600 utterances of each of 6 languages
 (de, es, fr, pt, ru, tr) train, the other 100 of each are the seen dev set, and Italian and Swedish
 (150 each, never trained on) stand in for unseen languages. Each run trains `configs/demo.yaml` (with
-the overrides) for `--steps` steps and appends dev R@1 (same-language, and speech -> English) to
-benchmarks/results/retrieval_dev.json, so every choice of the demo's configuration is on record.
+the overrides, `train.augment` included) for `--steps` steps and appends dev R@1 (same-language, and
+speech -> English) to benchmarks/results/retrieval_dev.json, so every choice of the demo's configuration is on
+record. `--conditions` also scores degraded copies of the dev clips; `--direct-weights` re-scores the trained
+model with its paths re-weighted (`model.direct_weight`).
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from polyvox.recipes.retrieval import (
     _loss_fn,
     build_model,
     closed_form_init,
+    run_degraded_encode,
     param_groups,
     run_units_encode,
     run_units_fit,
+    training_set,
     units_dir,
 )
 from polyvox.train.loop import lr_lambda
@@ -82,6 +86,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--direct-weights", default="",
                     help="also score the trained model at these comma-separated model.direct_weight values")
+    ap.add_argument("--conditions", default="",
+                    help="also score degraded copies of the dev clips, e.g. telephone,noise10db,reverb")
     ap.add_argument("--decay-all", action="store_true",
                     help="ablation: weight decay on every parameter (vectors, norms, temperature too)")
     args = ap.parse_args()
@@ -90,11 +96,12 @@ def main() -> None:
         run_units_fit(cfg)
     units, _ = run_units_encode(cfg, cfg.data.train_split)
     train, dev = dev_split([u for u in read_manifest(cfg.data.manifest, split=cfg.data.train_split) if u.id in units])
-    model = build_model(cfg, load_speech_tokenizer(units_dir(cfg)))
-    train_set = [(units[u.id], u.lang, u.text, u.translations.get(cfg.data.pivot_lang)) for u in train]
+    tok = load_speech_tokenizer(units_dir(cfg))
+    model = build_model(cfg, tok)
+    train_set, versions = training_set(cfg, train, units, tok)
     pairs = sorted({u.group: (u.text, u.lang, u.translations["en_us"]) for u in train}.values())
     closed_form_init(cfg, model, train_set, pairs)
-    batches, loss_fn = _batches(cfg, model, train_set, pairs), _loss_fn(cfg)
+    batches, loss_fn = _batches(cfg, model, train_set, pairs, versions), _loss_fn(cfg)
     groups = param_groups(model, cfg.train)
     if args.decay_all:
         groups = [{**g, "weight_decay": cfg.train.weight_decay} for g in groups]
@@ -116,13 +123,19 @@ def main() -> None:
     train_s = time.perf_counter() - t0
     per = dev_recall(model, dev, units)
     sweep = {}
+    trained_weight = model.cfg.direct_weight
     for w in [float(w) for w in args.direct_weights.split(",") if w]:
         model.cfg.direct_weight = w
         sweep[w] = averages(dev_recall(model, dev, units))
+    model.cfg.direct_weight = trained_weight
+    degraded = {}
+    for name in [c for c in args.conditions.split(",") if c]:
+        copies = run_degraded_encode(cfg, dev, name, tok, under="dev-degraded")
+        degraded[name] = averages(dev_recall(model, dev, {**units, **copies}))
     overrides = args.set + (["--decay-all"] if args.decay_all else [])
     row = {"tag": args.tag, "overrides": overrides, "steps": args.steps, "train_s": round(train_s),
            "s_per_step": round(train_s / max(args.steps, 1), 2), **averages(per), "per_language": per,
-           **({"direct_weight_sweep": sweep} if sweep else {})}
+           **({"direct_weight_sweep": sweep} if sweep else {}), **({"degraded": degraded} if degraded else {})}
     path = RESULTS / "retrieval_dev.json"
     rows = json.loads(path.read_text())["runs"] if path.exists() else []
     path.write_text(json.dumps({"about": __doc__.strip().splitlines()[0], "runs": rows + [row]}, indent=2) + "\n")

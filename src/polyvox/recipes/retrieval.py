@@ -261,6 +261,22 @@ def param_groups(model: DualEncoder, t) -> list[dict]:
             for (lr, decay), ps in sorted(groups.items())]
 
 
+def training_set(cfg: RetrievalConfig, usable: list[Utterance], units: dict, tok: SpeechTokenizer
+                 ) -> tuple[list[tuple], dict[int, list[int]]]:
+    """(speech, language, transcript, pivot translation) per utterance, then its `train.augment` copies
+    (encoded once), and which copies each original has (item -> indices of its copies)."""
+    train_set = [(units[u.id], u.lang, u.text, u.translations.get(cfg.data.pivot_lang)) for u in usable]
+    versions: dict[int, list[int]] = {}
+    for name in cfg.train.augment:
+        aug = run_degraded_encode(cfg, usable, name, tok, under="augmented")
+        for i, u in enumerate(usable):
+            if len(aug.get(u.id, ())):
+                versions.setdefault(i, []).append(len(train_set))
+                train_set.append((aug[u.id], *train_set[i][1:]))
+        log.info("augmentation %s: %d training copies", name, len(aug))
+    return train_set, versions
+
+
 def run_train(cfg: RetrievalConfig, units: dict[str, list[int]] | None = None) -> Path:
     """Train the dual encoder on the training split; returns the exported model folder (``out_dir/model``)."""
     out = Path(cfg.out_dir)
@@ -270,17 +286,7 @@ def run_train(cfg: RetrievalConfig, units: dict[str, list[int]] | None = None) -
     if units is None:
         units, _ = run_units_encode(cfg, cfg.data.train_split)
     utts, _ = _manifest(cfg, cfg.data.train_split)
-    usable = [u for u in utts if u.id in units and len(units[u.id])]
-    pivot = cfg.data.pivot_lang
-    train_set = [(units[u.id], u.lang, u.text, u.translations.get(pivot)) for u in usable]
-    versions: dict[int, list[int]] = {}  # item -> its augmented copies, appended after the originals
-    for name in cfg.train.augment:
-        aug = run_degraded_encode(cfg, usable, name, tok, under="augmented")
-        for i, u in enumerate(usable):
-            if len(aug.get(u.id, ())):
-                versions.setdefault(i, []).append(len(train_set))
-                train_set.append((aug[u.id], *train_set[i][1:]))
-        log.info("augmentation %s: %d training copies", name, len(aug))
+    train_set, versions = training_set(cfg, [u for u in utts if u.id in units and len(units[u.id])], units, tok)
     if len(train_set) < 2:
         raise ValueError(f"need at least 2 usable training utterances, found {len(train_set)}")
     pairs = sorted({u.group or u.id: (u.text, u.lang, u.translations[cfg.data.pivot_lang]) for u in utts
