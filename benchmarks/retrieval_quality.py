@@ -114,9 +114,8 @@ def by_language(utts) -> dict[str, list]:
     return out
 
 
-def path_scores(folder: Path, weight: float, utts, units, seen: set[str], cfg) -> dict:
+def path_scores(model: DualEncoder, weight: float, utts, units, seen: set[str], cfg) -> dict:
     """A trained model scored with its paths re-weighted (`model.direct_weight`): how much each path carries."""
-    model = DualEncoder.load(folder)
     model.cfg.direct_weight = weight
     return evaluate_retrieval(model, utts, units, seen, cfg.data.pivot_lang, tuple(cfg.eval.ks), cfg.eval.batch_size)
 
@@ -179,8 +178,9 @@ def main() -> None:
         systems[arm] = {"hits": first["hits"], "averages": first["averages"],
                         "seeds": {s: r["averages"] for s, r in seeds.items()}}
         if arm in ("dual_encoder", "random_init") and arm_cfg.model.direct_weight:
+            model = DualEncoder.load(run / arm / "model")
             for part, w in (("direct paths only", 0.999), ("LLM path only", 0.001)):
-                r = path_scores(run / arm / "model", w, test_utts, arm_units, seen, arm_cfg)
+                r = path_scores(model, w, test_utts, arm_units, seen, arm_cfg)
                 systems[f"{arm}: {part}"] = {"hits": r["hits"], "averages": r["averages"]}
         if arm == "paper":
             probe_k = linear_probe(train_utts, test_utts, arm_units)

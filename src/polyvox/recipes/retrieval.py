@@ -219,11 +219,19 @@ def _loss_fn(cfg: RetrievalConfig):
     return loss_fn
 
 
+CLOSED_FORM = ("text_ngrams.", "speech_direct.")
+"""Parameters `DualEncoder.closed_form_init` sets: with it, they train at `train.closed_form_lr` (0: frozen)."""
+
+
 def build_model(cfg: RetrievalConfig, units: SpeechTokenizer) -> DualEncoder:
     backbone, tok = load_backbone(cfg.model, cfg.train.seed)
     model = DualEncoder(backbone, tok, units.num_units, cfg.model, cfg.train.seed, cfg.loss.temperature,
                         feature_dim=getattr(units, "dim", None))
     model.log_scale.requires_grad_(cfg.loss.learn_temperature)
+    if cfg.model.closed_form_init:  # what the closed form sets trains at its own rate, or not at all
+        for name, p in model.named_parameters():
+            if name.startswith(CLOSED_FORM):
+                p.requires_grad_(cfg.train.closed_form_lr > 0)
     model.unit_tokenizer = units
     return model
 
@@ -240,20 +248,15 @@ NEW_PARAMS = ("audio_embed", "adapter.", "spelling.", "text_ngrams.", "speech_di
 """Parameters the LLM did not have: they train at `train.new_params_lr`."""
 
 
-CLOSED_FORM = ("text_ngrams.", "speech_direct.")
-"""Parameters `DualEncoder.closed_form_init` sets: with it, they train at `train.closed_form_lr` (0: frozen)."""
-
-
 def param_groups(model: DualEncoder, t) -> list[dict]:
     """AdamW groups: new vs backbone parameters (two learning rates), each split into decayed matrices and
     undecayed vectors (biases, norms), audio rows and temperature, which weight decay would only pull to 0.
     After a closed-form start, the parameters it set form their own group at `closed_form_lr`."""
     groups: dict[tuple[float, bool], list] = {}
+    closed_form = CLOSED_FORM if model.cfg.closed_form_init else ()
     for name, p in model.named_parameters():
-        if model.cfg.closed_form_init and name.startswith(CLOSED_FORM):
-            p.requires_grad_(t.closed_form_lr > 0)
         if p.requires_grad:
-            lr = (t.closed_form_lr if model.cfg.closed_form_init and name.startswith(CLOSED_FORM)
+            lr = (t.closed_form_lr if closed_form and name.startswith(closed_form)
                   else t.new_params_lr if name.startswith(NEW_PARAMS) else t.lr)
             decay = p.ndim >= 2 and not name.startswith(("audio_embed", "log_scale"))
             groups.setdefault((lr, decay), []).append(p)
