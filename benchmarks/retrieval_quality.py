@@ -34,7 +34,7 @@ from _common import RESULTS, peak_rss_mb, write_result
 
 from polyvox.config import load_config
 from polyvox.data.manifest import read_manifest
-from polyvox.eval.metrics import best_ranks, bootstrap_macro
+from polyvox.eval.metrics import best_ranks, bootstrap_macro, paired_difference
 from polyvox.eval.probe import linear_probe
 from polyvox.eval.retrieval import evaluate_retrieval
 from polyvox.models.dual_encoder import DualEncoder
@@ -68,6 +68,25 @@ def intervals(hits: dict[str, dict[str, list[int]]], seen: set[str], sample: dic
                 mean, lo, hi = bootstrap_macro(per)
                 out[f"{group}_{metric}"] = {"mean": mean, "ci95": [lo, hi], "languages": len(per)}
     return out
+
+
+CLAIMS = [
+    ("LLM initialisation beats random initialisation", "dual_encoder", "random_init", ("unseen_R@1", "seen_R@1")),
+    ("translation pairs improve cross-lingual retrieval", "dual_encoder", "no_translations",
+     ("seen_xling_R@1", "unseen_xling_R@1")),
+]
+"""(claim, system, baseline, metrics): paired differences system - baseline over the same queries."""
+
+
+def claim_result(a: dict[int, dict], b: dict[int, dict], metric: str, seen: set[str]) -> dict:
+    """`paired_difference` of two arms on `metric` (e.g. ``unseen_R@1``) over their common seeds.
+    `a`, `b`: seed -> hits (language -> metric -> per query)."""
+    group, name = metric.split("_", 1)
+    seeds = sorted(set(a) & set(b))
+    pick = [lg for lg in a[seeds[0]] if (lg in seen) == (group == "seen") and name in a[seeds[0]][lg]]
+    r = paired_difference([{lg: a[s][lg][name] for lg in pick} for s in seeds],
+                          [{lg: b[s][lg][name] for lg in pick} for s in seeds])
+    return {**r, "seeds": dict(zip(seeds, r["seeds"], strict=True))}
 
 
 def cascade_hits(cfg, utts, sample: dict[str, list[int]], train_texts: list[str]) -> dict:
@@ -105,6 +124,16 @@ def cached_cascade(path: Path, cfg, utts, sample: dict[str, list[int]], train_te
     result = cascade_hits(cfg, utts, sample, train_texts)
     path.write_text(json.dumps({"key": key, "result": result}))
     return result
+
+
+def share_folders(run: Path, out: Path, names: tuple[str, ...]) -> None:
+    """Arms on the run's units share its augmented copies and encoding cache (content-keyed, so sharing is safe):
+    each copy is written and encoded once for all arms and seeds."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (run / name).mkdir(exist_ok=True)
+        if not (out / name).exists():
+            (out / name).symlink_to((run / name).resolve(), target_is_directory=True)
 
 
 def by_language(utts) -> dict[str, list]:
@@ -149,6 +178,7 @@ def main() -> None:
               for lg, us in by_language(test_utts).items()}
 
     systems: dict[str, dict] = {}
+    seed_hits: dict[str, dict[int, dict]] = {}
     t = time.perf_counter()
     probe = linear_probe(train_utts, test_utts, units)
     timings["probe_s"] = time.perf_counter() - t
@@ -167,8 +197,10 @@ def main() -> None:
                 if not (units_dir(arm_cfg) / "units.json").exists():
                     run_units_fit(arm_cfg)
                 arm_units, _ = run_units_encode(arm_cfg)
-            elif not (units_dir(arm_cfg) / "units.json").exists():
-                shutil.copytree(units_dir(cfg), units_dir(arm_cfg))
+            else:
+                if not (units_dir(arm_cfg) / "units.json").exists():
+                    shutil.copytree(units_dir(cfg), units_dir(arm_cfg))
+                share_folders(run, out, ("augmented", "cache"))
             if not (out / "model" / "model.json").exists():
                 t = time.perf_counter()
                 run_train(arm_cfg, arm_units)
@@ -177,6 +209,7 @@ def main() -> None:
         first = seeds[min(seeds)]
         systems[arm] = {"hits": first["hits"], "averages": first["averages"],
                         "seeds": {s: r["averages"] for s, r in seeds.items()}}
+        seed_hits[arm] = {s: r["hits"] for s, r in seeds.items()}
         if arm in ("dual_encoder", "random_init") and arm_cfg.model.direct_weight:
             model = DualEncoder.load(run / arm / "model")
             for part, w in (("direct paths only", 0.999), ("LLM path only", 0.001)):
@@ -202,6 +235,9 @@ def main() -> None:
         robustness[condition] = {"dual_encoder": intervals(r["hits"], seen), "probe": intervals(p["hits"], seen)}
         timings[f"{condition}_s"] = time.perf_counter() - t
 
+    claims = [{"claim": claim, "system": a, "baseline": b, "metric": m,
+               **claim_result(seed_hits[a], seed_hits[b], m, seen)}
+              for claim, a, b, metrics in CLAIMS if a in seed_hits and b in seed_hits for m in metrics]
     summary = {}
     for name, sysres in systems.items():
         full = name != "cascade"
@@ -213,7 +249,7 @@ def main() -> None:
             u1 = [a["unseen"]["R@1"] for a in sysres["seeds"].values()]
             summary[name]["seed_spread"] = {"seen_R@1": [min(r1), max(r1)], "unseen_R@1": [min(u1), max(u1)]}
     result = {"config": args.config, "overrides": args.set, "summary": summary, "robustness": robustness,
-              "per_language": {n: s.get("averages") for n, s in systems.items()},
+              "claims": claims, "per_language": {n: s.get("averages") for n, s in systems.items()},
               "cascade_examples": systems.get("cascade", {}).get("examples"), "sample_per_lang": args.cascade_per_lang,
               "timings_s": timings, "peak_rss_mb": peak_rss_mb()}
     write_result("retrieval_quality", result)
@@ -231,6 +267,15 @@ def markdown(result: dict) -> str:
         a, c = s["all_queries"] or {}, s["cascade_sample"] or {}
         lines.append(f"| {name} | " + " | ".join(cell(a.get(k)) for k in keys)
                      + f" | {cell(c.get('seen_R@1'))} | {cell(c.get('unseen_R@1'))} |")
+    if result.get("claims"):
+        lines += ["", "### The paper's claims: paired difference system − baseline (R@1 points, mean over seeds, "
+                  "95 % bootstrap interval over queries)", "",
+                  "| claim | system − baseline | metric | seeds | difference | per seed | holds |", "|---|---|---|---|---|---|---|"]
+        for c in result["claims"]:
+            per = ", ".join(f"{100 * d:+.1f}" for d in c["seeds"].values())
+            lines.append(f"| {c['claim']} | {c['system']} − {c['baseline']} | {c['metric']} | {len(c['seeds'])} | "
+                         f"{100 * c['mean']:+.1f} [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}] | {per} | "
+                         f"{'yes' if c['holds'] else 'no'} |")
     if result["robustness"]:
         lines += ["", "### Degraded test audio (R@1 %)", "", "| condition | dual encoder seen | unseen | probe seen | unseen |",
                   "|---|---|---|---|---|"]

@@ -549,3 +549,41 @@ def test_prompt_template_and_clip_limits() -> None:
     with pytest.raises(ValueError, match=r"clip 0 is empty"):
         model.speech_embeds([np.zeros(0, dtype=np.float32), ok])
     assert model.speech_embeds([ok])[0].shape == (4, model.lm.config.hidden_size)  # 25 frames / 8, rounded up
+
+
+def test_training_reads_the_encoders_cached_states(tiny_corpus: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The frozen encoder's states are computed once per clip and cached (content-keyed): the adapter gets
+    the same inputs as from the audio (float16 rounding), training steps never run the encoder, and a model
+    that mixes encoder layers keeps running it."""
+    from polyvox.audio import load_audio
+    from polyvox.models.speech_encoder import SpeechEncoder
+
+    model = tiny_model()
+    content_sensitive(model)
+    utts = read_manifest(tiny_corpus, split="train")
+    states = speech_llm_recipes.encoder_states(model, utts, tiny_corpus.parent, tmp_path / "cache")
+    assert set(states) == {u.id for u in utts}
+    wavs = [load_audio(u.audio_path(tiny_corpus.parent)) for u in utts[:3]]
+    with torch.no_grad():
+        live, n_live = model.speech_frames(wavs)
+        cached, n_cached = model.speech_frames([states[u.id] for u in utts[:3]])
+    assert torch.equal(n_live, n_cached)
+    assert (live - cached).abs().max() < 1e-2 * live.abs().max()
+
+    calls = []
+    real = SpeechEncoder.forward
+    monkeypatch.setattr(SpeechEncoder, "forward", lambda self, *a: calls.append(1) or real(self, *a))
+    again = speech_llm_recipes.encoder_states(model, utts, tiny_corpus.parent, tmp_path / "cache")
+    assert not calls and all(np.array_equal(again[k], states[k]) for k in states)  # read from the cache
+
+    run = tmp_path / "run"
+    run_train(blsp_cfg(tiny_corpus, run, "train.steps=2"))
+    encoded = len(calls)
+    assert 0 < encoded <= math.ceil(len(utts) / 16)  # batches of clips, once
+    run_train(blsp_cfg(tiny_corpus, run, "train.steps=4"))  # two more steps, states from the cache
+    assert len(calls) == encoded
+    assert speech_llm_recipes.encoder_states(tiny_model(layer_mix=True), utts, tiny_corpus.parent,
+                                             tmp_path / "cache") is None
+    with pytest.raises(ValueError, match="layer_mix"):
+        tiny_model(layer_mix=True).speech_frames([states[utts[0].id]])

@@ -59,3 +59,36 @@ def test_degraded_copies_are_written_once_and_again_when_the_original_changes(tm
     os.utime(src / u.audio, ns=(path.stat().st_mtime_ns + 10**9,) * 2)  # the original changed after the copy
     write_degraded([u], src, tmp_path / "noisy", "noise10db")
     assert not np.array_equal(load_audio(path), first)
+
+
+def test_mixed_chains_conditions_at_their_stated_rates(monkeypatch):
+    """`mixed`: per clip, reverb (RT60 0.2-0.9 s) with p 0.4, telephone with p 0.4, noise (5-25 dB) with p 0.6
+    (always when neither of the others), in that order; the same seed gives the same chain."""
+    from polyvox.data import degrade
+
+    calls = []
+    monkeypatch.setattr(degrade, "reverb", lambda x, seed, rt60: calls.append(("reverb", rt60)) or x + 1)
+    monkeypatch.setattr(degrade, "telephone", lambda x, seed: calls.append(("telephone", None)) or x * 2)
+    monkeypatch.setattr(degrade, "noise", lambda x, seed, snr_db: calls.append(("noise", snr_db)) or x - 3)
+    chains = []
+    for seed in range(2000):
+        calls.clear()
+        y = degrade.mixed(np.zeros(4, dtype=np.float32), seed)
+        names = [c[0] for c in calls]
+        assert names and names == sorted(names, key=["reverb", "telephone", "noise"].index)  # order kept
+        expected = np.zeros(4)
+        for name, _ in calls:
+            expected = {"reverb": expected + 1, "telephone": expected * 2, "noise": expected - 3}[name]
+        assert np.array_equal(y, expected)
+        assert all(0.2 <= v <= 0.9 for n, v in calls if n == "reverb")
+        assert all(5 <= v <= 25 for n, v in calls if n == "noise")
+        chains.append(names)
+    rate = lambda name: np.mean([name in c for c in chains])  # noqa: E731
+    assert abs(rate("reverb") - 0.4) < 0.04 and abs(rate("telephone") - 0.4) < 0.04
+    assert abs(rate("noise") - (0.6 + 0.4 * 0.36)) < 0.04  # noise, or the fallback when nothing else was drawn
+    calls.clear()
+    degrade.mixed(np.zeros(4, dtype=np.float32), 7)
+    first = list(calls)
+    calls.clear()
+    degrade.mixed(np.zeros(4, dtype=np.float32), 7)
+    assert calls == first

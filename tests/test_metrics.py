@@ -61,3 +61,26 @@ def test_bootstrap_macro_matches_hand_computed_values():
 
     with pytest.raises(ValueError, match="empty"):
         bootstrap_macro({"x": []})
+
+
+def test_paired_difference_is_paired_and_averages_seeds():
+    import numpy as np
+    import pytest
+
+    from polyvox.eval.metrics import bootstrap_macro, paired_difference
+
+    # hand-computed: per-item differences [1, 0, 0, 0] in both seeds -> 0.25, each seed 0.25
+    r = paired_difference([{"a": [1, 1, 0, 0]}, {"a": [1, 0, 0, 0]}], [{"a": [0, 1, 0, 0]}, {"a": [0, 0, 0, 0]}])
+    assert r["mean"] == 0.25 and r["seeds"] == [0.25, 0.25]
+    # seeds disagree: +1 on item 0 in one seed, -1 in the other -> 0 on average
+    assert paired_difference([{"a": [1, 0]}, {"a": [0, 0]}], [{"a": [0, 0]}, {"a": [1, 0]}])["seeds"] == [0.5, -0.5]
+    # the same 400 queries, the system right on 30 more: unpaired intervals overlap, the paired one excludes 0
+    base = (np.arange(400) % 2).tolist()
+    system = [1 if i < 60 else b for i, b in enumerate(base)]  # items 0, 2, ..., 58 flip 0 -> 1
+    _, _, hi_b = bootstrap_macro({"x": base})
+    _, lo_s, _ = bootstrap_macro({"x": system})
+    assert lo_s < hi_b
+    r = paired_difference([{"x": system}], [{"x": base}])
+    assert r["mean"] == pytest.approx(0.075) and r["ci95"][0] > 0.04 and r["holds"]
+    with pytest.raises(ValueError, match="same number of seeds"):
+        paired_difference([{"x": system}], [])

@@ -296,3 +296,31 @@ def test_generation_ends_at_the_first_line_break_after_text() -> None:
     done = [stop(rows[:, : t + 1], None).tolist() for t in range(3)]
     # row 0 ends at the break after "a"; row 1 at once ("b\n"; a finished row is not asked again); row 2 never
     assert done == [[False, True, False], [False, False, False], [True, False, False]]
+
+
+def test_texts_are_read_by_the_frozen_llm_even_with_trained_lora(tiny_corpus: Path, tmp_path: Path) -> None:
+    """Answers to texts (targets, held-out references, the cascade, the KL teacher) come from the LLM as
+    loaded: a trained LoRA changes what the model says about speech, never what it answers from a text, so a
+    LoRA model writes into the frozen LLM's answer cache only what the frozen LLM says."""
+    plain, model = tiny_model(), tiny_model(lora_rank=4)
+    with torch.no_grad():
+        for n, p in model.lm.named_parameters():
+            if ".lora_" in n:
+                p.add_(torch.randn_like(p))
+    pairs = [("A text: ", " Again:")] * 2
+    texts, targets = ["red cat", "blue dog"], [[5, 6, 7], [8, 9]]
+    wavs = [tone_speech("red cat"), tone_speech("blue dog sun moon", 1)]
+    assert model.generate_text(texts, pairs, max_new_tokens=6) == plain.generate_text(texts, pairs, max_new_tokens=6)
+    with torch.no_grad():
+        speech, _, teacher = model.forward(wavs, pairs, targets, texts)
+        speech_plain, _, teacher_plain = plain.forward(wavs, pairs, targets, texts)
+    assert torch.allclose(teacher, teacher_plain, atol=1e-5)  # the KL teacher is the frozen LLM
+    assert not torch.allclose(speech, speech_plain, atol=1e-3)  # the speech path keeps its LoRA
+    assert all(p.requires_grad == (".lora_" in n) for n, p in model.lm.named_parameters())
+
+    cfg = mit_cfg(tiny_corpus, tmp_path / "a", "targets.repeat_target=llm")
+    lora_answers = mit.run_targets(cfg, model)
+    rows = (tmp_path / "a" / "targets.jsonl").read_text()
+    plain_answers = mit.run_targets(mit_cfg(tiny_corpus, tmp_path / "b", "targets.repeat_target=llm"), plain)
+    assert [e.target for e in lora_answers] == [e.target for e in plain_answers]
+    assert rows == (tmp_path / "b" / "targets.jsonl").read_text()

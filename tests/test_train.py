@@ -295,3 +295,26 @@ def test_speech_translation_loss_pairs_each_clip_with_its_own_translation(tmp_pa
     assert m["speech_translation"] == pytest.approx(float(expected), rel=1e-5)
     assert float(loss) == pytest.approx(m["contrastive"] + cfg.loss.spread_out * m["spread_out"]
                                         + 0.5 * m["speech_translation"], rel=1e-5)
+
+
+def test_augment_fraction_copies_a_seeded_share_of_the_clips(tiny_corpus, tmp_path):
+    """train.augment_fraction: only that share of the training clips gets a copy (written and encoded), the
+    same share for the same seed; each copy is paired with its own original; out of range is refused."""
+    from polyvox.models.units import load_speech_tokenizer
+    from polyvox.recipes.retrieval import _manifest, training_set, units_dir
+
+    cfg = tiny_cfg(tiny_corpus, tmp_path / "run", "train.augment=[mixed]", "train.augment_fraction=0.5")
+    run_units_fit(cfg)
+    units, _ = run_units_encode(cfg, cfg.data.train_split)
+    tok = load_speech_tokenizer(units_dir(cfg))
+    usable = [u for u in _manifest(cfg, cfg.data.train_split)[0] if u.id in units]
+    train_set, versions = training_set(cfg, usable, units, tok)
+    n = len(usable)
+    assert len(train_set) == n + round(n / 2) and len(versions) == round(n / 2)
+    for i, (j,) in versions.items():
+        assert train_set[j][1:] == train_set[i][1:] and j >= n  # the copy carries its original's text
+    assert len(list((tmp_path / "run" / "augmented" / "mixed").rglob("*.flac"))) == round(n / 2)
+    assert training_set(cfg, usable, units, tok)[1] == versions
+    cfg.train.augment_fraction = 0.0
+    with pytest.raises(ValueError, match="augment_fraction"):
+        training_set(cfg, usable, units, tok)

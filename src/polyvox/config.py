@@ -155,7 +155,11 @@ class TrainConfig:
     """Micro-batches per optimiser step (each of batch_size / grad_accum pairs)."""
     augment: list[str] = field(default_factory=list)
     """Extra training copies of every clip under recording conditions (`polyvox.data.degrade.AUGMENTATIONS`:
-    telephone, noise10db, reverb, speed); each is written and encoded once, then cached like the originals."""
+    telephone, noise10db, reverb, speed, mixed: a random chain per clip); each is written and encoded once, then
+    cached like the originals."""
+    augment_fraction: float = 1.0
+    """Share of the training clips that get the `augment` copies (a subset drawn by `seed`): each copy costs an
+    encoding pass over the clips it covers."""
     same_language_batches: bool = True
     """Draw each batch from one language, so negatives differ in content rather than language."""
     lr: float = 1e-4

@@ -1,8 +1,9 @@
 """Recording conditions for robustness tests and training augmentation: telephone band, additive noise,
-reverberation, speed. Each is a pure function of a 16 kHz mono clip and a seed."""
+reverberation, speed, and a random chain of them. Each is a pure function of a 16 kHz mono clip and a seed."""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -60,26 +61,38 @@ def speed(wav: np.ndarray, seed: int = 0) -> np.ndarray:
     return soxr.resample(wav, SAMPLE_RATE, SAMPLE_RATE / factor).astype(np.float32)
 
 
+def mixed(wav: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A random chain per clip, for one training copy that covers many conditions: reverberation (RT60
+    0.2–0.9 s) with probability 0.4, the telephone band with 0.4, noise (5–25 dB SNR) with 0.6; at least one."""
+    rng = np.random.default_rng([seed, 1])
+    rev, tel, noisy = rng.random(3) < (0.4, 0.4, 0.6)
+    x = reverb(wav, seed, rt60=float(rng.uniform(0.2, 0.9))) if rev else wav
+    x = telephone(x, seed) if tel else x
+    snr = float(rng.uniform(5.0, 25.0))
+    return noise(x, seed, snr_db=snr) if noisy or not (rev or tel) else x
+
+
 CONDITIONS: dict[str, Callable[..., np.ndarray]] = {"telephone": telephone, "noise10db": noise, "reverb": reverb}
 """Named degradations of the robustness report."""
-AUGMENTATIONS: dict[str, Callable[..., np.ndarray]] = {**CONDITIONS, "speed": speed}
+AUGMENTATIONS: dict[str, Callable[..., np.ndarray]] = {**CONDITIONS, "speed": speed, "mixed": mixed}
 """Named training augmentations (`train.augment`)."""
 
 
 def write_degraded(utts: list[Utterance], root: str | Path, out_root: str | Path, name: str) -> list[Utterance]:
-    """Degraded copies of `utts` (audio under `root`) as FLAC under `out_root`, same relative paths, written
-    once (a re-run keeps a copy unless its original is newer); returns the copies, ids suffixed ``#name``. A
-    clip that cannot be read is left out (the caller's encoding reports bad lines of the originals)."""
+    """Degraded copies of `utts` (audio under `root`) as FLAC under `out_root`, same relative paths, seeded by
+    the utterance id and written once (a re-run keeps a copy unless its original is newer); returns the copies,
+    ids suffixed ``#name``. A clip that cannot be read is left out (the caller's encoding reports bad lines of
+    the originals)."""
     if name not in AUGMENTATIONS:
         raise ValueError(f"unknown condition {name!r}; known: {', '.join(AUGMENTATIONS)}")
     out = []
-    for i, u in enumerate(utts):
+    for u in utts:
         path, src = Path(out_root) / u.audio, u.audio_path(root)
         if not path.exists() or (src.exists() and src.stat().st_mtime_ns > path.stat().st_mtime_ns):
             try:
                 wav = load_audio(src)
             except ValueError:
                 continue
-            write_flac(path, AUGMENTATIONS[name](wav, seed=i))
+            write_flac(path, AUGMENTATIONS[name](wav, seed=zlib.crc32(u.id.encode())))  # same copy in any list
         out.append(replace(u, id=f"{u.id}#{name}", duration=None))
     return out

@@ -152,3 +152,22 @@ def bootstrap_macro(hits: dict[str, Sequence[float]], n: int = 1000, seed: int =
     alpha = (1 - level) / 2
     lo, hi = np.quantile(stats, [alpha, 1 - alpha])
     return float(np.mean([g.mean() for g in groups])), float(lo), float(hi)
+
+
+def paired_difference(system: Sequence[dict[str, Sequence[float]]], baseline: Sequence[dict[str, Sequence[float]]],
+                      n: int = 1000, seed: int = 0) -> dict:
+    """System minus baseline on the same items: per item, the mean over training seeds of the two runs'
+    difference; then the macro mean over groups with a bootstrap interval over items (`bootstrap_macro`).
+
+    Args:
+        system, baseline: one entry per seed (paired by position): group -> per-item scores, same items in order.
+
+    Returns:
+        ``mean``, ``ci95``, ``seeds`` (each seed's own macro difference) and ``holds`` (the interval is above 0).
+    """
+    if not system or len(system) != len(baseline):
+        raise ValueError(f"need the same number of seeds on both sides, got {len(system)} and {len(baseline)}")
+    diffs = [{g: np.subtract(a[g], b[g], dtype=np.float64) for g in a} for a, b in zip(system, baseline, strict=True)]
+    mean, lo, hi = bootstrap_macro({g: np.mean([d[g] for d in diffs], axis=0) for g in diffs[0]}, n=n, seed=seed)
+    per_seed = [float(np.mean([d[g].mean() for g in d])) for d in diffs]
+    return {"mean": mean, "ci95": [lo, hi], "seeds": per_seed, "holds": lo > 0}

@@ -6,8 +6,10 @@ tokens of a text (the same LLM reading a transcript: continuations, the cascade 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from polyvox.models.adapter import build_adapter
 from polyvox.models.export import load_trainable, read_meta, save_trainable, trainable_state
 from polyvox.models.layer_mix import WeightedLayerSum
 from polyvox.models.speech_encoder import SpeechEncoder
+from polyvox.models.units import FeatureTokenizer, UnitSpec
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +134,24 @@ class SpeechLLM(nn.Module):
         for n, p in self.lm.named_parameters():
             p.requires_grad_("lora_" in n)
 
+    @contextlib.contextmanager
+    def frozen_llm(self) -> Iterator[nn.Module]:
+        """The LLM with its LoRA layers switched off, as loaded: what reads a text (continuations, answers,
+        the cascade, the oracle and the KL teacher), so a text's answer never depends on speech training."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        layers = [m for m in self.lm.modules() if isinstance(m, BaseTunerLayer)]
+        grads = [(p, p.requires_grad) for m in layers for p in m.parameters()]
+        for m in layers:
+            m.enable_adapters(False)
+        try:
+            yield self.lm
+        finally:
+            for m in layers:
+                m.enable_adapters(True)
+            for p, g in grads:  # enabling marks every LoRA weight trainable: restore what the caller had
+                p.requires_grad_(g)
+
     @property
     def device(self) -> torch.device:
         return next(self.adapter.parameters()).device
@@ -171,8 +192,29 @@ class SpeechLLM(nn.Module):
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     # -- speech -------------------------------------------------------------------------------------
+    def state_tokenizer(self) -> FeatureTokenizer:
+        """What the frozen encoder gives the adapter, as a feature tokenizer: its (T, D) states of one clip are
+        what `encode_units` caches (content-keyed, float16), so training can skip the encoder (`speech_frames`)."""
+        from polyvox.models.sources import fingerprint
+
+        spec = UnitSpec(self.cfg.encoder, fingerprint(self.cfg.encoder), self.encoder.layer, self.encoder.pool,
+                        self.encoder.pad_to_30s, dedup=False, num_units=0, kind="features")
+        return FeatureTokenizer(spec, self.encoder.dim)
+
     def speech_frames(self, wavs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """16 kHz clips -> (B, L, D_llm) adapter outputs (differentiable w.r.t. the adapter) and (B,) valid lengths."""
+        """16 kHz clips -> (B, L, D_llm) adapter outputs (differentiable w.r.t. the adapter) and (B,) valid lengths.
+
+        Clips may instead all be (T, D) encoder states (`state_tokenizer`; the encoder then does not run), unless
+        the model mixes encoder layers (``layer_mix``), which needs every layer's states.
+        """
+        if wavs and all(np.ndim(w) == 2 for w in wavs):
+            if self.layer_mix is not None:
+                raise ValueError("cached encoder states hold one layer; model.layer_mix needs the audio")
+            frames = torch.tensor([len(w) for w in wavs])
+            hidden = torch.zeros(len(wavs), int(frames.max()), self.encoder.dim)  # (B, T, D_enc)
+            for i, w in enumerate(wavs):
+                hidden[i, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
+            return self.adapter(hidden.to(self.device), frames.to(self.device))
         limit = self.cfg.max_speech_seconds
         for i, w in enumerate(wavs):
             if len(w) == 0:
@@ -260,13 +302,13 @@ class SpeechLLM(nn.Module):
         Returns:
             logits: (N, V) at the N target positions (row-major over the batch).
             target_ids: (N,).
-            teacher: (N, V) logits of the frozen LLM reading `teacher_texts` in place of the speech, with
-                the same targets (no gradient), or None.
+            teacher: (N, V) logits of the frozen LLM (`frozen_llm`) reading `teacher_texts` in place of the
+                speech, with the same targets (no gradient), or None.
         """
         logits, ids = self.target_logits(*self.assemble(self.speech_rows(wavs, instructions), targets))
         teacher = None
         if teacher_texts is not None:
-            with torch.no_grad():
+            with torch.no_grad(), self.frozen_llm():
                 teacher, _ = self.target_logits(*self.assemble(self.text_rows(teacher_texts, instructions), targets))
         return logits, ids, teacher
 
@@ -295,9 +337,11 @@ class SpeechLLM(nn.Module):
             return self.decode(self.speech_rows(wavs, instructions), **kwargs)
 
     def generate_text(self, texts: list[str], instructions: Prompt | list[Prompt], **kwargs) -> list[str]:
-        """The same LLM and prompt with a text in place of the speech (continuations, the cascade baseline)."""
+        """The frozen LLM (`frozen_llm`: LoRA off) and the same prompt with a text in place of the speech
+        (continuations, answers, the cascade baseline)."""
         instructions = instructions if isinstance(instructions, list) else [instructions] * len(texts)
-        return self.decode(self.text_rows(texts, instructions), **kwargs)
+        with self.frozen_llm():
+            return self.decode(self.text_rows(texts, instructions), **kwargs)
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:

@@ -34,7 +34,14 @@ from polyvox.models.ctc import EmbeddingCTCHead, ctc_loss, ctc_min_frames
 from polyvox.models.export import save_trainable
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
 from polyvox.recipes.answers import Request, answer_key, cached_answers
-from polyvox.recipes.speech_llm import clip_batches, evaluate_checkpoint, fit, sample_utterances, start_run
+from polyvox.recipes.speech_llm import (
+    clip_batches,
+    encoder_states,
+    evaluate_checkpoint,
+    fit,
+    sample_utterances,
+    start_run,
+)
 from polyvox.train.loop import train
 
 log = logging.getLogger(__name__)
@@ -175,8 +182,9 @@ def run_ctc(cfg: MITConfig, model: SpeechLLM, utts: list[Utterance]) -> Path:
         return loss, {"ctc": loss.item(), **m}
 
     log.info("CTC stage: %d steps on %d utterances", tc.steps, len(train_set))
-    train(stage, [{"params": stage.trainable(), "lr": tc.lr}], clip_batches(tc, train_set, Path(cfg.data.manifest).parent),
-          loss_fn, tc, run)
+    root = Path(cfg.data.manifest).parent
+    states = encoder_states(model, utts, root, Path(cfg.out_dir) / "cache")
+    train(stage, [{"params": stage.trainable(), "lr": tc.lr}], clip_batches(tc, train_set, root, states), loss_fn, tc, run)
     return model.save(run / "model", extra={"recipe": "mit-ctc"})
 
 

@@ -267,11 +267,17 @@ def param_groups(model: DualEncoder, t) -> list[dict]:
 def training_set(cfg: RetrievalConfig, usable: list[Utterance], units: dict, tok: SpeechTokenizer
                  ) -> tuple[list[tuple], dict[int, list[int]]]:
     """(speech, language, transcript, pivot translation) per utterance, then its `train.augment` copies
-    (encoded once), and which copies each original has (item -> indices of its copies)."""
+    (encoded once; of a seeded `train.augment_fraction` of the utterances), and which copies each original
+    has (item -> indices of its copies)."""
     train_set = [(units[u.id], u.lang, u.text, u.translations.get(cfg.data.pivot_lang)) for u in usable]
     versions: dict[int, list[int]] = {}
+    share = cfg.train.augment_fraction
+    if not 0 < share <= 1:
+        raise ValueError(f"train.augment_fraction must be in (0, 1], got {share}")
+    picked = usable if share >= 1 else [usable[i] for i in sorted(np.random.default_rng(cfg.train.seed).choice(
+        len(usable), round(share * len(usable)), replace=False))]
     for name in cfg.train.augment:
-        aug = run_degraded_encode(cfg, usable, name, tok, under="augmented")
+        aug = run_degraded_encode(cfg, picked, name, tok, under="augmented")
         for i, u in enumerate(usable):
             if len(aug.get(u.id, ())):
                 versions.setdefault(i, []).append(len(train_set))

@@ -19,6 +19,7 @@ from polyvox.data.manifest import Utterance, read_manifest
 from polyvox.losses import distill_kl
 from polyvox.models.export import read_meta
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
+from polyvox.models.units import encode_units
 from polyvox.train.loop import train
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,27 @@ def start_run(cfg) -> tuple[Path, SpeechLLM]:
     return out, build_speech_llm(cfg.model, cfg.train.seed)
 
 
-def clip_batches(t: TrainConfig, train_set: list[tuple[Utterance, Any]], root: Path):
+def encoder_states(model: SpeechLLM, utts: list[Utterance], root: Path, cache_dir: Path,
+                   batch_size: int = 16) -> dict[str, np.ndarray] | None:
+    """The frozen encoder's (T, D) states of each clip, computed once and cached on disk (content-keyed, like
+    the unit cache), so training steps run only the adapter and the LLM. None when the model mixes encoder
+    layers (``layer_mix`` needs every layer: the encoder then runs in each step). Clips that cannot be
+    encoded are reported and left out."""
+    if model.layer_mix is not None:
+        log.info("model.layer_mix: the encoder runs in every step (its states are not cached)")
+        return None
+    states, bad = encode_units(utts, root, model.encoder, model.state_tokenizer(), cache_dir, batch_size)
+    if bad:
+        log.warning("%d clips could not be encoded and are left out", len(bad))
+    return states
+
+
+def clip_batches(t: TrainConfig, train_set: list[tuple[Utterance, Any]], root: Path,
+                 states: dict[str, np.ndarray] | None = None):
     """The step -> micro-batches function of the training loop, a pure function of (seed, step) so a resumed
-    run sees the same data. A micro-batch is ``{"wavs", "utts", "items"}``: the loaded clips, their utterances
-    and the payload paired with each (targets, prompts …); a clip that fails to load costs one item."""
+    run sees the same data. A micro-batch is ``{"wavs", "utts", "items"}``: the clips (16 kHz audio, or the
+    encoder's cached `states` when given), their utterances and the payload paired with each (targets,
+    prompts …); a clip that fails to load costs one item."""
     per_epoch = max(1, len(train_set) // t.batch_size)
 
     @functools.lru_cache(maxsize=2)
@@ -60,6 +78,12 @@ def clip_batches(t: TrainConfig, train_set: list[tuple[Utterance, Any]], root: P
         for m in range(t.grad_accum):
             utts, items, wavs = [], [], []
             for u, item in (train_set[j] for j in idx[m :: t.grad_accum]):
+                if states is not None:
+                    if u.id in states:  # else it could not be encoded (reported by `encoder_states`)
+                        wavs.append(states[u.id])
+                        utts.append(u)
+                        items.append(item)
+                    continue
                 try:
                     wavs.append(load_audio(u.audio_path(root), u.id))
                     utts.append(u)
@@ -109,8 +133,9 @@ def fit(model: SpeechLLM, train_set: list[tuple[Utterance, Any]], lc: AlignConfi
     params = [p for p in model.parameters() if p.requires_grad]
     log.info("training %s (%.2fM parameters) on %d examples of %d utterances in %d languages", what,
              sum(p.numel() for p in params) / 1e6, len(train_set), len({u.id for u, _ in train_set}), len(langs))
-    train(model, [{"params": params, "lr": t.lr}], clip_batches(t, train_set, Path(data.manifest).parent),
-          alignment_loss(lc), t, out)
+    root = Path(data.manifest).parent
+    states = encoder_states(model, list({u.id: u for u, _ in train_set}.values()), root, out / "cache")
+    train(model, [{"params": params, "lr": t.lr}], clip_batches(t, train_set, root, states), alignment_loss(lc), t, out)
     return model.save(out / "model", extra={"train_languages": langs, **meta})
 
 
