@@ -13,6 +13,7 @@ from polyvox.config import GenerationEvalConfig
 from polyvox.data.manifest import Utterance, read_manifest, write_manifest
 from polyvox.eval.generation import (
     CascadeSystem,
+    OracleTextSystem,
     SpeechLLMSystem,
     build_tasks,
     evaluate_generation,
@@ -220,6 +221,10 @@ def test_oracle_and_silent_systems(corpus):
     assert asr["languages"]["fr_fr"] == {"n": 4, "seen": True}
     assert intent["languages"]["de_de"]["chance"] == pytest.approx(1 / 3)
     assert intent["languages"]["fr_fr"]["chance"] == pytest.approx(1 / 5)
+    for t in result["tasks"].values():  # headline intervals: a perfect and a silent system have no spread
+        perfect, none = (t["systems"][n]["intervals"]["all"][t["headline"]] for n in ("oracle", "silent"))
+        best, worst = (1.0, 0.0) if t["headline"] == "accuracy" else (100.0, 0.0) if t["higher_is_better"] else (0.0, 1.0)
+        assert perfect == pytest.approx([best, best]) and none == pytest.approx([worst, worst])
     ex = xl["systems"]["oracle"]["examples"]["fr_fr"]
     assert 0 < len(ex) <= 3 and all(r == a for r, a in ex)
 
@@ -298,6 +303,39 @@ def test_cascade_transcribes_each_clip_once(corpus):
     systems = result["tasks"]["asr"]["systems"]
     assert set(systems) == {"cascade", "cascade front-end"}
     assert systems["cascade front-end"]["averages"]["all"]["WER"] > 0
+
+
+def test_oracle_text_reads_the_transcript_and_agreement_is_chrf_against_it(corpus):
+    """The oracle-text system asks the LLM each item's own prompt about its gold transcript; every system's
+    `agreement` is the chrF of its answers against the oracle's, per language (hand-computed here)."""
+    tasks = build_tasks(corpus, GenerationEvalConfig(per_lang=3), "en_us")
+    items = {it.id: it for its in tasks.values() for it in its}
+    assert all(it.text for its in tasks.values() for it in its)
+    llm = FakeLLM()  # echoes the transcript it reads
+    result = evaluate_generation({"oracle": OracleTextSystem(llm, max_new_tokens=9), "gold": Oracle(),
+                                  "silent": Silent()}, tasks, batch_size=8)
+    assert {c[0] for c in llm.calls} == {"text"} and all(c[3]["max_new_tokens"] == 9 for c in llm.calls)
+    for _, texts, instructions, _ in llm.calls:
+        assert len(texts) == len(instructions) and all(t in {it.text for it in items.values()} for t in texts)
+    for task, t in result["tasks"].items():
+        assert t["metrics"][-1] == "agreement"
+        assert t["systems"]["oracle"]["averages"]["all"]["agreement"] == pytest.approx(100.0)
+        assert t["systems"]["silent"]["averages"]["all"]["agreement"] == 0.0
+        for lang in t["languages"]:
+            its = [it for it in tasks[task] if it.lang == lang]
+            want = chrf([gold_answer(it) for it in its], [it.text for it in its])
+            assert t["systems"]["gold"]["languages"][lang]["agreement"] == pytest.approx(want)
+    assert result["tasks"]["asr"]["systems"]["gold"]["averages"]["all"]["agreement"] == pytest.approx(100.0)
+    assert result["tasks"]["translation"]["systems"]["gold"]["averages"]["all"]["agreement"] == 0.0  # upper case
+    gold_intent = result["tasks"]["intent"]["systems"]["gold"]  # label names against "<raw label> <i>"
+    lo, hi = gold_intent["intervals"]["all"]["agreement"]
+    assert lo < gold_intent["averages"]["all"]["agreement"] < hi
+    avg_row = next(r for r in generation_markdown(result).splitlines() if r.startswith("| **all avg**") and "[" in r)
+    assert f"[{lo:.1f}, {hi:.1f}]" in generation_markdown(result) and avg_row.count("[") >= 3
+    plain = evaluate_generation({"gold": Oracle()}, {"asr": tasks["asr"]})
+    assert "agreement" not in plain["tasks"]["asr"]["metrics"]
+    with pytest.raises(ValueError, match="transcript"):
+        OracleTextSystem(llm).answer([replace(tasks["asr"][0], text="")], [None])
 
 
 # -- report ------------------------------------------------------------------------------------------

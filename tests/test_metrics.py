@@ -84,3 +84,38 @@ def test_paired_difference_is_paired_and_averages_seeds():
     assert r["mean"] == pytest.approx(0.075) and r["ci95"][0] > 0.04 and r["holds"]
     with pytest.raises(ValueError, match="same number of seeds"):
         paired_difference([{"x": system}], [])
+
+
+def test_item_statistics_sum_to_the_corpus_metrics_and_bootstrap_over_them():
+    import numpy as np
+    import pytest
+
+    from polyvox.eval.metrics import (
+        bootstrap_corpus_macro,
+        bootstrap_macro,
+        cer,
+        chrf,
+        item_statistics,
+        score_from_statistics,
+    )
+
+    refs = ["the cat sat", "a dog ran", "hello world", "!!!", "Ça va, merci"]
+    hyps = ["the cat sit", "a dig", "", "x", "ca va merci"]
+    for metric, direct in (("CER", cer(refs, hyps)), ("chrF", chrf(hyps, refs))):
+        stats = item_statistics(metric, hyps, refs)
+        assert score_from_statistics(metric, stats.sum(0)) == pytest.approx(direct)
+    assert len(item_statistics("CER", hyps, refs)) == 4  # "!!!" has nothing to recognise
+    assert item_statistics("CER", [""], ["ab"]).tolist() == [[2.0, 2.0]]  # an empty answer deletes all
+    # accuracy: the corpus bootstrap over (correct, 1) rows is the per-item bootstrap of 0/1 hits
+    hits = {"x": [1, 0, 1, 1, 0, 0, 1], "y": [0, 0, 1]}
+    stats = {g: item_statistics("accuracy", h, [1] * len(h)) for g, h in hits.items()}
+    assert bootstrap_corpus_macro(stats, "accuracy") == pytest.approx(bootstrap_macro(hits))
+    # a corpus metric is not the mean of item scores: the macro mean is each language's corpus score
+    chrf_stats = {"a": item_statistics("chrF", hyps[:3], refs[:3]), "b": item_statistics("chrF", hyps[3:], refs[3:])}
+    mean, lo, hi = bootstrap_corpus_macro(chrf_stats, "chrF", n=300)
+    assert mean == pytest.approx((chrf(hyps[:3], refs[:3]) + chrf(hyps[3:], refs[3:])) / 2) and lo <= mean <= hi
+    assert bootstrap_corpus_macro({"a": item_statistics("CER", ["ab"] * 4, ["ab"] * 4)}, "CER") == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="unknown corpus metric"):
+        item_statistics("BLEU", hyps, refs)
+    with pytest.raises(ValueError, match="empty"):
+        bootstrap_corpus_macro({"a": np.zeros((0, 2))}, "CER")

@@ -310,9 +310,10 @@ class GenerationEvalConfig:
     """Manifest of labelled spoken commands (default: ``intents.jsonl`` beside the data manifest, if any)."""
     intent_choices: int = 5
     """Labels offered per intent question: the right one and seeded distractors (chance = 1/n)."""
-    baselines: list[str] = field(default_factory=lambda: ["cascade", "untrained"])
+    baselines: list[str] = field(default_factory=lambda: ["cascade", "untrained", "oracle"])
     """Systems run beside the trained model on the same items: cascade (Whisper ASR -> the same LLM and
-    prompt) and untrained (the adapter at initialisation)."""
+    prompt), untrained (the adapter at initialisation) and oracle (the frozen LLM reading the gold transcript
+    with the same prompt; every system's ``agreement`` is the chrF of its answers against the oracle's)."""
     asr_model: str = "whisper-base"
     """Whisper model of the cascade baseline."""
     max_new_tokens: int = 48

@@ -27,7 +27,16 @@ from tqdm import tqdm
 from polyvox.audio import AudioError, load_audio
 from polyvox.config import GenerationEvalConfig
 from polyvox.data.manifest import Utterance, read_manifest
-from polyvox.eval.metrics import accuracy, cer, chrf, corpus_bleu, normalize_text, wer
+from polyvox.eval.metrics import (
+    accuracy,
+    bootstrap_corpus_macro,
+    cer,
+    chrf,
+    corpus_bleu,
+    item_statistics,
+    normalize_text,
+    wer,
+)
 from polyvox.eval.retrieval import macro_averages
 from polyvox.models.speech_llm import STYLES, Prompt, make_instruction
 
@@ -56,7 +65,7 @@ class Item:
     shown: list[str] = field(default_factory=list)
     """Intent only: the human-readable names of `labels` shown to the LLM (same order, unique)."""
     text: str = ""
-    """Heldout only: the transcript the reference answer is written from."""
+    """The clip's transcript: what the oracle-text system reads (and heldout references are written from)."""
     template: str = ""
     """Heldout only: the id of the held-out template."""
     kind: str = ""
@@ -148,7 +157,7 @@ def _asr_items(by_lang: dict[str, list[Utterance]], root: Path, cfg: GenerationE
     for lang, utts in by_lang.items():
         for u in _sample(utts, cfg.per_lang, f"{cfg.seed}:{lang}"):
             items.append(Item(u.id, lang, str(u.audio_path(root)), make_instruction("transcribe", lang), u.text,
-                              pair=make_instruction("transcribe", lang, style="pair")))
+                              pair=make_instruction("transcribe", lang, style="pair"), text=u.text))
     return items
 
 
@@ -164,7 +173,8 @@ def _translation_items(by_lang: dict[str, list[Utterance]], root: Path, cfg: Gen
         # the ASR sample's seed and order: both tasks ask about the same clips where they can
         for u in _sample(utts, cfg.per_lang, f"{cfg.seed}:{lang}", keep=has_pivot):
             items.append(Item(u.id, lang, str(u.audio_path(root)), make_instruction("translate", lang, target=pivot),
-                              u.translations[pivot], pair=make_instruction("translate", lang, pivot, style="pair")))
+                              u.translations[pivot], pair=make_instruction("translate", lang, pivot, style="pair"),
+                              text=u.text))
     return items
 
 
@@ -185,7 +195,8 @@ def _intent_items(path: Path, cfg: GenerationEvalConfig) -> list[Item]:
             shown = shown_names(labels)
             audio = str(u.audio_path(path.parent))
             items.append(Item(u.id, lang, audio, make_instruction("intent", lang, labels=shown), u.intent, labels=labels,
-                              shown=shown, pair=make_instruction("intent", lang, labels=shown, style="pair")))
+                              shown=shown, pair=make_instruction("intent", lang, labels=shown, style="pair"),
+                              text=u.text))
     return items
 
 
@@ -328,6 +339,27 @@ class CascadeSystem:
         return self.model.generate_text(texts, [it.prompt(self.style) for it in items], **self.gen_kwargs)
 
 
+class OracleTextSystem:
+    """The same LLM and prompt reading the gold transcript instead of the speech: the ceiling that behaviour
+    alignment aims at, and what the other systems' `agreement` is measured against.
+
+    Args:
+        model: a `SpeechLLM` (anything with ``generate_text(texts, instructions, **kwargs)``).
+        style: how the LLM is prompted, as in `SpeechLLMSystem`.
+        gen_kwargs: generation options for the LLM.
+    """
+
+    def __init__(self, model, style: str = "instruction", **gen_kwargs: Any):
+        self.model, self.style = model, _check_style(style)
+        self.gen_kwargs = {"stop_at_newline": True, **gen_kwargs}
+
+    def answer(self, items: list[Item], wavs: list[np.ndarray]) -> list[str]:
+        if any(not it.text for it in items):
+            raise ValueError("the oracle-text system needs each item's transcript (Item.text)")
+        return self.model.generate_text([it.text for it in items], [it.prompt(self.style) for it in items],
+                                        **self.gen_kwargs)
+
+
 # -- scoring -----------------------------------------------------------------------------------------
 
 
@@ -380,20 +412,49 @@ SCORERS: dict[str, Callable[[list[Item], list[str]], dict[str, float]]] = {
 }
 
 
+def _headline_statistics(task: str, items: list[Item], answers: list[str]) -> np.ndarray:
+    """Per-item statistics of the task's headline metric (`item_statistics`), for bootstrap intervals."""
+    if task == "intent":
+        picked = [parse_label(a, it.shown)[0] for it, a in zip(items, answers)]
+        pred = [it.labels[i] if i is not None else None for it, i in zip(items, picked)]
+        return item_statistics("accuracy", pred, [it.reference for it in items])
+    return item_statistics(TASKS[task].headline, answers, [it.reference for it in items])
+
+
+def _intervals(rows: dict[str, dict], stats: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, list[float]]]:
+    """95 % bootstrap intervals over items of macro averages: group (seen / unseen / all) -> metric -> [lo, hi].
+    `stats`: metric -> language -> per-item statistics."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for group, keep in (("seen", True), ("unseen", False), ("all", None)):
+        langs = [lang for lang, r in rows.items() if keep is None or r["seen"] == keep]
+        if langs:
+            out[group] = {m: list(bootstrap_corpus_macro({lg: per[lg] for lg in langs}, "chrF" if m == "agreement" else m)[1:])
+                          for m, per in stats.items()}
+    return out
+
+
 def _score_system(task: str, items: list[Item], answers: dict[str, str], seen: set[str],
-                  examples: int) -> dict:
-    """Per-language scores, seen / unseen / all averages and a few (reference, answer) examples."""
+                  examples: int, oracle: dict[str, str] | None = None) -> dict:
+    """Per-language scores, seen / unseen / all averages with 95 % bootstrap intervals of the headline metric,
+    and a few (reference, answer) examples; with the `oracle` system's answers, also ``agreement``: the chrF
+    of these answers against the oracle's."""
     by_lang: dict[str, list[Item]] = defaultdict(list)
     for it in items:
         if it.id in answers:
             by_lang[it.lang].append(it)
     rows, shown = {}, {}
+    stats: dict[str, dict[str, np.ndarray]] = {TASKS[task].headline: {}, **({"agreement": {}} if oracle else {})}
     for lang in sorted(by_lang):
         its = by_lang[lang]
         outs = [answers[it.id] for it in its]
         rows[lang] = {"n": len(its), "seen": lang in seen, **SCORERS[task](its, outs)}
+        stats[TASKS[task].headline][lang] = _headline_statistics(task, its, outs)
+        if oracle:
+            rows[lang]["agreement"] = chrf(outs, [oracle.get(it.id, "") for it in its])
+            stats["agreement"][lang] = item_statistics("chrF", outs, [oracle.get(it.id, "") for it in its])
         shown[lang] = [[it.reference, a] for it, a in zip(its[:examples], outs)]
-    return {"languages": rows, "averages": macro_averages(rows), "examples": shown}
+    return {"languages": rows, "averages": macro_averages(rows), "intervals": _intervals(rows, stats),
+            "examples": shown}
 
 
 def _task_languages(items: list[Item], good: set[tuple[str, str]], task: str, seen: set[str]) -> dict:
@@ -444,7 +505,7 @@ def _load_batch(task: str, items: list[Item], root: Path | None,
 
 def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[Item]],
                         root: str | Path | None = None, seen_langs: set[str] | frozenset[str] = frozenset(),
-                        batch_size: int = 16, examples: int = 3) -> dict:
+                        batch_size: int = 16, examples: int = 3, agree_with: str = "oracle") -> dict:
     """Run every system on every task and score the answers per language.
 
     Audio is loaded once per batch (one language of one task) and given to every system; a clip that
@@ -458,11 +519,14 @@ def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[Item]]
         seen_langs: languages seen in training, for the seen / unseen averages.
         batch_size: clips per batch.
         examples: (reference, answer) pairs kept per system, task and language.
+        agree_with: the system (when present, e.g. `OracleTextSystem`) whose answers every system is also
+            compared with: the ``agreement`` metric, chrF against its answer to the same item.
 
     Returns:
         A JSON-serialisable dict: ``tasks[task]`` holds ``metrics``, ``headline``, ``higher_is_better``,
         ``languages`` (n, seen, chance), ``averages`` and ``systems[name]`` with ``languages`` (per-language
-        metrics), ``averages`` (seen / unseen / all) and ``examples``; then ``bad_lines`` (task, id,
+        metrics), ``averages`` (seen / unseen / all), ``intervals`` (group -> headline metric and agreement
+        -> 95 % bootstrap interval over items) and ``examples``; then ``bad_lines`` (task, id,
         error) and ``seen_langs``.
     """
     check_tasks(list(tasks))
@@ -484,11 +548,13 @@ def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[Item]]
     for task, items in tasks.items():
         spec = TASKS[task]
         langs = _task_languages(items, good, task, seen)
-        scored = {name: _score_system(task, items, answers[task][name], seen, examples) for name in systems
+        oracle = answers[task].get(agree_with) or None
+        scored = {name: _score_system(task, items, answers[task][name], seen, examples, oracle) for name in systems
                   if answers[task][name]}
         if task == "asr":
             scored |= _front_ends(systems, items, answers[task], seen, examples)
-        result["tasks"][task] = {"metrics": list(spec.metrics), "headline": spec.headline,
+        result["tasks"][task] = {"metrics": list(spec.metrics) + (["agreement"] if oracle else []),
+                                 "headline": spec.headline,
                                  "higher_is_better": spec.higher_is_better, "languages": langs,
                                  "averages": macro_averages(langs), "systems": scored}
         _log_task(task, spec, scored)

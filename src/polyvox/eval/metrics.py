@@ -171,3 +171,70 @@ def paired_difference(system: Sequence[dict[str, Sequence[float]]], baseline: Se
     mean, lo, hi = bootstrap_macro({g: np.mean([d[g] for d in diffs], axis=0) for g in diffs[0]}, n=n, seed=seed)
     per_seed = [float(np.mean([d[g].mean() for g in d])) for d in diffs]
     return {"mean": mean, "ci95": [lo, hi], "seeds": per_seed, "holds": lo > 0}
+
+
+CORPUS_METRICS = ("CER", "chrF", "accuracy")
+"""Corpus-level metrics that `item_statistics` splits into summable per-item statistics."""
+
+
+def item_statistics(metric: str, hypotheses: Sequence, references: Sequence) -> np.ndarray:
+    """Per-item statistics whose column sums give the corpus metric (`score_from_statistics`), so a bootstrap
+    can resample items and still score a corpus: ``CER`` (edits, reference characters; references that
+    normalise to nothing are left out, as in `cer`), ``chrF`` (sacrebleu's character and word n-gram counts)
+    and ``accuracy`` (correct, 1).
+
+    Returns:
+        (N, K) array, one row per scored item.
+    """
+    if len(hypotheses) != len(references):
+        raise ValueError(f"got {len(hypotheses)} hypotheses but {len(references)} references")
+    if metric == "CER":
+        import jiwer
+
+        rows = []
+        for r, h in zip(*_scored_pairs(references, hypotheses)):
+            o = jiwer.process_characters([r], [h]) if h else None
+            rows.append([o.substitutions + o.deletions + o.insertions, o.substitutions + o.deletions + o.hits]
+                        if o else [len(r), len(r)])
+        return np.array(rows, dtype=np.float64)
+    if metric == "chrF":
+        from sacrebleu.metrics import CHRF
+
+        return np.array(CHRF()._extract_corpus_statistics(list(hypotheses), [list(references)]), dtype=np.float64)
+    if metric == "accuracy":
+        return np.array([[float(h == r), 1.0] for h, r in zip(hypotheses, references)])
+    raise ValueError(f"unknown corpus metric {metric!r}; known: {', '.join(CORPUS_METRICS)}")
+
+
+def score_from_statistics(metric: str, totals: np.ndarray) -> float:
+    """The corpus metric from summed `item_statistics` (CER and accuracy as fractions, chrF 0–100)."""
+    if metric == "chrF":
+        from sacrebleu.metrics import CHRF
+
+        return float(CHRF()._compute_score_from_stats(totals.tolist()).score)
+    if metric in ("CER", "accuracy"):
+        return float(totals[0] / totals[1]) if totals[1] else float("nan")
+    raise ValueError(f"unknown corpus metric {metric!r}; known: {', '.join(CORPUS_METRICS)}")
+
+
+def bootstrap_corpus_macro(stats: dict[str, np.ndarray], metric: str, n: int = 1000, seed: int = 0,
+                           level: float = 0.95) -> tuple[float, float, float]:
+    """Macro mean over groups (languages) of a corpus metric, with a percentile bootstrap interval: items are
+    resampled within each group and the metric recomputed from their summed `item_statistics`.
+
+    Returns:
+        (macro mean, lower bound, upper bound).
+    """
+    groups = [np.asarray(s, dtype=np.float64) for s in stats.values() if len(s)]
+    if not groups:
+        raise ValueError("bootstrap of an empty set is undefined")
+    rng = np.random.default_rng(seed)
+    boot = np.zeros(n)
+    for g in groups:
+        idx = rng.integers(0, len(g), (n, len(g)))
+        sums = g[idx].sum(1)  # (n, K)
+        boot += [score_from_statistics(metric, row) for row in sums]
+    boot /= len(groups)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(boot, [alpha, 1 - alpha])
+    return float(np.mean([score_from_statistics(metric, g.sum(0)) for g in groups])), float(lo), float(hi)

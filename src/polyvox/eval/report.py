@@ -92,7 +92,8 @@ def _gfmt(v: Any, key: str) -> str:
 
 
 def _generation_table(task: str, t: dict) -> list[str]:
-    """One Markdown table: languages then averages as rows, system × metric as columns."""
+    """One Markdown table: languages then averages as rows (with 95 % bootstrap intervals where computed),
+    system × metric as columns."""
     systems, metrics = list(t["systems"]), t["metrics"]
     extra = ["chance"] if any("chance" in r for r in t["languages"].values()) else []
     direction = "higher is better" if t["higher_is_better"] else "lower is better"
@@ -101,9 +102,14 @@ def _generation_table(task: str, t: dict) -> list[str]:
     note = f"; {', '.join(scaled)} in %" if scaled else ""
     lines = [f"### {GENERATION_TITLES.get(task, task)} (headline: {t['headline']}, {direction}{note})", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    def cell(s: str, part: str, key: str, m: str) -> str:
+        text = _gfmt(t["systems"][s][part].get(key, {}).get(m), m)
+        ci = t["systems"][s].get("intervals", {}).get(key, {}).get(m) if part == "averages" else None
+        return f"{text} [{_gfmt(ci[0], m)}, {_gfmt(ci[1], m)}]" if ci else text
+
     def row(first: list[str], shared: dict, part: str, key: str) -> str:
         cells = first + [_gfmt(shared.get(c), c) for c in extra]
-        cells += [_gfmt(t["systems"][s][part].get(key, {}).get(m), m) for s in systems for m in metrics]
+        cells += [cell(s, part, key, m) for s in systems for m in metrics]
         return "| " + " | ".join(cells) + " |"
 
     for lang, r in t["languages"].items():
@@ -125,7 +131,8 @@ def generation_markdown(result: dict, title: str = "Zero-shot speech LLM evaluat
 
 
 def generation_plot(result: dict, path: str | Path) -> Path:
-    """One panel per task: each system's headline metric, seen vs unseen averages as grouped bars."""
+    """One panel per task: each system's headline metric, seen vs unseen averages as grouped bars with their
+    95 % bootstrap intervals."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -140,7 +147,9 @@ def generation_plot(result: dict, path: str | Path) -> Path:
         x = np.arange(len(systems))
         for j, (group, colour) in enumerate((("seen", "tab:blue"), ("unseen", "tab:orange"))):
             values = [scale * t["systems"][s]["averages"].get(group, {}).get(metric, np.nan) for s in systems]
-            ax.bar(x + (j - 0.5) * 0.38, values, 0.38, color=colour, label=group)
+            ci = [t["systems"][s].get("intervals", {}).get(group, {}).get(metric, [np.nan, np.nan]) for s in systems]
+            err = np.abs(np.array([[scale * lo, scale * hi] for lo, hi in ci]).T - np.array(values))  # (2, S)
+            ax.bar(x + (j - 0.5) * 0.38, values, 0.38, color=colour, label=group, yerr=err, capsize=2)
         chance = t["averages"].get("all", {}).get("chance")
         if chance is not None:
             ax.axhline(scale * chance, color="black", linestyle="--", linewidth=1, label="chance")

@@ -157,7 +157,13 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
     the baselines in the same style. `prepare(model, tasks)` may complete the items before they are asked
     (the mit recipe writes held-out references with the frozen LLM); `task_kwargs` go to `build_tasks`.
     """
-    from polyvox.eval.generation import CascadeSystem, SpeechLLMSystem, build_tasks, evaluate_generation
+    from polyvox.eval.generation import (
+        CascadeSystem,
+        OracleTextSystem,
+        SpeechLLMSystem,
+        build_tasks,
+        evaluate_generation,
+    )
     from polyvox.eval.report import write_generation_report
     from polyvox.models.asr import Transcriber
 
@@ -167,6 +173,7 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
     baselines = {  # each built from the trained model, sharing its frozen encoder and LLM
         "cascade": lambda m: CascadeSystem(m, Transcriber(e.asr_model), **gen),
         "untrained": lambda m: SpeechLLMSystem(untrained_like(m), **gen),
+        "oracle": lambda m: OracleTextSystem(m, **gen),
     }
     unknown = sorted(set(e.baselines) - set(baselines))
     if unknown:
