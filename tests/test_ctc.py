@@ -62,6 +62,45 @@ def test_training_drives_loss_down_decodes_targets_and_leaves_table_bit_identica
         assert greedy_ctc_decode(head(upstream(feats)), lengths) == targets
 
 
+def test_a_restricted_head_scores_the_same_rows_and_learns_in_token_ids(llm):
+    """With `vocab`, the classes are those rows of the same frozen table: their logits equal the full head's
+    at those ids (and the blank's); CTC normalises over them only; targets and decoded paths are LLM ids."""
+    lm, tok = llm
+    emb = lm.get_input_embeddings()
+    targets = [tok(w, add_special_tokens=False)["input_ids"] for w in ["cat", "dog", "sun", "moon"]]
+    vocab = sorted({k for t in targets for k in t} | {5, 9})
+    full, head = EmbeddingCTCHead(emb), EmbeddingCTCHead(emb, vocab=vocab)
+    assert head.vocab_size == len(vocab) and head.embedding.weight is emb.weight and "token_ids" not in head.state_dict()
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, emb.weight.shape[1])
+    with torch.no_grad():
+        keep = torch.tensor([*vocab, emb.weight.shape[0]])  # the vocabulary's classes, then the blank
+        assert torch.allclose(head(x), full(x)[..., keep], atol=1e-5)
+        lengths, tgt = torch.tensor([6, 5]), targets[:2]
+        by_hand = torch.nn.functional.ctc_loss(
+            torch.log_softmax(full(x)[..., keep], -1).transpose(0, 1),
+            torch.tensor([vocab.index(k) for t in tgt for k in t]), lengths, torch.tensor([len(t) for t in tgt]),
+            blank=len(vocab), zero_infinity=True)
+        assert ctc_loss(head, x, lengths, tgt).item() == pytest.approx(by_hand.item(), rel=1e-5)
+    assert head.tokens(head.classes(targets[3])) == targets[3]
+    with pytest.raises(ValueError, match="not among the head's"):
+        head.classes([max(vocab) + 1])
+    with pytest.raises(ValueError, match="vocab must hold token ids"):
+        EmbeddingCTCHead(emb, vocab=[emb.weight.shape[0]])
+
+    feats = torch.randn(4, 10, 64)
+    upstream = nn.Linear(64, emb.weight.shape[1])
+    opt = torch.optim.Adam([*upstream.parameters(), *head.parameters()], lr=0.03)
+    for _ in range(80):
+        loss = ctc_loss(head, upstream(feats), torch.tensor([10, 8, 10, 9]), targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        decoded = greedy_ctc_decode(head(upstream(feats)), torch.tensor([10, 8, 10, 9]))
+    assert [head.tokens(d) for d in decoded] == targets
+
+
 def test_ctc_loss_by_hand():
     emb = nn.Embedding(3, 2)
     with torch.no_grad():

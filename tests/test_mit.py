@@ -152,7 +152,13 @@ def test_ctc_stage_trains_the_adapter_side_over_the_frozen_table(tiny_corpus: Pa
     stage = mit.CTCStage(model)
     assert stage.head.embedding.weight is table and not table.requires_grad
     assert {id(p) for p in stage.trainable()}.isdisjoint({id(p) for p in model.lm.parameters()})
-    folder = mit.run_train(cfg)
+    heads = []
+    real_init = mit.CTCStage.__init__
+    with pytest.MonkeyPatch.context() as mp:  # which classes the recipe's stage scores
+        mp.setattr(mit.CTCStage, "__init__", lambda self, *a: real_init(self, *a) or heads.append(self.head))
+        folder = mit.run_train(cfg)
+    said = {k for u in mit.train_utterances(cfg) for k in model.text_ids(u.text)}
+    assert heads[0].token_ids.tolist() == sorted(said) and len(said) < table.shape[0]  # the transcripts' tokens
     rows = metric_rows(tmp_path / "run" / "ctc")
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(r["ctc"] > 0 and r["ctc_items"] > 0 for r in rows)
     trained = SpeechLLM.load(folder)

@@ -382,6 +382,9 @@ class CTCStageConfig:
     """Peak learning rate."""
     warmup_steps: int = 10
     """Linear warm-up, then cosine decay."""
+    full_vocab: bool = False
+    """Classes over the LLM's whole embedding table (the paper); by default only the tokens that occur in the
+    training transcripts (still the table's frozen rows), a few percent of the cost per frame."""
 
 
 @dataclass

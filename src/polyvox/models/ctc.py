@@ -5,14 +5,17 @@ The output layer of the CTC loss is the LLM's own input-embedding table, so the 
 in the space the LLM reads. The table is never trained; the only parameters of the head are a blank vector
 (the CTC blank is an extra class, so no real token is sacrificed) and a scalar scale.
 
-Cost: the logits are (B, T, V + 1) over the whole vocabulary, as in the paper. For gemma3 (V = 262,145)
+Cost: over the whole vocabulary, as in the paper, the logits are (B, T, V + 1). For gemma3 (V = 262,145)
 that is 1 MiB of float32 per frame, and the log-softmax and its gradient need as much again twice over:
-about 3 MiB per frame, e.g. ~1.2 GiB for 8 clips of 50 adapter frames. Tiny test models cost nothing.
+about 3 MiB per frame, e.g. ~1.2 GiB for 8 clips of 50 adapter frames. Restricted to the tokens of the
+training transcripts (`vocab`, a few thousand), the classes are still rows of the same frozen table, at a
+few percent of that cost.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,10 +23,11 @@ from torch import nn
 
 
 class EmbeddingCTCHead(nn.Module):
-    """CTC output layer whose V token classes are the rows of a frozen input-embedding table, plus a blank.
+    """CTC output layer whose V token classes are rows of a frozen input-embedding table, plus a blank.
 
     ``logits = scale * x @ [E; b].T`` where E (V, D) is the embedding module's ``weight`` itself (the same
-    tensor, not a copy) and b (D,) a learned blank vector; the blank is class V.
+    tensor, not a copy) — or, with `vocab`, its rows of those token ids only — and b (D,) a learned blank
+    vector; the blank is class V. Targets and decoded paths stay LLM token ids (`classes`, `tokens`).
 
     E is the raw ``weight``: Gemma's embedding module multiplies its lookups by sqrt(D), but that is one
     constant for every row, so it changes nothing a learned scale cannot absorb, and reading the weight
@@ -37,13 +41,20 @@ class EmbeddingCTCHead(nn.Module):
     Args:
         embedding: the LLM's input-embedding module (``lm.get_input_embeddings()``).
         learn_scale: learn the scale (stored as its log, so it stays positive); otherwise keep it fixed.
+        vocab: the LLM token ids that are classes (e.g. those of the training transcripts); None: every row.
     """
 
-    def __init__(self, embedding: nn.Embedding, learn_scale: bool = True):
+    def __init__(self, embedding: nn.Embedding, learn_scale: bool = True, vocab: Sequence[int] | None = None):
         super().__init__()
         weight = embedding.weight
         weight.requires_grad_(False)
         object.__setattr__(self, "_embedding", embedding)  # a plain attribute: not a registered submodule
+        ids = sorted(set(vocab)) if vocab is not None else []
+        if vocab is not None and (not ids or ids[0] < 0 or ids[-1] >= weight.shape[0]):
+            raise ValueError(f"vocab must hold token ids in 0..{weight.shape[0] - 1}, got {len(ids)} ids")
+        # the class -> token id map (derived from data, so not in the checkpoint)
+        self.register_buffer("token_ids", torch.tensor(ids, dtype=torch.long) if ids else None, persistent=False)
+        self._class_of = {k: i for i, k in enumerate(ids)}
         v, d = weight.shape
         rms = float(weight.detach().float().pow(2).mean().sqrt()) or 1.0
         # Like attention's 1/sqrt(D), divided by the table's RMS: a unit-RMS input then gives unit-variance
@@ -65,11 +76,26 @@ class EmbeddingCTCHead(nn.Module):
     @property
     def vocab_size(self) -> int:
         """V, the number of token classes; the blank is class V."""
-        return self._embedding.weight.shape[0]
+        return len(self.token_ids) if self.token_ids is not None else self._embedding.weight.shape[0]
+
+    def classes(self, ids: Sequence[int]) -> list[int]:
+        """LLM token ids -> class indices; raises ValueError for an id outside the head's vocabulary."""
+        if self.token_ids is None:
+            return list(ids)
+        missing = [k for k in ids if k not in self._class_of]
+        if missing:
+            raise ValueError(f"token ids {missing[:5]} are not among the head's {self.vocab_size} classes")
+        return [self._class_of[k] for k in ids]
+
+    def tokens(self, classes: Sequence[int]) -> list[int]:
+        """Class indices (no blank) -> LLM token ids."""
+        return list(classes) if self.token_ids is None else self.token_ids[list(classes)].tolist()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, T, D) encoder-side frames -> (B, T, V + 1) float32 logits; the last class is the blank."""
         weight = self._embedding.weight
+        if self.token_ids is not None:
+            weight = weight[self.token_ids]  # (V, D): the classes' rows, gathered from the frozen table
         x = x.to(weight.dtype)
         tokens = F.linear(x, weight)  # (B, T, V)
         blank = (x @ self.blank.to(weight.dtype))[..., None]  # (B, T, 1)
@@ -89,7 +115,7 @@ def ctc_loss(head: EmbeddingCTCHead, x: torch.Tensor, lengths: torch.Tensor,
         head: the embedding CTC head (V token classes + blank V).
         x: (B, T, D) frames.
         lengths: (B,) valid frames of each item.
-        targets: LLM token ids of each item's transcript (no blank, ids in 0..V-1).
+        targets: LLM token ids of each item's transcript (no blank; among the head's classes).
 
     Raises:
         ValueError: when an item cannot be aligned (fewer valid frames than `ctc_min_frames` of its target),
@@ -104,21 +130,22 @@ def ctc_loss(head: EmbeddingCTCHead, x: torch.Tensor, lengths: torch.Tensor,
     for i, (tgt, n) in enumerate(zip(targets, lengths.tolist())):
         if not 1 <= n <= t:
             raise ValueError(f"batch item {i}: {n} valid frames, expected 1..{t}")
-        if any(not 0 <= k < v for k in tgt):
+        if head.token_ids is None and any(not 0 <= k < v for k in tgt):
             raise ValueError(f"batch item {i}: target ids must be in 0..{v - 1} (class {v} is the blank)")
         need = ctc_min_frames(tgt)
         if need > n:
             raise ValueError(f"batch item {i}: target of {len(tgt)} tokens needs at least {need} frames, "
                              f"but the input has {n}; CTC cannot align it")
     log_probs = F.log_softmax(head(x), dim=-1).transpose(0, 1)  # (T, B, V + 1)
-    flat = torch.tensor([k for tgt in targets for k in tgt], dtype=torch.long)
+    flat = torch.tensor([k for tgt in targets for k in head.classes(tgt)], dtype=torch.long)
     target_lengths = torch.tensor([len(tgt) for tgt in targets], dtype=torch.long)
     return F.ctc_loss(log_probs, flat.to(x.device), lengths, target_lengths, blank=v, reduction="mean",
                       zero_infinity=True)
 
 
 def greedy_ctc_decode(logits: torch.Tensor, lengths: torch.Tensor, blank: int | None = None) -> list[list[int]]:
-    """Best path per item: argmax per frame, collapse repeats, drop blanks.
+    """Best path per item: argmax per frame, collapse repeats, drop blanks. Returns class indices
+    (`EmbeddingCTCHead.tokens` maps a restricted head's classes back to LLM token ids).
 
     Args:
         logits: (B, T, C) logits or log-probabilities.

@@ -142,10 +142,10 @@ def run_targets(cfg: MITConfig, model: SpeechLLM | None = None, utts: list[Utter
 class CTCStage(nn.Module):
     """The speech LLM's adapter side + a CTC head over the LLM's frozen input-embedding table."""
 
-    def __init__(self, model: SpeechLLM):
+    def __init__(self, model: SpeechLLM, vocab: list[int] | None = None):
         super().__init__()
         self.model = model
-        self.head = EmbeddingCTCHead(model.lm.get_input_embeddings())
+        self.head = EmbeddingCTCHead(model.lm.get_input_embeddings(), vocab=vocab)
 
     def trainable(self) -> list[nn.Parameter]:
         """Layer mix, adapter and the head's blank and scale (LoRA, if any, waits for the cross-entropy stage)."""
@@ -172,16 +172,17 @@ def run_ctc(cfg: MITConfig, model: SpeechLLM, utts: list[Utterance]) -> Path:
     Runs in ``out_dir/ctc`` with its own checkpoints (resumable); exports the speech LLM to ``ctc/model``.
     """
     run = Path(cfg.out_dir) / "ctc"
-    stage = CTCStage(model)
     tc = copy.deepcopy(cfg.train)
     tc.steps, tc.lr, tc.warmup_steps = cfg.ctc.steps, cfg.ctc.lr, cfg.ctc.warmup_steps
     train_set = [(u, model.text_ids(u.text)) for u in utts]
+    vocab = None if cfg.ctc.full_vocab else sorted({k for _, ids in train_set for k in ids})
+    stage = CTCStage(model, vocab)
 
     def loss_fn(stage: CTCStage, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         loss, m = stage(batch["wavs"], batch["items"])
         return loss, {"ctc": loss.item(), **m}
 
-    log.info("CTC stage: %d steps on %d utterances", tc.steps, len(train_set))
+    log.info("CTC stage: %d steps on %d utterances, %d token classes", tc.steps, len(train_set), stage.head.vocab_size)
     root = Path(cfg.data.manifest).parent
     states = encoder_states(model, utts, root, Path(cfg.out_dir) / "cache")
     train(stage, [{"params": stage.trainable(), "lr": tc.lr}], clip_batches(tc, train_set, root, states), loss_fn, tc, run)
