@@ -587,3 +587,31 @@ def test_training_reads_the_encoders_cached_states(tiny_corpus: Path, tmp_path: 
                                              tmp_path / "cache") is None
     with pytest.raises(ValueError, match="layer_mix"):
         tiny_model(layer_mix=True).speech_frames([states[utts[0].id]])
+
+
+def test_asr_warmup_trains_the_adapter_to_repeat_then_alignment_goes_on_from_it(tiny_corpus: Path, tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """asr_warmup.steps: a first stage in <out>/warmup trains the adapter on (transcription prompt, transcript)
+    pairs; continuation training then starts from that adapter, not from a fresh one; both share one state cache."""
+    seen = []
+    real_fit = speech_llm_recipes.fit
+
+    def recording_fit(model, train_set, *args, **kwargs):
+        seen.append(([item for _, item in train_set], {k: v.clone() for k, v in model.trainable_state().items()}))
+        return real_fit(model, train_set, *args, **kwargs)
+
+    monkeypatch.setattr(blsp, "fit", recording_fit)
+    run = tmp_path / "run"
+    folder = run_train(blsp_cfg(tiny_corpus, run, "train.steps=2", "asr_warmup.steps=3", "asr_warmup.lr=0.01"))
+    (warm_items, fresh), (main_items, start) = seen
+    cfg, utts = blsp_cfg(tiny_corpus, run), read_manifest(tiny_corpus, split="train")
+    model = SpeechLLM.load(folder)
+    eos, n = model.tokenizer.eos_token_id, cfg.loss.max_target_tokens
+    assert sorted(t for _, t, _ in warm_items) == sorted(model.text_ids(u.text)[:n] + [eos] for u in utts)
+    assert {p for p, _, _ in warm_items} == {make_instruction("transcribe", u.lang) for u in utts}
+    assert {p for p, _, _ in main_items} == {cfg.continuation.instruction}
+    assert [r["step"] for r in metric_rows(run / "warmup")] == [1, 2, 3] and [r["step"] for r in metric_rows(run)] == [1, 2]
+    warmed = SpeechLLM.load(run / "warmup" / "model").trainable_state()
+    assert all(torch.equal(start[k], warmed[k]) for k in warmed)  # alignment starts where the warm-up ended
+    assert any(not torch.equal(fresh[k], warmed[k]) for k in warmed)
+    assert not (run / "warmup" / "cache").exists() and (run / "cache").exists()

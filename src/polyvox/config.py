@@ -325,13 +325,29 @@ class GenerationEvalConfig:
 
 
 @dataclass
+class ASRWarmupConfig:
+    """An optional ASR-style stage before behaviour alignment: the adapter learns to make the frozen LLM repeat
+    each clip's transcript under the transcription prompt (cross-entropy), so speech first lands where the LLM
+    reads words; then continuation training goes on from that adapter."""
+
+    steps: int = 0
+    """Optimiser steps of the warm-up; 0 skips it."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    warmup_steps: int = 10
+    """Linear warm-up of the learning rate, then cosine decay."""
+
+
+@dataclass
 class BLSPConfig:
-    """The BLSP recipe: continuations (step 1), behaviour-alignment training (step 2), evaluation."""
+    """The BLSP recipe: continuations (step 1), an optional ASR warm-up, behaviour-alignment training (step 2),
+    evaluation."""
 
     data: DataConfig = field(default_factory=DataConfig)
     model: SpeechLLMConfig = field(default_factory=SpeechLLMConfig)
     continuation: ContinuationConfig = field(default_factory=ContinuationConfig)
     loss: AlignConfig = field(default_factory=AlignConfig)
+    asr_warmup: ASRWarmupConfig = field(default_factory=ASRWarmupConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: GenerationEvalConfig = field(default_factory=GenerationEvalConfig)
     out_dir: str = "runs/blsp"

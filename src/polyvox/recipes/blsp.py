@@ -1,20 +1,22 @@
-"""BLSP recipe: continuations (step 1) -> behaviour-alignment training (step 2) -> zero-shot evaluation.
+"""BLSP recipe: continuations (step 1) -> optional ASR warm-up -> behaviour-alignment training (step 2) ->
+zero-shot evaluation.
 
 Run folder (`cfg.out_dir`): ``continuations.jsonl`` + ``continuations.json`` (step 1 cache and counts),
-``checkpoints/``, ``model/`` (the adapter + references to the frozen parts), ``metrics.jsonl``,
+``warmup/`` (the warm-up's checkpoints, metrics and exported model), ``checkpoints/``, ``model/`` (the adapter + references to the frozen parts), ``metrics.jsonl``,
 ``eval.{json,md,png}``, ``config.yaml``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
 
-from polyvox.config import BLSPConfig, config_to_dict
+from polyvox.config import AlignConfig, BLSPConfig, config_to_dict
 from polyvox.data.manifest import Utterance
 from polyvox.fileio import atomic_write_text
-from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
+from polyvox.models.speech_llm import SpeechLLM, build_speech_llm, make_instruction
 from polyvox.recipes.answers import Request, answer_key, cached_answers
 from polyvox.recipes.speech_llm import evaluate_checkpoint, fit, sample_utterances, start_run
 
@@ -66,12 +68,28 @@ def run_train(cfg: BLSPConfig, continuations: dict[str, str] | None = None) -> P
     if continuations is None:
         continuations = run_continuations(cfg, model, utts)
     eos = model.tokenizer.eos_token_id
+    if cfg.asr_warmup.steps > 0:
+        run_warmup(cfg, model, utts)
     instruction = cfg.continuation.instruction
     train_set = [(u, (instruction, model.text_ids(continuations[u.id])[: cfg.loss.max_target_tokens] + [eos], None))
                  for u in utts if u.id in continuations]
     if len(train_set) < 1:
         raise ValueError("no training utterance has a continuation; run step 1 first (polyvox data continuations)")
     return fit(model, train_set, cfg.loss, cfg.train, cfg.data, out, f"the {cfg.model.adapter} adapter", {"recipe": "blsp"})
+
+
+def run_warmup(cfg: BLSPConfig, model: SpeechLLM, utts: list[Utterance]) -> Path:
+    """The optional ASR warm-up (`cfg.asr_warmup`): the adapter of `model` learns, in place, to make the frozen LLM
+    repeat each transcript under the transcription prompt. Runs in ``out_dir/warmup`` (checkpoints, metrics,
+    resumable) and exports the speech LLM to ``warmup/model``."""
+    w, eos = cfg.asr_warmup, model.tokenizer.eos_token_id
+    tc = copy.deepcopy(cfg.train)
+    tc.steps, tc.lr, tc.warmup_steps = w.steps, w.lr, w.warmup_steps
+    train_set = [(u, (make_instruction("transcribe", u.lang), model.text_ids(u.text)[: cfg.loss.max_target_tokens] + [eos],
+                      None)) for u in utts]
+    out = Path(cfg.out_dir)
+    return fit(model, train_set, AlignConfig(cfg.loss.max_target_tokens), tc, cfg.data, out / "warmup",
+               "the ASR warm-up", {"recipe": "blsp-warmup"}, cache=out / "cache")
 
 
 def run_eval(cfg: BLSPConfig, checkpoint: str | Path | None = None, name: str = "eval",

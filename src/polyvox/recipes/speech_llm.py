@@ -126,15 +126,16 @@ def alignment_loss(lc: AlignConfig):
 
 
 def fit(model: SpeechLLM, train_set: list[tuple[Utterance, Any]], lc: AlignConfig, t: TrainConfig,
-        data: DataConfig, out: Path, what: str, meta: dict) -> Path:
+        data: DataConfig, out: Path, what: str, meta: dict, cache: Path | None = None) -> Path:
     """Train `model`'s trainable parts with `alignment_loss` on ``(utterance, (prompt, target ids, kind))`` pairs
-    and export it to ``out/model`` with the training languages and `meta` recorded."""
+    and export it to ``out/model`` with the training languages and `meta` recorded. The encoder states are
+    cached in `cache` (default ``out/cache``)."""
     langs = sorted({u.lang for u, _ in train_set})
     params = [p for p in model.parameters() if p.requires_grad]
     log.info("training %s (%.2fM parameters) on %d examples of %d utterances in %d languages", what,
              sum(p.numel() for p in params) / 1e6, len(train_set), len({u.id for u, _ in train_set}), len(langs))
     root = Path(data.manifest).parent
-    states = encoder_states(model, list({u.id: u for u, _ in train_set}.values()), root, out / "cache")
+    states = encoder_states(model, list({u.id: u for u, _ in train_set}.values()), root, cache or out / "cache")
     train(model, [{"params": params, "lr": t.lr}], clip_batches(t, train_set, root, states), alignment_loss(lc), t, out)
     return model.save(out / "model", extra={"train_languages": langs, **meta})
 
