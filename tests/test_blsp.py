@@ -232,6 +232,28 @@ def test_batched_generation_equals_one_at_a_time(taught: SimpleNamespace) -> Non
             assert torch.allclose(batched[i], model.lm(inputs_embeds=e, attention_mask=m).logits[0, -1], atol=1e-4)
 
 
+def test_evaluation_systems_share_the_encoders_states(taught: SimpleNamespace,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`EncoderStates`: the trained and the untrained adapter read one float16 copy of each clip's encoder
+    states; the encoder runs once per clip, and the taught adapter still repeats the speech from them."""
+    from polyvox.eval.generation import EncoderStates, Item, SpeechLLMSystem
+    from polyvox.models.speech_encoder import SpeechEncoder
+
+    model = taught.model
+    items = [Item(f"c{i}", "fr_fr", "", SAY, t) for i, t in enumerate(TEXTS)]
+    calls = []
+    real = SpeechEncoder.forward
+    monkeypatch.setattr(SpeechEncoder, "forward", lambda self, *a: calls.append(len(a[0])) or real(self, *a))
+    states = EncoderStates(model)
+    untrained = SpeechLLM(model.encoder, model.lm, model.tokenizer, model.cfg, seed=1).eval()
+    systems = [SpeechLLMSystem(m, states=states, max_new_tokens=12, stop_at_newline=False) for m in (model, untrained)]
+    answers = [sys.answer(items, taught.wavs) for sys in systems]
+    assert calls == [len(items)]  # one batch through the encoder, for both systems
+    assert answers[0] == TEXTS and answers[1] != TEXTS
+    assert all(v.dtype == np.float16 for v in states.states.values())
+    assert systems[0].answer(items[:2], taught.wavs[:2]) == TEXTS[:2] and calls == [len(items)]
+
+
 def test_per_clip_instructions_and_text_teacher(taught: SimpleNamespace) -> None:
     model = taught.model
     assert model.generate(taught.wavs[:2], [SAY, SAY], max_new_tokens=12) == TEXTS[:2]

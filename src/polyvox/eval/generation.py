@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from polyvox.audio import AudioError, load_audio
@@ -285,21 +286,48 @@ def _check_style(style: str) -> str:
     return style
 
 
+class EncoderStates:
+    """The frozen speech encoder's states of each clip (float16, as training reads them from its cache),
+    computed once per item id and shared by the speech-LLM systems on that encoder (the trained and the
+    untrained adapter). A model that mixes encoder layers (``layer_mix``) gets the audio instead.
+
+    Args:
+        model: a `SpeechLLM` whose encoder computes the states.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.states: dict[str, np.ndarray] = {}
+
+    def __call__(self, items: list[Item], wavs: list[np.ndarray]) -> list[np.ndarray]:
+        if self.model.layer_mix is not None:
+            return wavs
+        todo = {it.id: w for it, w in zip(items, wavs) if it.id not in self.states}
+        if todo:
+            tok = self.model.state_tokenizer()
+            with torch.no_grad():
+                feats = self.model.encoder.encode(list(todo.values()))
+            self.states.update({i: tok(f.float().numpy()) for i, f in zip(todo, feats)})
+        return [self.states[it.id] for it in items]
+
+
 class SpeechLLMSystem:
     """A speech LLM answering from the speech itself.
 
     Args:
         model: a `SpeechLLM` (anything with ``generate(wavs, instructions, **kwargs)``).
         style: how it is prompted (see `polyvox.models.speech_llm.STYLES`): ``instruction`` or ``pair``.
+        states: shared `EncoderStates` to read instead of running the encoder on the audio (None: the audio).
         gen_kwargs: generation options (``max_new_tokens``, ``stop_at_newline`` …).
     """
 
-    def __init__(self, model, style: str = "instruction", **gen_kwargs: Any):
-        self.model, self.style = model, _check_style(style)
+    def __init__(self, model, style: str = "instruction", states: EncoderStates | None = None, **gen_kwargs: Any):
+        self.model, self.style, self.states = model, _check_style(style), states
         self.gen_kwargs = {"stop_at_newline": True, **gen_kwargs}
 
     def answer(self, items: list[Item], wavs: list[np.ndarray]) -> list[str]:
-        return self.model.generate(wavs, [it.prompt(self.style) for it in items], **self.gen_kwargs)
+        clips = self.states(items, wavs) if self.states is not None else wavs
+        return self.model.generate(clips, [it.prompt(self.style) for it in items], **self.gen_kwargs)
 
 
 class CascadeSystem:

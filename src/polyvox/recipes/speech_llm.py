@@ -160,6 +160,7 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
     """
     from polyvox.eval.generation import (
         CascadeSystem,
+        EncoderStates,
         OracleTextSystem,
         SpeechLLMSystem,
         build_tasks,
@@ -171,16 +172,18 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
     meta = read_meta(folder, "speech-LLM")
     gen = {"max_new_tokens": e.max_new_tokens, "stop_at_newline": stop_at_newline,
            "style": meta.get("prompt_style", "instruction")}
-    baselines = {  # each built from the trained model, sharing its frozen encoder and LLM
-        "cascade": lambda m: CascadeSystem(m, Transcriber(e.asr_model), **gen),
-        "untrained": lambda m: SpeechLLMSystem(untrained_like(m), **gen),
-        "oracle": lambda m: OracleTextSystem(m, **gen),
+    baselines = {  # each built from the trained model, sharing its frozen encoder (and its states) and LLM
+        "cascade": lambda m, _: CascadeSystem(m, Transcriber(e.asr_model), **gen),
+        "untrained": lambda m, states: SpeechLLMSystem(untrained_like(m), states=states, **gen),
+        "oracle": lambda m, _: OracleTextSystem(m, **gen),
     }
     unknown = sorted(set(e.baselines) - set(baselines))
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}; known: {sorted(baselines)}")
     model = SpeechLLM.load(folder)
-    systems = {system: SpeechLLMSystem(model, **gen), **{b: baselines[b](model) for b in e.baselines}}
+    states = EncoderStates(model)  # the encoder runs once per clip for every speech system
+    systems = {system: SpeechLLMSystem(model, states=states, **gen),
+               **{b: baselines[b](model, states) for b in e.baselines}}
     tasks = build_tasks(data.manifest, e, data.pivot_lang, **task_kwargs)
     if prepare is not None:
         prepare(model, tasks)
