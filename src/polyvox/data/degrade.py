@@ -96,3 +96,13 @@ def write_degraded(utts: list[Utterance], root: str | Path, out_root: str | Path
             write_flac(path, AUGMENTATIONS[name](wav, seed=zlib.crc32(u.id.encode())))  # same copy in any list
         out.append(replace(u, id=f"{u.id}#{name}", duration=None))
     return out
+
+
+def augmentation_subset(utts: list[Utterance], fraction: float, seed: int) -> list[Utterance]:
+    """The seeded share of `utts` that gets augmented copies (`train.augment_fraction`), in their order."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"train.augment_fraction must be in (0, 1], got {fraction}")
+    if fraction >= 1:
+        return list(utts)
+    keep = np.random.default_rng(seed).choice(len(utts), round(fraction * len(utts)), replace=False)
+    return [utts[i] for i in sorted(keep)]

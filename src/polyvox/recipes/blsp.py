@@ -89,7 +89,7 @@ def run_warmup(cfg: BLSPConfig, model: SpeechLLM, utts: list[Utterance]) -> Path
                       None)) for u in utts]
     out = Path(cfg.out_dir)
     return fit(model, train_set, AlignConfig(cfg.loss.max_target_tokens), tc, cfg.data, out / "warmup",
-               "the ASR warm-up", {"recipe": "blsp-warmup"}, cache=out / "cache")
+               "the ASR warm-up", {"recipe": "blsp-warmup"}, shared=out)
 
 
 def run_eval(cfg: BLSPConfig, checkpoint: str | Path | None = None, name: str = "eval",

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from polyvox.config import RetrievalConfig, UnitsConfig, config_to_dict, save_config
-from polyvox.data.degrade import write_degraded
+from polyvox.data.degrade import augmentation_subset, write_degraded
 from polyvox.data.manifest import Utterance, read_manifest
 from polyvox.eval.report import write_report
 from polyvox.eval.retrieval import evaluate_retrieval
@@ -271,11 +271,7 @@ def training_set(cfg: RetrievalConfig, usable: list[Utterance], units: dict, tok
     has (item -> indices of its copies)."""
     train_set = [(units[u.id], u.lang, u.text, u.translations.get(cfg.data.pivot_lang)) for u in usable]
     versions: dict[int, list[int]] = {}
-    share = cfg.train.augment_fraction
-    if not 0 < share <= 1:
-        raise ValueError(f"train.augment_fraction must be in (0, 1], got {share}")
-    picked = usable if share >= 1 else [usable[i] for i in sorted(np.random.default_rng(cfg.train.seed).choice(
-        len(usable), round(share * len(usable)), replace=False))]
+    picked = augmentation_subset(usable, cfg.train.augment_fraction, cfg.train.seed)
     for name in cfg.train.augment:
         aug = run_degraded_encode(cfg, picked, name, tok, under="augmented")
         for i, u in enumerate(usable):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 
 from polyvox.audio import AudioError, load_audio
 from polyvox.config import AlignConfig, DataConfig, GenerationEvalConfig, TrainConfig, save_config
+from polyvox.data.degrade import augmentation_subset, write_degraded
 from polyvox.data.manifest import Utterance, read_manifest
 from polyvox.losses import distill_kl
 from polyvox.models.export import read_meta
@@ -125,17 +127,36 @@ def alignment_loss(lc: AlignConfig):
     return loss_fn
 
 
+def augmented(t: TrainConfig, train_set: list[tuple[Utterance, Any]], root: Path,
+              out: Path) -> list[tuple[Utterance, Any]]:
+    """`train.augment` copies of the training clips (of a seeded `train.augment_fraction` of the utterances),
+    each written once under ``out/augmented/<name>`` and paired with its original's items: extra training pairs."""
+    if not t.augment:
+        return []
+    utts = augmentation_subset(list({u.id: u for u, _ in train_set}.values()), t.augment_fraction, t.seed)
+    extra = []
+    for name in t.augment:
+        folder = (out / "augmented" / name).resolve()
+        copies = {c.id.split("#")[0]: replace(c, audio=str(folder / c.audio))  # absolute: outside the corpus
+                  for c in write_degraded(utts, root, folder, name)}
+        extra += [(copies[u.id], item) for u, item in train_set if u.id in copies]
+        log.info("augmentation %s: %d training copies", name, len(copies))
+    return extra
+
+
 def fit(model: SpeechLLM, train_set: list[tuple[Utterance, Any]], lc: AlignConfig, t: TrainConfig,
-        data: DataConfig, out: Path, what: str, meta: dict, cache: Path | None = None) -> Path:
+        data: DataConfig, out: Path, what: str, meta: dict, shared: Path | None = None) -> Path:
     """Train `model`'s trainable parts with `alignment_loss` on ``(utterance, (prompt, target ids, kind))`` pairs
-    and export it to ``out/model`` with the training languages and `meta` recorded. The encoder states are
-    cached in `cache` (default ``out/cache``)."""
+    (and their `train.augment` copies) and export it to ``out/model`` with the training languages and `meta`
+    recorded. The encoder-state cache and the augmented copies go under `shared` (default `out`), which the
+    stages of one run share."""
     langs = sorted({u.lang for u, _ in train_set})
+    root, shared = Path(data.manifest).parent, shared or out
+    train_set = train_set + augmented(t, train_set, root, shared)
     params = [p for p in model.parameters() if p.requires_grad]
     log.info("training %s (%.2fM parameters) on %d examples of %d utterances in %d languages", what,
              sum(p.numel() for p in params) / 1e6, len(train_set), len({u.id for u, _ in train_set}), len(langs))
-    root = Path(data.manifest).parent
-    states = encoder_states(model, list({u.id: u for u, _ in train_set}.values()), root, cache or out / "cache")
+    states = encoder_states(model, list({u.id: u for u, _ in train_set}.values()), root, shared / "cache")
     train(model, [{"params": params, "lr": t.lr}], clip_batches(t, train_set, root, states), alignment_loss(lc), t, out)
     return model.save(out / "model", extra={"train_languages": langs, **meta})
 
