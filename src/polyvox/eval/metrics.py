@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -142,16 +142,23 @@ def bootstrap_macro(hits: dict[str, Sequence[float]], n: int = 1000, seed: int =
         (macro mean, lower bound, upper bound).
     """
     groups = [np.asarray(v, dtype=np.float64) for v in hits.values() if len(v)]
+    return _bootstrap(groups, lambda x: x.mean(-1), n, seed, level)
+
+
+def _bootstrap(groups: list[np.ndarray], score: Callable[[np.ndarray], np.ndarray], n: int, seed: int,
+               level: float) -> tuple[float, float, float]:
+    """Macro mean of `score` over groups and its percentile interval, resampling each group's items (axis 0)
+    `n` times; `score` maps items (..., N[, K]) to one value per leading index."""
     if not groups:
         raise ValueError("bootstrap of an empty set is undefined")
     rng = np.random.default_rng(seed)
-    stats = np.zeros(n)
-    for g in groups:  # (n,) resampled means of this group, summed over groups
-        stats += g[rng.integers(0, len(g), (n, len(g)))].mean(1)
-    stats /= len(groups)
+    boot = np.zeros(n)
+    for g in groups:  # (n,) resampled scores of this group, summed over groups
+        boot += score(g[rng.integers(0, len(g), (n, len(g)))])
+    boot /= len(groups)
     alpha = (1 - level) / 2
-    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
-    return float(np.mean([g.mean() for g in groups])), float(lo), float(hi)
+    lo, hi = np.quantile(boot, [alpha, 1 - alpha])
+    return float(np.mean([score(g) for g in groups])), float(lo), float(hi)
 
 
 def paired_difference(system: Sequence[dict[str, Sequence[float]]], baseline: Sequence[dict[str, Sequence[float]]],
@@ -225,16 +232,10 @@ def bootstrap_corpus_macro(stats: dict[str, np.ndarray], metric: str, n: int = 1
     Returns:
         (macro mean, lower bound, upper bound).
     """
+    def score(items: np.ndarray) -> np.ndarray:  # (..., N, K) -> (...)
+        totals = items.sum(-2)
+        flat = totals.reshape(-1, totals.shape[-1])
+        return np.array([score_from_statistics(metric, t) for t in flat]).reshape(totals.shape[:-1])
+
     groups = [np.asarray(s, dtype=np.float64) for s in stats.values() if len(s)]
-    if not groups:
-        raise ValueError("bootstrap of an empty set is undefined")
-    rng = np.random.default_rng(seed)
-    boot = np.zeros(n)
-    for g in groups:
-        idx = rng.integers(0, len(g), (n, len(g)))
-        sums = g[idx].sum(1)  # (n, K)
-        boot += [score_from_statistics(metric, row) for row in sums]
-    boot /= len(groups)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(boot, [alpha, 1 - alpha])
-    return float(np.mean([score_from_statistics(metric, g.sum(0)) for g in groups])), float(lo), float(hi)
+    return _bootstrap(groups, score, n, seed, level)
