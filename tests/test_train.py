@@ -213,6 +213,10 @@ def test_param_groups_leave_vectors_rows_and_temperature_undecayed(tmp_path):
     assert lrs["proj.weight"] == lrs["spelling.table.weight"] == cfg.train.new_params_lr
     assert {lr for n, lr in lrs.items() if n.startswith("backbone.")} == {cfg.train.lr}
     assert len(lrs) == sum(p.requires_grad for p in model.parameters())
+    cfg.train.decay_all = True  # the ablation: every parameter decays, learning rates unchanged
+    groups = param_groups(model, cfg.train)
+    assert all(g["weight_decay"] == 0.1 for g in groups)
+    assert {name[id(p)]: g["lr"] for g in groups for p in g["params"]} == lrs
 
 
 def test_float_overrides_in_exponent_form(tmp_path):

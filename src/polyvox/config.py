@@ -171,6 +171,9 @@ class TrainConfig:
     start at a solution whose entries are far smaller than what `new_params_lr` would move them by. 0: frozen."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
+    decay_all: bool = False
+    """Decay every parameter, as AdamW over ``model.parameters()`` does (an ablation); by default biases,
+    norms, audio rows and the temperature are left undecayed."""
     warmup_steps: int = 50
     """Linear warm-up steps, then cosine decay to 10 %."""
     grad_clip: float = 1.0

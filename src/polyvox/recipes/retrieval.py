@@ -258,7 +258,7 @@ def param_groups(model: DualEncoder, t) -> list[dict]:
         if p.requires_grad:
             lr = (t.closed_form_lr if closed_form and name.startswith(closed_form)
                   else t.new_params_lr if name.startswith(NEW_PARAMS) else t.lr)
-            decay = p.ndim >= 2 and not name.startswith(("audio_embed", "log_scale"))
+            decay = t.decay_all or (p.ndim >= 2 and not name.startswith(("audio_embed", "log_scale")))
             groups.setdefault((lr, decay), []).append(p)
     return [{"params": ps, "lr": lr, "weight_decay": t.weight_decay if decay else 0.0}
             for (lr, decay), ps in sorted(groups.items())]
