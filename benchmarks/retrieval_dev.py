@@ -88,8 +88,6 @@ def main() -> None:
                     help="also score the trained model at these comma-separated model.direct_weight values")
     ap.add_argument("--conditions", default="",
                     help="also score degraded copies of the dev clips, e.g. telephone,noise10db,reverb")
-    ap.add_argument("--decay-all", action="store_true",
-                    help="ablation: weight decay on every parameter (vectors, norms, temperature too)")
     args = ap.parse_args()
     cfg = load_config(args.config, [f"out_dir={args.run_dir}", f"train.steps={args.steps}", *args.set])
     if not (units_dir(cfg) / "units.json").exists():
@@ -103,8 +101,6 @@ def main() -> None:
     closed_form_init(cfg, model, train_set, pairs)
     batches, loss_fn = _batches(cfg, model, train_set, pairs, versions), _loss_fn(cfg)
     groups = param_groups(model, cfg.train)
-    if args.decay_all:
-        groups = [{**g, "weight_decay": cfg.train.weight_decay} for g in groups]
     opt = torch.optim.AdamW(groups)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.train))
     params = [p for g in groups for p in g["params"]]
@@ -132,8 +128,7 @@ def main() -> None:
     for name in [c for c in args.conditions.split(",") if c]:
         copies = run_degraded_encode(cfg, dev, name, tok, under="dev-degraded")
         degraded[name] = averages(dev_recall(model, dev, {**units, **copies}))
-    overrides = args.set + (["--decay-all"] if args.decay_all else [])
-    row = {"tag": args.tag, "overrides": overrides, "steps": args.steps, "train_s": round(train_s),
+    row = {"tag": args.tag, "overrides": args.set, "steps": args.steps, "train_s": round(train_s),
            "s_per_step": round(train_s / max(args.steps, 1), 2), **averages(per), "per_language": per,
            **({"direct_weight_sweep": sweep} if sweep else {}), **({"degraded": degraded} if degraded else {})}
     path = RESULTS / "retrieval_dev.json"
