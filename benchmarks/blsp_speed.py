@@ -80,8 +80,7 @@ def main() -> None:
         result["adapters"][name]["peak_rss_mb_so_far"] = peak_rss_mb()
         print(name, result["adapters"][name])
         if states is None:  # what training reads from its cache (`recipes.speech_llm.encoder_states`)
-            with torch.no_grad():
-                states = [model.state_tokenizer()(f.numpy()) for w in wavs for f in model.encoder.encode([w])]
+            states = [s for w in wavs for s in model.encode_states([w])]
         cached = f"{name}, cached encoder states"
         result["adapters"][cached] = train_speed(model, cfg, states, targets, args.steps)
         print(cached, result["adapters"][cached])

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -127,8 +126,8 @@ def cached_cascade(path: Path, cfg, utts, sample: dict[str, list[int]], train_te
 
 
 def share_folders(run: Path, out: Path, names: tuple[str, ...]) -> None:
-    """Arms on the run's units share its augmented copies and encoding cache (content-keyed, so sharing is safe):
-    each copy is written and encoded once for all arms and seeds."""
+    """Arms on the run's units share its tokenizer, augmented copies and encoding cache (content-keyed, so
+    sharing is safe): each copy is written and encoded once for all arms and seeds."""
     out.mkdir(parents=True, exist_ok=True)
     for name in names:
         (run / name).mkdir(exist_ok=True)
@@ -198,9 +197,7 @@ def main() -> None:
                     run_units_fit(arm_cfg)
                 arm_units, _ = run_units_encode(arm_cfg)
             else:
-                if not (units_dir(arm_cfg) / "units.json").exists():
-                    shutil.copytree(units_dir(cfg), units_dir(arm_cfg))
-                share_folders(run, out, ("augmented", "cache"))
+                share_folders(run, out, ("units", "augmented", "cache"))
             if not (out / "model" / "model.json").exists():
                 t = time.perf_counter()
                 run_train(arm_cfg, arm_units)

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from polyvox.audio import AudioError, load_audio
@@ -304,10 +303,7 @@ class EncoderStates:
             return wavs
         todo = {it.id: w for it, w in zip(items, wavs) if it.id not in self.states}
         if todo:
-            tok = self.model.state_tokenizer()
-            with torch.no_grad():
-                feats = self.model.encoder.encode(list(todo.values()))
-            self.states.update({i: tok(f.float().numpy()) for i, f in zip(todo, feats)})
+            self.states.update(zip(todo, self.model.encode_states(list(todo.values()))))
         return [self.states[it.id] for it in items]
 
 
@@ -449,15 +445,16 @@ def _headline_statistics(task: str, items: list[Item], answers: list[str]) -> np
     return item_statistics(TASKS[task].headline, answers, [it.reference for it in items])
 
 
-def _intervals(rows: dict[str, dict], stats: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, list[float]]]:
-    """95 % bootstrap intervals over items of macro averages: group (seen / unseen / all) -> metric -> [lo, hi].
-    `stats`: metric -> language -> per-item statistics."""
+def _intervals(rows: dict[str, dict], stats: dict[str, tuple[str, dict[str, np.ndarray]]]
+               ) -> dict[str, dict[str, list[float]]]:
+    """95 % bootstrap intervals over items of macro averages: group (seen / unseen / all) -> name -> [lo, hi].
+    `stats`: name -> (its corpus metric, language -> per-item statistics)."""
     out: dict[str, dict[str, list[float]]] = {}
     for group, keep in (("seen", True), ("unseen", False), ("all", None)):
         langs = [lang for lang, r in rows.items() if keep is None or r["seen"] == keep]
         if langs:
-            out[group] = {m: list(bootstrap_corpus_macro({lg: per[lg] for lg in langs}, "chrF" if m == "agreement" else m)[1:])
-                          for m, per in stats.items()}
+            out[group] = {name: list(bootstrap_corpus_macro({lg: per[lg] for lg in langs}, metric)[1:])
+                          for name, (metric, per) in stats.items()}
     return out
 
 
@@ -471,15 +468,18 @@ def _score_system(task: str, items: list[Item], answers: dict[str, str], seen: s
         if it.id in answers:
             by_lang[it.lang].append(it)
     rows, shown = {}, {}
-    stats: dict[str, dict[str, np.ndarray]] = {TASKS[task].headline: {}, **({"agreement": {}} if oracle else {})}
+    headline = TASKS[task].headline
+    stats: dict[str, tuple[str, dict[str, np.ndarray]]] = {
+        headline: (headline, {}), **({"agreement": ("chrF", {})} if oracle else {})}
     for lang in sorted(by_lang):
         its = by_lang[lang]
         outs = [answers[it.id] for it in its]
         rows[lang] = {"n": len(its), "seen": lang in seen, **SCORERS[task](its, outs)}
-        stats[TASKS[task].headline][lang] = _headline_statistics(task, its, outs)
+        stats[headline][1][lang] = _headline_statistics(task, its, outs)
         if oracle:
-            rows[lang]["agreement"] = chrf(outs, [oracle.get(it.id, "") for it in its])
-            stats["agreement"][lang] = item_statistics("chrF", outs, [oracle.get(it.id, "") for it in its])
+            said = [oracle.get(it.id, "") for it in its]
+            rows[lang]["agreement"] = chrf(outs, said)
+            stats["agreement"][1][lang] = item_statistics("chrF", outs, said)
         shown[lang] = [[it.reference, a] for it, a in zip(its[:examples], outs)]
     return {"languages": rows, "averages": macro_averages(rows), "intervals": _intervals(rows, stats),
             "examples": shown}

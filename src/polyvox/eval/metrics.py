@@ -207,6 +207,7 @@ def item_statistics(metric: str, hypotheses: Sequence, references: Sequence) -> 
     if metric == "chrF":
         from sacrebleu.metrics import CHRF
 
+        # sacrebleu's own paired-bootstrap test resamples these per-sentence statistics the same way
         return np.array(CHRF()._extract_corpus_statistics(list(hypotheses), [list(references)]), dtype=np.float64)
     if metric == "accuracy":
         return np.array([[float(h == r), 1.0] for h, r in zip(hypotheses, references)])

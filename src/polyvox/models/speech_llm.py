@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 from transformers import StoppingCriteria
 
 from polyvox.audio import SAMPLE_RATE
@@ -201,6 +202,13 @@ class SpeechLLM(nn.Module):
                         self.encoder.pad_to_30s, dedup=False, num_units=0, kind="features")
         return FeatureTokenizer(spec, self.encoder.dim)
 
+    @torch.no_grad()
+    def encode_states(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
+        """16 kHz clips -> one (T_i, D) float16 array of encoder states per clip: what `speech_frames` reads
+        in place of the audio, and what training caches (`state_tokenizer`)."""
+        tok = self.state_tokenizer()
+        return [tok(f.float().numpy()) for f in self.encoder.encode(wavs)]
+
     def speech_frames(self, wavs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """16 kHz clips -> (B, L, D_llm) adapter outputs (differentiable w.r.t. the adapter) and (B,) valid lengths.
 
@@ -211,10 +219,8 @@ class SpeechLLM(nn.Module):
             if self.layer_mix is not None:
                 raise ValueError("cached encoder states hold one layer; model.layer_mix needs the audio")
             frames = torch.tensor([len(w) for w in wavs])
-            hidden = torch.zeros(len(wavs), int(frames.max()), self.encoder.dim)  # (B, T, D_enc)
-            for i, w in enumerate(wavs):
-                hidden[i, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
-            return self.adapter(hidden.to(self.device), frames.to(self.device))
+            hidden = pad_sequence([torch.from_numpy(np.asarray(w, dtype=np.float32)) for w in wavs], batch_first=True)
+            return self.adapter(hidden.to(self.device), frames.to(self.device))  # hidden: (B, T, D_enc)
         limit = self.cfg.max_speech_seconds
         for i, w in enumerate(wavs):
             if len(w) == 0:

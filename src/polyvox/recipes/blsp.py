@@ -2,7 +2,8 @@
 zero-shot evaluation.
 
 Run folder (`cfg.out_dir`): ``continuations.jsonl`` + ``continuations.json`` (step 1 cache and counts),
-``warmup/`` (the warm-up's checkpoints, metrics and exported model), ``checkpoints/``, ``model/`` (the adapter + references to the frozen parts), ``metrics.jsonl``,
+``warmup/`` (the warm-up's checkpoints, metrics and exported model), ``cache/`` (encoder states),
+``checkpoints/``, ``model/`` (the adapter + references to the frozen parts), ``metrics.jsonl``,
 ``eval.{json,md,png}``, ``config.yaml``.
 """
 
