@@ -27,8 +27,10 @@ from _common import median_time, peak_rss_mb, write_result
 
 from polyvox.audio import SAMPLE_RATE, load_audio
 from polyvox.config import MITConfig, load_config
+from polyvox.models.ctc import EmbeddingCTCHead
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
 from polyvox.recipes import mit
+from polyvox.recipes.speech_llm import CTCStage
 
 
 def step_speed(params: list, loss_fn, lr: float, repeats: int, batch: int) -> dict:
@@ -89,7 +91,7 @@ def ctc_speed(model: SpeechLLM, cfg: MITConfig, wavs: list, texts: list[str], re
               vocab: list[int] | None = None) -> dict:
     """A CTC-stage step on the transcripts' LLM tokens, over the whole table or the classes of `vocab`;
     counts the items too short to align."""
-    stage = mit.CTCStage(model, vocab).train()
+    stage = CTCStage(model, EmbeddingCTCHead(model.lm.get_input_embeddings(), vocab=vocab)).train()
     targets = [model.text_ids(t) for t in texts]
     metrics: dict = {}
 

@@ -500,13 +500,18 @@ def test_cli_blsp_pipeline_and_generate(tiny_corpus: Path, tmp_path: Path,
     assert main(["train", "blsp", *args, "--set", "train.steps=2"]) == 0
     assert f"adapter saved to {run / 'model'}" in capsys.readouterr().out
     assert [r["step"] for r in metric_rows(run)] == [1, 2]
-    assert main(["eval", "generate", *args, "--set", "eval.baselines=[untrained]"]) == 0
+    assert main(["eval", "generate", *args, "--set", "eval.baselines=[untrained,oracle]", "--set",
+                 "eval.tasks=[asr,translation,continuation]", "--set", "eval.conditions=[telephone]"]) == 0
     out = capsys.readouterr().out
     result = json.loads((run / "eval.json").read_text())
-    assert set(result["tasks"]) == {"asr", "translation"}
-    for task in result["tasks"].values():
-        assert set(task["systems"]) == {"blsp", "untrained"}
+    assert set(result["tasks"]) == {"asr", "translation", "continuation", "asr:telephone"}
+    for name, task in result["tasks"].items():  # degraded clips: only the systems that hear them
+        assert set(task["systems"]) == ({"blsp"} if name == "asr:telephone" else {"blsp", "untrained", "oracle"})
         assert task["languages"]["pl_pl"]["seen"] is False and task["languages"]["fr_fr"]["seen"] is True
+    assert result["tasks"]["continuation"]["headline"] == "agreement"
+    asked = sum(r["n"] for r in result["tasks"]["asr:telephone"]["languages"].values())
+    assert asked == sum(r["n"] for r in result["tasks"]["asr"]["languages"].values())
+    assert len(list((run / "degraded" / "telephone").rglob("*.flac"))) == asked
     assert "pl_pl" in out and (run / "eval.md").exists()
 
     model = str(run / "model")
@@ -660,3 +665,40 @@ def test_train_augment_adds_degraded_copies_of_a_share_of_the_clips(tiny_corpus:
     for u, item in copies:
         assert item == by_id[u.id.split("#")[0]] and Path(u.audio).is_absolute() and Path(u.audio).exists()
         assert str(run.resolve() / "augmented" / "mixed") in u.audio and u.id in got["states"]
+
+
+def test_ctc_stage_and_compressed_readout_run_before_the_llm_stages(tiny_corpus: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """ctc.steps + model.ctc_readout: a CTC stage in <out>/ctc (every training transcript, its own batch size)
+    trains the adapter and the model's own head; the warm-up and alignment go on from it through the compressed
+    readout; the export records the head's classes, reloads them, and its untrained baseline gets a fresh head
+    over the same classes. Without the stage the readout is refused with a clear error."""
+    order = []
+    real_ctc, real_fit = speech_llm_recipes.run_ctc, speech_llm_recipes.fit
+    monkeypatch.setattr(blsp, "run_ctc", lambda model, utts, *a: order.append(("ctc", len(utts))) or real_ctc(model, utts, *a))
+    monkeypatch.setattr(blsp, "fit", lambda model, ts, *a, **k: order.append(("fit", a[3].name)) or real_fit(model, ts, *a, **k))
+    run = tmp_path / "run"
+    cfg = blsp_cfg(tiny_corpus, run, "model.ctc_readout=soft", "ctc.steps=3", "ctc.batch_size=2", "asr_warmup.steps=2",
+                   "train.steps=2", "continuation.max_utterances=4")
+    folder = run_train(cfg)
+    utts = read_manifest(tiny_corpus, split="train")
+    assert order == [("ctc", len(utts)), ("fit", "warmup"), ("fit", "run")]  # the stage reads every transcript
+    rows = metric_rows(run / "ctc")
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(r["ctc_items"] + r["ctc_skipped"] == 2 for r in rows)
+    model = SpeechLLM.load(folder)
+    said = sorted({k for u in utts for k in model.text_ids(u.text)})
+    assert model.ctc_head.token_ids.tolist() == said
+    assert json.loads((folder / "model.json").read_text())["ctc_vocab"] == said
+    ctc_model = SpeechLLM.load(run / "ctc" / "model")
+    assert not torch.equal(ctc_model.ctc_head.blank, model.ctc_head.blank)  # the LLM stages trained it on
+    wavs = [tone_speech(u.text) for u in utts[:2]]
+    x, n = model.adapter_frames(wavs)
+    embeds, k = model.speech_frames(wavs)
+    assert (k <= n).all() and embeds.shape[-1] == x.shape[-1]
+    fresh = speech_llm_recipes.untrained_like(model)
+    assert fresh.ctc_head.token_ids.tolist() == said and fresh.ctc_head is not model.ctc_head
+    assert len(model.generate(wavs, make_instruction("transcribe", "fr_fr"), max_new_tokens=3)) == 2
+    with pytest.raises(ValueError, match="CTC stage"):
+        tiny_model(ctc_readout="soft").speech_frames(wavs)
+    with pytest.raises(ValueError, match="ctc_readout"):
+        tiny_model(ctc_readout="max")

@@ -9,7 +9,7 @@ import torch
 from conftest import tone_speech
 from torch import nn
 
-from polyvox.models.ctc import EmbeddingCTCHead, ctc_loss, ctc_min_frames, greedy_ctc_decode
+from polyvox.models.ctc import EmbeddingCTCHead, ctc_compress, ctc_loss, ctc_min_frames, greedy_ctc_decode
 from polyvox.models.layer_mix import WeightedLayerSum
 from polyvox.models.sources import load_llm, load_speech_model
 from polyvox.models.speech_encoder import SpeechEncoder
@@ -60,6 +60,13 @@ def test_training_drives_loss_down_decodes_targets_and_leaves_table_bit_identica
     assert all(not torch.equal(after[n], v) for n, v in before.items())  # every trainable part moved
     with torch.no_grad():
         assert greedy_ctc_decode(head(upstream(feats)), lengths) == targets
+        # compressed, the frames become the LLM's own embeddings of the target tokens (hard), or close to them (soft)
+        hard, n = ctc_compress(head, upstream(feats), lengths, "hard")
+        soft, _ = ctc_compress(head, upstream(feats), lengths, "soft")
+    assert n.tolist() == [len(t) for t in targets]
+    for i, t in enumerate(targets):
+        assert torch.equal(hard[i, : len(t)], emb(torch.tensor(t)))
+        assert nn.functional.cosine_similarity(soft[i, : len(t)], hard[i, : len(t)]).min() > 0.9
 
 
 def test_a_restricted_head_scores_the_same_rows_and_learns_in_token_ids(llm):
@@ -142,6 +149,50 @@ def test_greedy_decode_collapses_repeats_drops_blanks_and_stops_at_length():
     paths = torch.tensor([[b, 1, 1, b, 1, 2, 2, b], [0, 0, b, 0, 2, 2, 1, 1]])
     logits = nn.functional.one_hot(paths, 4).float()  # (B, T, 4)
     assert greedy_ctc_decode(logits, torch.tensor([8, 5])) == [[1, 1, 2], [0, 0, 2]]
+
+
+def hand_head() -> EmbeddingCTCHead:
+    """A head over token ids 5, 7 and 9 of a 10-row table whose rows are one-hot (D = 4: row k has a 1 at k % 3;
+    the blank is the 4th axis), so a frame's best class is the axis where it is largest."""
+    emb = nn.Embedding(10, 4)
+    with torch.no_grad():
+        emb.weight.zero_()
+        for k in range(10):
+            emb.weight[k, k % 3] = 1.0
+        head = EmbeddingCTCHead(emb, vocab=[5, 7, 9], learn_scale=False)
+        head.blank.copy_(torch.tensor([0.0, 0.0, 0.0, 1.0]))
+        head.log_scale.fill_(math.log(10.0))
+    return head  # classes 0, 1, 2 = tokens 5, 7, 9 = axes 2, 1, 0; blank = class 3 = axis 3
+
+
+def test_ctc_compress_by_hand():
+    """Blank frames are dropped and each run of one class becomes one position; a blank splits two runs of one
+    class; lengths are respected; a clip with only blank frames keeps its least blank one."""
+    head = hand_head()
+    axis = {0: 2, 1: 1, 2: 0, 3: 3}  # class -> axis of the frame that selects it
+    paths = [[3, 0, 0, 3, 0, 1, 1, 3], [2, 2, 3, 1, 1, 0, 0, 0], [3, 3, 3, 3, 3, 3, 3, 3]]
+    x = torch.stack([torch.stack([torch.nn.functional.one_hot(torch.tensor(axis[c]), 4).float() * (1 + 0.1 * t)
+                                  for t, c in enumerate(p)]) for p in paths])  # (3, 8, 4)
+    x[2, 5] = torch.tensor([0.9, 0.0, 0.0, 1.0])  # the all-blank clip's least blank frame leans to token 9
+    lengths = torch.tensor([8, 5, 8])
+    rows = head.embedding.weight
+    hard, n = ctc_compress(head, x, lengths, "hard")
+    assert n.tolist() == [3, 2, 1] and hard.shape == (3, 3, 4)
+    assert torch.equal(hard[0], rows[[5, 5, 7]]) and torch.equal(hard[1, :2], rows[[9, 7]])
+    assert torch.equal(hard[2, :1], rows[[9]]) and not hard[1, 2:].any()
+    mean, _ = ctc_compress(head, x, lengths, "mean")
+    want = [x[0, 1:3].mean(0), x[0, 4], x[0, 5:7].mean(0)]
+    assert torch.allclose(mean[0], torch.stack(want)) and torch.allclose(mean[1, :2], torch.stack([x[1, :2].mean(0), x[1, 3:5].mean(0)]))
+    x.requires_grad_(True)
+    soft, _ = ctc_compress(head, x, lengths, "soft")
+    post = head(x)[..., :3].softmax(-1)  # (B, T, 3) posteriors of the token classes, blank left out
+    table = rows[[5, 7, 9]]
+    brute = torch.stack([post[0, 1:3].mean(0), post[0, 4], post[0, 5:7].mean(0)]) @ table
+    assert torch.allclose(soft[0], brute, atol=1e-6)
+    soft.sum().backward()
+    assert x.grad[0, 1:3].abs().sum() > 0 and not x.grad[0, 0].any()  # dropped frames get no gradient
+    with pytest.raises(ValueError, match="readout"):
+        ctc_compress(head, x, lengths, "max")
 
 
 def test_weighted_layer_sum():

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import WORDS, tone_speech
 
-from polyvox.audio import write_flac
+from polyvox.audio import load_audio, write_flac
 from polyvox.config import GenerationEvalConfig
 from polyvox.data.manifest import Utterance, read_manifest, write_manifest
 from polyvox.eval.generation import (
@@ -16,6 +18,8 @@ from polyvox.eval.generation import (
     OracleTextSystem,
     SpeechLLMSystem,
     build_tasks,
+    check_tasks,
+    degraded_items,
     evaluate_generation,
     label_name,
     parse_label,
@@ -23,6 +27,7 @@ from polyvox.eval.generation import (
 )
 from polyvox.eval.metrics import accuracy, cer, chrf, normalize_text, wer
 from polyvox.eval.report import generation_markdown, write_generation_report
+from polyvox.models.speech_llm import make_instruction
 
 LANGS = ("fr_fr", "de_de", "en_us")
 INTENTS = {
@@ -336,6 +341,52 @@ def test_oracle_text_reads_the_transcript_and_agreement_is_chrf_against_it(corpu
     assert "agreement" not in plain["tasks"]["asr"]["metrics"]
     with pytest.raises(ValueError, match="transcript"):
         OracleTextSystem(llm).answer([replace(tasks["asr"][0], text="")], [None])
+
+
+def test_continuation_task_is_scored_by_agreement_with_the_oracle_alone(corpus):
+    """The continuation task asks BLSP's training prompt about the ASR sample's clips; it has no reference, so its
+    headline is the agreement with the oracle-text system, with intervals, and it refuses to run without one."""
+    tasks = build_tasks(corpus, GenerationEvalConfig(tasks=["asr", "continuation"], per_lang=3), "en_us")
+    cont = tasks["continuation"]
+    assert [it.id for it in cont] == [it.id for it in tasks["asr"]]
+    assert {it.instruction for it in cont if it.lang == "fr_fr"} == {make_instruction("continue", "fr_fr")}
+    assert all(it.reference == "" and it.text for it in cont)
+    llm = FakeLLM()
+    result = evaluate_generation({"oracle": OracleTextSystem(llm), "gold": Oracle(), "silent": Silent()},
+                                 {"continuation": cont}, batch_size=8)
+    t = result["tasks"]["continuation"]
+    assert t["headline"] == "agreement" and t["metrics"] == ["agreement"]
+    assert t["systems"]["oracle"]["averages"]["all"]["agreement"] == pytest.approx(100.0)
+    assert t["systems"]["silent"]["averages"]["all"]["agreement"] == 0.0
+    lo, hi = t["systems"]["oracle"]["intervals"]["all"]["agreement"]
+    assert lo == pytest.approx(100.0) and hi == pytest.approx(100.0)
+    assert "continuation" in generation_markdown(result).lower()
+    with pytest.raises(ValueError, match="oracle"):
+        evaluate_generation({"gold": Oracle()}, {"continuation": cont})
+
+
+def test_asr_on_degraded_copies_is_scored_as_asr_under_its_own_ids(corpus, tmp_path):
+    """`degraded_items`: the ASR items about telephone-band copies of their clips (written once under the folder,
+    ids suffixed so caches keep them apart), evaluated as task asr:telephone with the ASR metrics and report."""
+    asr = build_tasks(corpus, GenerationEvalConfig(tasks=["asr"], per_lang=2), "en_us")["asr"]
+    tel = degraded_items(asr, corpus.parent, tmp_path / "degraded", "telephone")
+    assert [it.id for it in tel] == [f"{it.id}#telephone" for it in asr]
+    assert all(Path(it.audio).is_file() and str(tmp_path / "degraded" / "telephone") in it.audio for it in tel)
+    clean, copy = load_audio(asr[0].audio), load_audio(tel[0].audio)
+    assert len(clean) == len(copy) and not np.allclose(clean, copy, atol=1e-3)
+    mtime = Path(tel[0].audio).stat().st_mtime_ns
+    assert degraded_items(asr, corpus.parent, tmp_path / "degraded", "telephone") == tel  # written once
+    assert Path(tel[0].audio).stat().st_mtime_ns == mtime
+    result = evaluate_generation({"gold": Oracle(), "silent": Silent()}, {"asr": asr, "asr:telephone": tel})
+    t = result["tasks"]["asr:telephone"]
+    assert t["headline"] == "CER" and t["systems"]["gold"]["averages"]["all"]["CER"] == 0.0
+    assert t["systems"]["silent"]["averages"]["all"]["CER"] == pytest.approx(1.0)
+    assert "telephone copies" in generation_markdown(result)
+    check_tasks(["asr:noise10db"])
+    with pytest.raises(ValueError, match="asr:<condition>"):
+        check_tasks(["asr:underwater"])
+    with pytest.raises(ValueError, match="unknown condition"):
+        degraded_items(asr, corpus.parent, tmp_path, "underwater")
 
 
 # -- report ------------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ from conftest import char_speech, content_sensitive, tone_speech
 from polyvox.cli import main
 from polyvox.config import MITConfig, SpeechLLMConfig, load_config
 from polyvox.eval.generation import SpeechLLMSystem, build_tasks
+from polyvox.models.ctc import EmbeddingCTCHead
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm, make_instruction
-from polyvox.recipes import mit
+from polyvox.recipes import mit, speech_llm
 from polyvox.recipes.speech_llm import alignment_loss, untrained_like
 
 MIT_TINY = Path(__file__).parents[1] / "configs" / "mit-tiny.yaml"
@@ -149,13 +150,13 @@ def test_ctc_stage_trains_the_adapter_side_over_the_frozen_table(tiny_corpus: Pa
     model = build_speech_llm(cfg.model)
     table = model.lm.get_input_embeddings().weight
     before, adapter_before = table.detach().clone(), copy.deepcopy(model.adapter.state_dict())
-    stage = mit.CTCStage(model)
+    stage = speech_llm.CTCStage(model, EmbeddingCTCHead(model.lm.get_input_embeddings()))
     assert stage.head.embedding.weight is table and not table.requires_grad
     assert {id(p) for p in stage.trainable()}.isdisjoint({id(p) for p in model.lm.parameters()})
     heads = []
-    real_init = mit.CTCStage.__init__
+    real_init = speech_llm.CTCStage.__init__
     with pytest.MonkeyPatch.context() as mp:  # which classes the recipe's stage scores
-        mp.setattr(mit.CTCStage, "__init__", lambda self, *a: real_init(self, *a) or heads.append(self.head))
+        mp.setattr(speech_llm.CTCStage, "__init__", lambda self, *a: real_init(self, *a) or heads.append(self.head))
         folder = mit.run_train(cfg)
     said = {k for u in mit.train_utterances(cfg) for k in model.text_ids(u.text)}
     assert heads[0].token_ids.tolist() == sorted(said) and len(said) < table.shape[0]  # the transcripts' tokens

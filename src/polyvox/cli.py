@@ -167,7 +167,7 @@ def _recipe_cfg(args) -> BLSPConfig | MITConfig:
     name = args.recipe
     if name is None:
         raw = yaml.safe_load(Path(args.config).read_text()) if args.config and Path(args.config).exists() else None
-        name = "mit" if isinstance(raw, dict) and ("targets" in raw or "ctc" in raw) else "blsp"
+        name = "mit" if isinstance(raw, dict) and "targets" in raw else "blsp"
     return _cfg(args, SPEECH_LLM_RECIPES[name])
 
 

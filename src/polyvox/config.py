@@ -269,6 +269,11 @@ class SpeechLLMConfig:
     layer_mix: bool = False
     """Feed the adapter a learned softmax-weighted sum of every encoder layer up to `encoder_layer` (and the
     conv stem), each LayerNorm-ed first, instead of that one layer (the multilayer feature of the mit paper)."""
+    ctc_readout: str | None = None
+    """Compress the adapter's frames with its CTC head before the LLM (`polyvox.models.ctc.ctc_compress`): about
+    one position per token said, holding ``soft`` (posterior-weighted token embeddings), ``hard`` (the best token's
+    embedding) or ``mean`` (the merged frames); None: every adapter frame goes to the LLM. Needs the CTC stage
+    (``ctc.steps`` > 0), which trains the head."""
     lora_rank: int = 0
     """LoRA rank on the LLM's attention projections (trained with the adapter); 0: the LLM stays fully frozen."""
     lora_alpha: float = 16.0
@@ -306,7 +311,11 @@ class AlignConfig:
 @dataclass
 class GenerationEvalConfig:
     tasks: list[str] = field(default_factory=lambda: ["asr", "translation", "intent"])
-    """Zero-shot tasks to evaluate: asr, translation (X -> pivot language), intent."""
+    """Zero-shot tasks to evaluate: asr, translation (X -> pivot language), intent, continuation (BLSP's training
+    prompt, scored by agreement with the oracle-text system) and, for the mit recipe, heldout."""
+    conditions: list[str] = field(default_factory=list)
+    """ASR again on degraded copies of its clips, one task ``asr:<condition>`` each (conditions of
+    `polyvox.data.degrade.CONDITIONS`: telephone, noise10db, reverb), written once under the run folder."""
     per_lang: int = 20
     """Test utterances per language and task (a seeded sample; 0: all)."""
     intents_manifest: str | None = None
@@ -342,6 +351,24 @@ class ASRWarmupConfig:
 
 
 @dataclass
+class CTCStageConfig:
+    """The optional first stage (both speech-LLM recipes): CTC over the LLM's frozen input-embedding table trains the
+    adapter side (and the CTC head of ``model.ctc_readout``) on the training transcripts."""
+
+    steps: int = 0
+    """Optimiser steps of the CTC stage; 0 skips it."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    warmup_steps: int = 10
+    """Linear warm-up, then cosine decay."""
+    batch_size: int | None = None
+    """Clips per step (None: ``train.batch_size``); a CTC step is cheap next to one through the LLM."""
+    full_vocab: bool = False
+    """Classes over the LLM's whole embedding table (the paper); by default only the tokens that occur in the
+    training transcripts (still the table's frozen rows), a few percent of the cost per frame."""
+
+
+@dataclass
 class BLSPConfig:
     """The BLSP recipe: continuations (step 1), an optional ASR warm-up, behaviour-alignment training (step 2),
     evaluation."""
@@ -350,6 +377,7 @@ class BLSPConfig:
     model: SpeechLLMConfig = field(default_factory=SpeechLLMConfig)
     continuation: ContinuationConfig = field(default_factory=ContinuationConfig)
     loss: AlignConfig = field(default_factory=AlignConfig)
+    ctc: CTCStageConfig = field(default_factory=CTCStageConfig)
     asr_warmup: ASRWarmupConfig = field(default_factory=ASRWarmupConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: GenerationEvalConfig = field(default_factory=GenerationEvalConfig)
@@ -389,21 +417,6 @@ class TargetConfig:
     cache: str | None = None
     """Answer cache (JSONL, keyed by LLM, prompt, transcript and decoding bounds; runs may share one);
     None: ``targets.jsonl`` in the run folder."""
-
-
-@dataclass
-class CTCStageConfig:
-    """The optional first stage: CTC over the LLM's frozen input-embedding table trains the adapter side."""
-
-    steps: int = 0
-    """Optimiser steps of the CTC stage; 0 skips it."""
-    lr: float = 1e-3
-    """Peak learning rate."""
-    warmup_steps: int = 10
-    """Linear warm-up, then cosine decay."""
-    full_vocab: bool = False
-    """Classes over the LLM's whole embedding table (the paper); by default only the tokens that occur in the
-    training transcripts (still the table's frozen rows), a few percent of the cost per frame."""
 
 
 @dataclass

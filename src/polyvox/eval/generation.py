@@ -17,7 +17,7 @@ import random
 import re
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from polyvox.audio import AudioError, load_audio
 from polyvox.config import GenerationEvalConfig
+from polyvox.data.degrade import CONDITIONS, write_degraded
 from polyvox.data.manifest import Utterance, read_manifest
 from polyvox.eval.metrics import (
     accuracy,
@@ -92,8 +93,17 @@ TASKS: dict[str, TaskSpec] = {
     "translation": TaskSpec(("BLEU", "chrF"), "chrF", True),
     "intent": TaskSpec(("accuracy", "parsed"), "accuracy", True),
     "heldout": TaskSpec(("chrF", "BLEU"), "chrF", True),
+    "continuation": TaskSpec((), "agreement", True),
 }
-"""Known tasks. CER is the ASR headline as it stays meaningful for scripts written without spaces."""
+"""Known tasks (``asr:<condition>`` is the ASR task on degraded copies of its clips, see `degraded_items`).
+CER is the ASR headline as it stays meaningful for scripts written without spaces. The
+continuation task (BLSP's training prompt: continue what was said) has no reference but the frozen LLM's own
+continuation of the transcript: it is scored by ``agreement`` with the oracle-text system alone."""
+
+
+def task_spec(task: str) -> TaskSpec:
+    """The spec of a task name of `TASKS`, or of ``asr:<condition>`` (scored as ASR)."""
+    return TASKS[task.partition(":")[0]]
 
 
 class System(Protocol):
@@ -158,6 +168,15 @@ def _asr_items(by_lang: dict[str, list[Utterance]], root: Path, cfg: GenerationE
         for u in _sample(utts, cfg.per_lang, f"{cfg.seed}:{lang}"):
             items.append(Item(u.id, lang, str(u.audio_path(root)), make_instruction("transcribe", lang), u.text,
                               pair=make_instruction("transcribe", lang, style="pair"), text=u.text))
+    return items
+
+
+def _continuation_items(by_lang: dict[str, list[Utterance]], root: Path, cfg: GenerationEvalConfig) -> list[Item]:
+    items = []
+    for lang, utts in by_lang.items():
+        for u in _sample(utts, cfg.per_lang, f"{cfg.seed}:{lang}"):  # the ASR sample's clips
+            items.append(Item(u.id, lang, str(u.audio_path(root)), make_instruction("continue", lang), "",
+                              pair=make_instruction("continue", lang, style="pair"), text=u.text))
     return items
 
 
@@ -231,9 +250,24 @@ def _intents_path(manifest_path: Path, cfg: GenerationEvalConfig) -> Path | None
 
 def check_tasks(tasks: list[str]) -> None:
     """Raise ValueError naming the known tasks if any of `tasks` is unknown."""
-    unknown = [t for t in tasks if t not in TASKS]
+    unknown = [t for t in tasks if t not in TASKS and not (t.startswith("asr:") and t[4:] in CONDITIONS)]
     if unknown:
-        raise ValueError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
+        raise ValueError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}, "
+                         f"and asr:<condition> for a condition of {', '.join(CONDITIONS)}")
+
+
+def degraded_items(items: list[Item], root: Path, folder: Path, condition: str) -> list[Item]:
+    """The `items` again, about copies of their clips degraded by `condition` (`polyvox.data.degrade.CONDITIONS`),
+    written once under ``folder/condition`` (same paths relative to `root`, the data folder); ids get
+    ``#condition``, so caches keyed by item id keep the copies apart."""
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}; known: {', '.join(CONDITIONS)}")
+    root, out = Path(root).resolve(), Path(folder) / condition
+    utts = [Utterance(id=it.id, audio=str(Path(it.audio).resolve().relative_to(root)), text=it.text, lang=it.lang,
+                      split="test") for it in items]
+    copies = {c.id.split("#")[0]: c for c in write_degraded(utts, root, out, condition)}
+    return [replace(it, id=copies[it.id].id, audio=str((out / copies[it.id].audio).resolve()))
+            for it in items if it.id in copies]
 
 
 def build_tasks(manifest_path: str | Path, cfg: GenerationEvalConfig, pivot_lang: str, bank=None,
@@ -264,6 +298,7 @@ def build_tasks(manifest_path: str | Path, cfg: GenerationEvalConfig, pivot_lang
         "translation": lambda: _translation_items(by_lang, manifest_path.parent, cfg, pivot_lang),
         "intent": lambda: _intent_items(p.resolve(), cfg) if (p := _intents_path(manifest_path, cfg)) else [],
         "heldout": lambda: _heldout_items(by_lang, manifest_path.parent, cfg, bank, pivot_lang, other_langs or []),
+        "continuation": lambda: _continuation_items(by_lang, manifest_path.parent, cfg),
     }
     out = {}
     for task in cfg.tasks:
@@ -433,6 +468,7 @@ def _score_heldout(items: list[Item], answers: list[str]) -> dict[str, float]:
 
 SCORERS: dict[str, Callable[[list[Item], list[str]], dict[str, float]]] = {
     "asr": _score_asr, "translation": _score_translation, "intent": _score_intent, "heldout": _score_heldout,
+    "continuation": lambda items, answers: {},  # agreement only, added by `_score_system`
 }
 
 
@@ -442,7 +478,7 @@ def _headline_statistics(task: str, items: list[Item], answers: list[str]) -> np
         picked = [parse_label(a, it.shown)[0] for it, a in zip(items, answers)]
         pred = [it.labels[i] if i is not None else None for it, i in zip(items, picked)]
         return item_statistics("accuracy", pred, [it.reference for it in items])
-    return item_statistics(TASKS[task].headline, answers, [it.reference for it in items])
+    return item_statistics(task_spec(task).headline, answers, [it.reference for it in items])
 
 
 def _intervals(rows: dict[str, dict], stats: dict[str, tuple[str, dict[str, np.ndarray]]]
@@ -468,14 +504,15 @@ def _score_system(task: str, items: list[Item], answers: dict[str, str], seen: s
         if it.id in answers:
             by_lang[it.lang].append(it)
     rows, shown = {}, {}
-    headline = TASKS[task].headline
+    headline = task_spec(task).headline
     stats: dict[str, tuple[str, dict[str, np.ndarray]]] = {
         headline: (headline, {}), **({"agreement": ("chrF", {})} if oracle else {})}
     for lang in sorted(by_lang):
         its = by_lang[lang]
         outs = [answers[it.id] for it in its]
-        rows[lang] = {"n": len(its), "seen": lang in seen, **SCORERS[task](its, outs)}
-        stats[headline][1][lang] = _headline_statistics(task, its, outs)
+        rows[lang] = {"n": len(its), "seen": lang in seen, **SCORERS[task.partition(":")[0]](its, outs)}
+        if headline != "agreement":
+            stats[headline][1][lang] = _headline_statistics(task, its, outs)
         if oracle:
             said = [oracle.get(it.id, "") for it in its]
             rows[lang]["agreement"] = chrf(outs, said)
@@ -558,6 +595,10 @@ def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[Item]]
         error) and ``seen_langs``.
     """
     check_tasks(list(tasks))
+    need = [t for t in tasks if task_spec(t).headline == "agreement"]
+    if need and agree_with not in systems:
+        raise ValueError(f"task(s) {', '.join(need)} are scored by agreement with the {agree_with!r} system, "
+                         f"which is not among the systems ({', '.join(systems)}); add it (eval.baselines)")
     seen = set(seen_langs)
     answers: dict[str, dict[str, dict[str, str]]] = {t: {name: {} for name in systems} for t in tasks}
     bad: list[dict] = []
@@ -574,12 +615,12 @@ def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[Item]]
             answers[task][name].update({it.id: str(a) for it, a in zip(ok, outs)})
     result: dict[str, Any] = {"tasks": {}, "bad_lines": bad, "seen_langs": sorted(seen)}
     for task, items in tasks.items():
-        spec = TASKS[task]
+        spec = task_spec(task)
         langs = _task_languages(items, good, task, seen)
         oracle = answers[task].get(agree_with) or None
         scored = {name: _score_system(task, items, answers[task][name], seen, examples, oracle) for name in systems
                   if answers[task][name]}
-        if task == "asr":
+        if task.partition(":")[0] == "asr":
             scored |= _front_ends(systems, items, answers[task], seen, examples)
         result["tasks"][task] = {"metrics": list(spec.metrics) + (["agreement"] if oracle else []),
                                  "headline": spec.headline,

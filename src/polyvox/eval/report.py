@@ -81,7 +81,8 @@ def write_report(result: dict, out_dir: str | Path, name: str = "eval", config: 
 # -- generation (zero-shot prompting of a speech LLM) ------------------------------------------------
 
 GENERATION_TITLES = {"asr": "Speech recognition", "translation": "Speech translation",
-                     "intent": "Spoken intent", "heldout": "Held-out instructions"}
+                     "intent": "Spoken intent", "heldout": "Held-out instructions",
+                     "continuation": "Continuation (BLSP's training prompt)"}
 _SCALED = ("WER", "CER", "accuracy", "parsed", "chance")  # fractions, shown in %
 
 
@@ -100,7 +101,7 @@ def _generation_table(task: str, t: dict) -> list[str]:
     head = ["language", "seen", "n", *extra] + [f"{s} {m}" for s in systems for m in metrics]
     scaled = [m for m in metrics if m in _SCALED] + extra
     note = f"; {', '.join(scaled)} in %" if scaled else ""
-    lines = [f"### {GENERATION_TITLES.get(task, task)} (headline: {t['headline']}, {direction}{note})", "",
+    lines = [f"### {_task_title(task)} (headline: {t['headline']}, {direction}{note})", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     def cell(s: str, part: str, key: str, m: str) -> str:
         text = _gfmt(t["systems"][s][part].get(key, {}).get(m), m)
@@ -156,7 +157,7 @@ def generation_plot(result: dict, path: str | Path) -> Path:
         ax.set_xticks(x, systems, rotation=30, ha="right")
         unit = " (%)" if scale == 100 else ""
         ax.set_ylabel(f"{metric}{unit}, {'higher' if t['higher_is_better'] else 'lower'} is better")
-        ax.set_title(GENERATION_TITLES.get(task, task))
+        ax.set_title(_task_title(task))
         ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -168,3 +169,9 @@ def write_generation_report(result: dict, out_dir: str | Path, name: str = "gene
                             config: dict | None = None) -> dict[str, Path]:
     """`write_report` with the generation tables and plot."""
     return write_report(result, out_dir, name, config, generation_markdown, generation_plot)
+
+
+def _task_title(task: str) -> str:
+    base, _, condition = task.partition(":")
+    title = GENERATION_TITLES.get(base, base)
+    return f"{title}, {condition} copies of the clips" if condition else title

@@ -21,6 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+CTC_READOUTS = ("soft", "hard", "mean")
+"""What a position of `ctc_compress` holds (see there)."""
+
 
 class EmbeddingCTCHead(nn.Module):
     """CTC output layer whose V token classes are rows of a frozen input-embedding table, plus a blank.
@@ -141,6 +144,57 @@ def ctc_loss(head: EmbeddingCTCHead, x: torch.Tensor, lengths: torch.Tensor,
     target_lengths = torch.tensor([len(tgt) for tgt in targets], dtype=torch.long)
     return F.ctc_loss(log_probs, flat.to(x.device), lengths, target_lengths, blank=v, reduction="mean",
                       zero_infinity=True)
+
+
+def ctc_compress(head: EmbeddingCTCHead, x: torch.Tensor, lengths: torch.Tensor,
+                 readout: str = "soft") -> tuple[torch.Tensor, torch.Tensor]:
+    """The CTC compressor (Wu et al. 2023, Speech-LLaMA): drop the frames whose best class is the blank and merge
+    each run of one class into one position, so the LLM reads about one position per token said.
+
+    Args:
+        head: the CTC head the frames were trained with.
+        x: (B, T, D) frames (adapter outputs).
+        lengths: (B,) valid frames of each item.
+        readout: what a merged position holds, see `CTC_READOUTS`: ``soft``, the run's mean non-blank posterior
+            times the classes' embedding rows (as the LLM embeds them: a point in the span of its token
+            embeddings, differentiable); ``hard``, the embedding of the run's class (not differentiable); ``mean``,
+            the mean of the run's frames.
+
+    Returns:
+        (B, L, D) positions (zero-padded) and (B,) their counts (at least 1: a clip without a non-blank frame
+        keeps the frame where the blank is least probable).
+    """
+    if readout not in CTC_READOUTS:
+        raise ValueError(f"unknown CTC readout {readout!r}; known: {', '.join(CTC_READOUTS)}")
+    logits = head(x)  # (B, T, V + 1)
+    blank = head.vocab_size
+    rows = None
+    if readout != "mean":
+        ids = head.token_ids if head.token_ids is not None else torch.arange(blank, device=x.device)
+        rows = head.embedding(ids).to(x.dtype)  # (V, D): the classes' tokens as the LLM embeds them
+    outs = []
+    for i, n in enumerate(lengths.tolist()):
+        best = logits[i, :n].argmax(-1)  # (n,)
+        keep = best != blank
+        if not keep.any():
+            keep = torch.zeros_like(keep)
+            keep[logits[i, :n].log_softmax(-1)[:, blank].argmin()] = True
+        start = torch.ones_like(keep)
+        start[1:] = (best[1:] != best[:-1]) | ~keep[:-1]  # a new run: another class, or after a blank
+        frames = keep.nonzero().squeeze(1)  # (K,)
+        seg = torch.cumsum(start[frames].long(), 0) - 1  # (K,) position of each kept frame
+        if readout == "mean":
+            val = x[i, frames]
+        elif readout == "soft":
+            val = logits[i, frames, :blank].softmax(-1).to(x.dtype) @ rows  # (K, D)
+        else:
+            val = rows[logits[i, frames, :blank].argmax(-1)]
+        size = int(seg[-1]) + 1
+        total = val.new_zeros(size, val.shape[-1]).index_add(0, seg, val)
+        count = torch.bincount(seg, minlength=size).clamp(min=1).to(val.dtype)[:, None]
+        outs.append(total / count)  # (L_i, D)
+    n = torch.tensor([len(o) for o in outs], device=x.device)
+    return torch.nn.utils.rnn.pad_sequence(outs, batch_first=True), n
 
 
 def greedy_ctc_decode(logits: torch.Tensor, lengths: torch.Tensor, blank: int | None = None) -> list[list[int]]:

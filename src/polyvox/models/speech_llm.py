@@ -23,6 +23,7 @@ from polyvox.audio import SAMPLE_RATE
 from polyvox.config import SpeechLLMConfig, config_from_dict
 from polyvox.data.languages import language_name
 from polyvox.models.adapter import build_adapter
+from polyvox.models.ctc import CTC_READOUTS, EmbeddingCTCHead, ctc_compress
 from polyvox.models.export import load_trainable, read_meta, save_trainable, trainable_state
 from polyvox.models.layer_mix import WeightedLayerSum
 from polyvox.models.speech_encoder import SpeechEncoder
@@ -92,7 +93,8 @@ class SpeechLLM(nn.Module):
     """Frozen Whisper encoder + trainable adapter + frozen causal LM.
 
     Options of `cfg`: a learned weighted sum of the encoder's layers (``layer_mix``) in front of the adapter,
-    and LoRA on the LLM (``lora_rank``), trained with the adapter.
+    CTC compression of the adapter's frames (``ctc_readout``, with the head of `add_ctc_head`) and LoRA on the LLM
+    (``lora_rank``), trained with the adapter.
 
     Args:
         encoder: a `SpeechEncoder` (frozen) run on each clip's real length.
@@ -119,6 +121,9 @@ class SpeechLLM(nn.Module):
         self.adapter = build_adapter(cfg.adapter, encoder.dim, emb.weight.shape[1], cfg.adapter_hidden,
                                      cfg.adapter_stack, out_scale=rms)
         self.layer_mix = WeightedLayerSum(encoder.layer + 1, norm=True) if cfg.layer_mix else None
+        if cfg.ctc_readout is not None and cfg.ctc_readout not in CTC_READOUTS:
+            raise ValueError(f"model.ctc_readout must be one of {', '.join(CTC_READOUTS)} or null, got {cfg.ctc_readout!r}")
+        self.ctc_head: EmbeddingCTCHead | None = None
         if cfg.lora_rank > 0:
             self._add_lora()
 
@@ -134,6 +139,13 @@ class SpeechLLM(nn.Module):
             raise ValueError(f"model.lora_targets {c.lora_targets} match no module of {c.llm}: {e}") from None
         for n, p in self.lm.named_parameters():
             p.requires_grad_("lora_" in n)
+
+    def add_ctc_head(self, vocab: list[int] | None) -> EmbeddingCTCHead:
+        """A fresh CTC head over the LLM's frozen embedding rows of `vocab` (LLM token ids; None: the whole table),
+        part of the model from now on: ``model.ctc_readout`` compresses the adapter's frames with it, and
+        `save` records its vocabulary."""
+        self.ctc_head = EmbeddingCTCHead(self.lm.get_input_embeddings(), vocab=vocab).to(self.device)
+        return self.ctc_head
 
     @contextlib.contextmanager
     def frozen_llm(self) -> Iterator[nn.Module]:
@@ -209,8 +221,9 @@ class SpeechLLM(nn.Module):
         tok = self.state_tokenizer()
         return [tok(f.float().numpy()) for f in self.encoder.encode(wavs)]
 
-    def speech_frames(self, wavs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """16 kHz clips -> (B, L, D_llm) adapter outputs (differentiable w.r.t. the adapter) and (B,) valid lengths.
+    def adapter_frames(self, wavs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """16 kHz clips -> (B, L, D_llm) adapter outputs (differentiable w.r.t. the adapter) and (B,) valid lengths:
+        what the CTC stage trains, before any compression (`speech_frames`).
 
         Clips may instead all be (T, D) encoder states (`state_tokenizer`; the encoder then does not run), unless
         the model mixes encoder layers (``layer_mix``), which needs every layer's states.
@@ -235,6 +248,16 @@ class SpeechLLM(nn.Module):
             states, frames = self.encoder.hidden_states(mel, lengths)  # layer + 1 tensors (B, T, D_enc)
             hidden = self.layer_mix(states)  # (B, T, D_enc)
         return self.adapter(hidden, frames)  # (B, T/8, D_llm), (B,)
+
+    def speech_frames(self, wavs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """16 kHz clips (or their encoder states) -> (B, L, D_llm) positions the LLM reads and (B,) valid lengths:
+        the adapter's frames, compressed by the CTC head with ``model.ctc_readout``."""
+        x, n = self.adapter_frames(wavs)
+        if self.cfg.ctc_readout is None:
+            return x, n
+        if self.ctc_head is None:
+            raise ValueError("model.ctc_readout needs the CTC head: train the CTC stage first (ctc.steps > 0)")
+        return ctc_compress(self.ctc_head, x, n, self.cfg.ctc_readout)
 
     def speech_embeds(self, wavs: list[np.ndarray]) -> list[torch.Tensor]:
         """16 kHz clips -> one (L_i, D_llm) tensor of adapter outputs per clip (differentiable w.r.t. the adapter)."""
@@ -360,6 +383,9 @@ class SpeechLLM(nn.Module):
         meta = {"kind": "speech_llm", "model": asdict(self.cfg), "seed": self.seed,
                 "encoder_fingerprint": fingerprint(self.cfg.encoder), "llm_fingerprint": fingerprint(self.cfg.llm),
                 **(extra or {})}
+        if self.ctc_head is not None:
+            ids = self.ctc_head.token_ids
+            meta["ctc_vocab"] = None if ids is None else ids.tolist()
         return save_trainable(self, folder, meta)
 
     @classmethod
@@ -375,6 +401,8 @@ class SpeechLLM(nn.Module):
             if fingerprint(getattr(cfg, part)) != meta[f"{part}_fingerprint"]:
                 raise ValueError(f"{folder}: {part} {getattr(cfg, part)!r} is not the one this adapter was trained with")
         model = build_speech_llm(cfg, meta.get("seed", 0))
+        if "ctc_vocab" in meta:
+            model.add_ctc_head(meta["ctc_vocab"])
         load_trainable(model, folder)
         return model.eval()
 

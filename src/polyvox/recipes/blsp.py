@@ -1,8 +1,11 @@
-"""BLSP recipe: continuations (step 1) -> optional ASR warm-up -> behaviour-alignment training (step 2) ->
-zero-shot evaluation.
+"""BLSP recipe: continuations (step 1) -> optional CTC stage -> optional ASR warm-up -> behaviour-alignment
+training (step 2) -> zero-shot evaluation.
+
+The CTC stage and the ASR warm-up read every transcript of the training split; continuations are generated and
+learned for `continuation.max_utterances` of them.
 
 Run folder (`cfg.out_dir`): ``continuations.jsonl`` + ``continuations.json`` (step 1 cache and counts),
-``warmup/`` (the warm-up's checkpoints, metrics and exported model), ``cache/`` (encoder states),
+``ctc/`` and ``warmup/`` (each stage's checkpoints, metrics and exported model), ``cache/`` (encoder states),
 ``checkpoints/``, ``model/`` (the adapter + references to the frozen parts), ``metrics.jsonl``,
 ``eval.{json,md,png}``, ``config.yaml``.
 """
@@ -19,7 +22,7 @@ from polyvox.data.manifest import Utterance
 from polyvox.fileio import atomic_write_text
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm, make_instruction
 from polyvox.recipes.answers import Request, answer_key, cached_answers
-from polyvox.recipes.speech_llm import evaluate_checkpoint, fit, sample_utterances, start_run
+from polyvox.recipes.speech_llm import evaluate_checkpoint, fit, run_ctc, sample_utterances, start_run
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +72,19 @@ def run_train(cfg: BLSPConfig, continuations: dict[str, str] | None = None) -> P
     if continuations is None:
         continuations = run_continuations(cfg, model, utts)
     eos = model.tokenizer.eos_token_id
-    if cfg.asr_warmup.steps > 0:
-        run_warmup(cfg, model, utts)
+    if cfg.ctc.steps > 0 or cfg.asr_warmup.steps > 0:
+        every = sample_utterances(cfg.data, None, cfg.train.seed)
+        if cfg.ctc.steps > 0:
+            run_ctc(model, every, cfg.ctc, cfg.train, cfg.data, out)
+        if cfg.asr_warmup.steps > 0:
+            run_warmup(cfg, model, every)
     instruction = cfg.continuation.instruction
     train_set = [(u, (instruction, model.text_ids(continuations[u.id])[: cfg.loss.max_target_tokens] + [eos], None))
                  for u in utts if u.id in continuations]
     if len(train_set) < 1:
         raise ValueError("no training utterance has a continuation; run step 1 first (polyvox data continuations)")
-    return fit(model, train_set, cfg.loss, cfg.train, cfg.data, out, f"the {cfg.model.adapter} adapter", {"recipe": "blsp"})
+    return fit(model, train_set, cfg.loss, cfg.train, cfg.data, out, f"the {cfg.model.adapter} adapter",
+               {"recipe": "blsp", "ctc_steps": cfg.ctc.steps, "asr_warmup_steps": cfg.asr_warmup.steps})
 
 
 def run_warmup(cfg: BLSPConfig, model: SpeechLLM, utts: list[Utterance]) -> Path:

@@ -16,33 +16,19 @@ Run folder (`cfg.out_dir`): ``targets.jsonl`` (unless `targets.cache` names a sh
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from polyvox.config import MITConfig, config_to_dict
 from polyvox.data.instructions import VARIANTS, Bank, Instruction, draw_instructions, load_bank
 from polyvox.data.manifest import Utterance
 from polyvox.fileio import atomic_write_text
-from polyvox.models.ctc import EmbeddingCTCHead, ctc_loss, ctc_min_frames
-from polyvox.models.export import save_trainable
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
 from polyvox.recipes.answers import Request, answer_key, cached_answers
-from polyvox.recipes.speech_llm import (
-    clip_batches,
-    encoder_states,
-    evaluate_checkpoint,
-    fit,
-    sample_utterances,
-    start_run,
-)
-from polyvox.train.loop import train
+from polyvox.recipes.speech_llm import evaluate_checkpoint, fit, run_ctc, sample_utterances, start_run
 
 log = logging.getLogger(__name__)
 
@@ -136,59 +122,6 @@ def run_targets(cfg: MITConfig, model: SpeechLLM | None = None, utts: list[Utter
     return examples
 
 
-# -- the CTC stage --------------------------------------------------------------------------------------
-
-
-class CTCStage(nn.Module):
-    """The speech LLM's adapter side + a CTC head over the LLM's frozen input-embedding table."""
-
-    def __init__(self, model: SpeechLLM, vocab: list[int] | None = None):
-        super().__init__()
-        self.model = model
-        self.head = EmbeddingCTCHead(model.lm.get_input_embeddings(), vocab=vocab)
-
-    def trainable(self) -> list[nn.Parameter]:
-        """Layer mix, adapter and the head's blank and scale (LoRA, if any, waits for the cross-entropy stage)."""
-        parts = [self.model.adapter, self.head] + ([self.model.layer_mix] if self.model.layer_mix is not None else [])
-        return [p for m in parts for p in m.parameters() if p.requires_grad]
-
-    def forward(self, wavs: list, targets: list[list[int]]) -> tuple[torch.Tensor, dict[str, float]]:
-        """CTC loss of the transcripts' LLM tokens; items too short to align are left out and counted."""
-        x, n = self.model.speech_frames(wavs)  # (B, L, D_llm), (B,)
-        keep = [i for i, (t, k) in enumerate(zip(targets, n.tolist())) if t and ctc_min_frames(t) <= k]
-        m = {"ctc_items": len(keep), "ctc_skipped": len(targets) - len(keep)}
-        if not keep:
-            return x.sum() * 0.0, m
-        idx = torch.tensor(keep, device=x.device)
-        return ctc_loss(self.head, x[idx], n[idx], [targets[i] for i in keep]), m
-
-    def save(self, folder: str | Path) -> Path:
-        return save_trainable(self, folder, {"kind": "mit_ctc_stage"})
-
-
-def run_ctc(cfg: MITConfig, model: SpeechLLM, utts: list[Utterance]) -> Path:
-    """Stage 1 (optional): CTC on the transcripts trains the layer mix and adapter of `model` in place.
-
-    Runs in ``out_dir/ctc`` with its own checkpoints (resumable); exports the speech LLM to ``ctc/model``.
-    """
-    run = Path(cfg.out_dir) / "ctc"
-    tc = copy.deepcopy(cfg.train)
-    tc.steps, tc.lr, tc.warmup_steps = cfg.ctc.steps, cfg.ctc.lr, cfg.ctc.warmup_steps
-    train_set = [(u, model.text_ids(u.text)) for u in utts]
-    vocab = None if cfg.ctc.full_vocab else sorted({k for _, ids in train_set for k in ids})
-    stage = CTCStage(model, vocab)
-
-    def loss_fn(stage: CTCStage, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        loss, m = stage(batch["wavs"], batch["items"])
-        return loss, {"ctc": loss.item(), **m}
-
-    log.info("CTC stage: %d steps on %d utterances, %d token classes", tc.steps, len(train_set), stage.head.vocab_size)
-    root = Path(cfg.data.manifest).parent
-    states = encoder_states(model, utts, root, Path(cfg.out_dir) / "cache")
-    train(stage, [{"params": stage.trainable(), "lr": tc.lr}], clip_batches(tc, train_set, root, states), loss_fn, tc, run)
-    return model.save(run / "model", extra={"recipe": "mit-ctc"})
-
-
 # -- the cross-entropy stage ----------------------------------------------------------------------------
 
 
@@ -205,7 +138,7 @@ def run_train(cfg: MITConfig, examples: list[Example] | None = None) -> Path:
         raise ValueError(f"no training example has a target: every prompt was too long or answered empty "
                          f"(counts in {out / 'targets.json'})")
     if cfg.ctc.steps > 0:
-        run_ctc(cfg, model, utts)
+        run_ctc(model, utts, cfg.ctc, cfg.train, cfg.data, out)
     eos = model.tokenizer.eos_token_id
     train_set = [(e.utt, ((e.instruction.prefix, e.instruction.postfix),
                           model.text_ids(e.target)[: cfg.loss.max_target_tokens] + [eos], e.instruction.kind))

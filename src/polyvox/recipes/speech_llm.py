@@ -3,6 +3,7 @@ evaluation."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 from collections.abc import Callable
@@ -13,13 +14,22 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from polyvox.audio import AudioError, load_audio
-from polyvox.config import AlignConfig, DataConfig, GenerationEvalConfig, TrainConfig, save_config
+from polyvox.config import (
+    AlignConfig,
+    CTCStageConfig,
+    DataConfig,
+    GenerationEvalConfig,
+    TrainConfig,
+    save_config,
+)
 from polyvox.data.degrade import augmentation_subset, write_degraded
 from polyvox.data.manifest import Utterance, read_manifest
 from polyvox.losses import distill_kl
-from polyvox.models.export import read_meta
+from polyvox.models.ctc import EmbeddingCTCHead, ctc_loss, ctc_min_frames
+from polyvox.models.export import read_meta, save_trainable
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
 from polyvox.models.units import encode_units
 from polyvox.train.loop import train
@@ -161,12 +171,75 @@ def fit(model: SpeechLLM, train_set: list[tuple[Utterance, Any]], lc: AlignConfi
     return model.save(out / "model", extra={"train_languages": langs, **meta})
 
 
+class CTCStage(nn.Module):
+    """The speech LLM's adapter side + a CTC head over the LLM's frozen input-embedding table: the model's own
+    head (`SpeechLLM.add_ctc_head`, with ``model.ctc_readout``) or one of its own, dropped after the stage."""
+
+    def __init__(self, model: SpeechLLM, head: EmbeddingCTCHead):
+        super().__init__()
+        self.model, self.head = model, head
+
+    def trainable(self) -> list[nn.Parameter]:
+        """Layer mix, adapter and the head's blank and scale (LoRA, if any, waits for the cross-entropy stage)."""
+        parts = [self.model.adapter, self.head] + ([self.model.layer_mix] if self.model.layer_mix is not None else [])
+        return [p for m in parts for p in m.parameters() if p.requires_grad]
+
+    def forward(self, wavs: list, targets: list[list[int]]) -> tuple[torch.Tensor, dict[str, float]]:
+        """CTC loss of the transcripts' LLM tokens; items too short to align are left out and counted."""
+        x, n = self.model.adapter_frames(wavs)  # (B, L, D_llm), (B,)
+        keep = [i for i, (t, k) in enumerate(zip(targets, n.tolist())) if t and ctc_min_frames(t) <= k]
+        m = {"ctc_items": len(keep), "ctc_skipped": len(targets) - len(keep)}
+        if not keep:
+            return x.sum() * 0.0, m
+        idx = torch.tensor(keep, device=x.device)
+        return ctc_loss(self.head, x[idx], n[idx], [targets[i] for i in keep]), m
+
+    def save(self, folder: str | Path) -> Path:
+        return save_trainable(self, folder, {"kind": "ctc_stage"})
+
+
+def run_ctc(model: SpeechLLM, utts: list[Utterance], c: CTCStageConfig, t: TrainConfig, data: DataConfig,
+            out: Path) -> Path:
+    """The CTC stage: CTC on the transcripts of `utts` trains the layer mix and adapter of `model` in place (and
+    its CTC head with ``model.ctc_readout``; the head's classes are the transcripts' tokens unless
+    `c.full_vocab`). Runs in ``out/ctc`` with its own checkpoints (resumable; the encoder-state cache is
+    ``out/cache``) and exports the speech LLM to ``ctc/model``."""
+    run = out / "ctc"
+    tc = copy.deepcopy(t)
+    tc.steps, tc.lr, tc.warmup_steps = c.steps, c.lr, c.warmup_steps
+    tc.batch_size = c.batch_size or t.batch_size
+    tc.grad_accum = min(tc.grad_accum, tc.batch_size)
+    train_set = [(u, model.text_ids(u.text)) for u in utts]
+    vocab = None if c.full_vocab else sorted({k for _, ids in train_set for k in ids})
+    if model.cfg.ctc_readout is not None:
+        head = model.add_ctc_head(vocab)
+    else:
+        head = EmbeddingCTCHead(model.lm.get_input_embeddings(), vocab=vocab)
+    stage = CTCStage(model, head)
+
+    def loss_fn(stage: CTCStage, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        loss, m = stage(batch["wavs"], batch["items"])
+        return loss, {"ctc": loss.item(), **m}
+
+    log.info("CTC stage: %d steps on %d utterances, %d token classes", tc.steps, len(train_set), head.vocab_size)
+    root = Path(data.manifest).parent
+    states = encoder_states(model, utts, root, out / "cache")
+    train(stage, [{"params": stage.trainable(), "lr": tc.lr}], clip_batches(tc, train_set, root, states), loss_fn, tc, run)
+    return model.save(run / "model", extra={"recipe": "ctc"})
+
+
 def untrained_like(model: SpeechLLM) -> SpeechLLM:
     """The same speech LLM with its trainable parts at initialisation: a fresh adapter (and layer mix) on the
-    shared frozen encoder and LLM; with LoRA, on a freshly loaded LLM, as the shared one carries trained LoRA."""
+    shared frozen encoder and LLM; with LoRA, on a freshly loaded LLM, as the shared one carries trained LoRA; with a
+    CTC head, a fresh one over the same token classes."""
     if model.cfg.lora_rank > 0:
-        return build_speech_llm(model.cfg, model.seed).eval()
-    return SpeechLLM(model.encoder, model.lm, model.tokenizer, model.cfg, model.seed).eval()
+        fresh = build_speech_llm(model.cfg, model.seed)
+    else:
+        fresh = SpeechLLM(model.encoder, model.lm, model.tokenizer, model.cfg, model.seed)
+    if model.ctc_head is not None:  # a fresh head over the same classes
+        ids = model.ctc_head.token_ids
+        fresh.add_ctc_head(None if ids is None else ids.tolist())
+    return fresh.eval()
 
 
 def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalConfig, out_dir: str | Path,
@@ -185,6 +258,7 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
         OracleTextSystem,
         SpeechLLMSystem,
         build_tasks,
+        degraded_items,
         evaluate_generation,
     )
     from polyvox.eval.report import write_generation_report
@@ -208,8 +282,16 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
     tasks = build_tasks(data.manifest, e, data.pivot_lang, **task_kwargs)
     if prepare is not None:
         prepare(model, tasks)
-    seen = set(meta.get("train_languages", []))
-    result = evaluate_generation(systems, tasks, Path(data.manifest).parent, seen, e.batch_size)
+    seen, root = set(meta.get("train_languages", [])), Path(data.manifest).parent
+    result = evaluate_generation(systems, tasks, root, seen, e.batch_size)
+    if e.conditions:  # degraded clips: only the systems that hear them (the oracle reads text, the untrained adapter noise)
+        if "asr" not in tasks:
+            raise ValueError("eval.conditions degrade the ASR task's clips: add asr to eval.tasks")
+        degraded = {f"asr:{c}": degraded_items(tasks["asr"], root, Path(out_dir) / "degraded", c) for c in e.conditions}
+        hearing = {k: v for k, v in systems.items() if k in (system, "cascade")}
+        more = evaluate_generation(hearing, degraded, root, seen, e.batch_size)
+        result["tasks"].update(more["tasks"])
+        result["bad_lines"] += more["bad_lines"]
     paths = write_generation_report(result, out_dir, name, config)
     log.info("report: %s", ", ".join(str(p) for p in paths.values()))
     return result
