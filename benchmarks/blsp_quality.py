@@ -1,11 +1,16 @@
-"""BLSP on the demo corpus: continuations, adapter training with and without the text-teacher KL term,
-and zero-shot evaluation against the cascade and untrained-adapter baselines on the same items.
+"""BLSP on the demo corpus: arms of the recipe trained on the same data, then every system on the same items
+(ASR, X -> en translation, intent, continuation; ASR again on telephone-band and 10 dB-noise copies) against the
+cascade, the untrained adapter and the oracle-text ceiling, with 95 % bootstrap intervals.
 
-    python benchmarks/blsp_quality.py [--config configs/blsp-demo.yaml] [--set train.steps=100]
+    python benchmarks/blsp_quality.py [--config configs/blsp-demo.yaml] [--arms blsp,blsp+kl] [--stages]
 
-Needs the demo corpus with its intents (`polyvox data build --preset demo --out data/demo`). Every stage
-resumes: continuations are cached and training restarts from its last checkpoint. Writes
-benchmarks/results/blsp_quality.{json,md}; run folders go under the config's out_dir.
+Arms (`ARMS`, overrides of the config): ``blsp`` is the config itself (CTC stage -> ASR warm-up -> behaviour
+alignment; its run folder is the config's out_dir, what `polyvox train blsp` writes); the others run under
+<out_dir>/<arm>, sharing the stages they do not change (symlinked: the same stage is trained once). `--stages`
+also evaluates the first arm's stage exports (ctc/model, warmup/model; clean tasks only): quality against
+training minutes.
+Every stage resumes. Needs the demo corpus with its intents (`polyvox data build --preset demo --out data/demo`).
+Writes benchmarks/results/blsp_quality.{json,md}; earlier results are kept in the JSON under ``history``.
 """
 
 from __future__ import annotations
@@ -13,33 +18,117 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 import time
+from dataclasses import asdict
 from pathlib import Path
 
-import torch
 from _common import RESULTS, peak_rss_mb, write_result
 
 from polyvox.config import BLSPConfig, load_config
 from polyvox.eval.report import generation_markdown
 from polyvox.recipes.blsp import run_continuations, run_eval, run_train
 
+ARMS: dict[str, list[str]] = {
+    "blsp": [],
+    "blsp+kl": ["loss.kl_weight=0.5", "loss.kl_temperature=2.0"],  # Ultravox's text-teacher KL
+    "no-warmup": ["asr_warmup.steps=0"],
+    "paper": ["model.adapter=conv-glu", "model.ctc_readout=null", "ctc.steps=0", "asr_warmup.steps=0"],
+}
+"""Arm name -> config overrides."""
 
-def training_stats(run: Path) -> dict:
-    rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines() if r.strip()]
-    step_s = statistics.median(r["step_s"] for r in rows)
-    first, last = rows[: max(1, len(rows) // 10)], rows[-max(1, len(rows) // 10) :]
-    return {"steps": rows[-1]["step"], "step_s_median": step_s,
-            "ce_first_10pct": statistics.mean(r["ce"] for r in first), "ce_last_10pct": statistics.mean(r["ce"] for r in last),
-            "token_acc_last_10pct": statistics.mean(r["token_acc"] for r in last)}
+STAGES = {"ctc": ("model", "ctc"), "warmup": ("model", "ctc", "asr_warmup")}
+"""A stage folder -> the config sections it depends on (with data and train): arms equal there share it."""
+
+
+def stage_key(cfg: BLSPConfig, stage: str) -> str:
+    parts = {k: asdict(getattr(cfg, k)) for k in ("data", "train", *STAGES[stage])}
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+def share_stages(cfg: BLSPConfig, base: BLSPConfig) -> list[str]:
+    """Symlink the base run's stage folders (and its encoder-state cache and continuations) that `cfg` would train
+    the same way; returns the shared stages."""
+    out, src = Path(cfg.out_dir), Path(base.out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    shared = []
+    for name in ("cache", "continuations.jsonl", *(s for s in STAGES if stage_key(cfg, s) == stage_key(base, s))):
+        if (src / name).exists() and not (out / name).exists():
+            (out / name).symlink_to(src / name)
+        if name in STAGES:
+            shared.append(name)
+    return shared
+
+
+def curve(run: Path, metric: str) -> dict:
+    """A stage's training curve: steps, minutes (step time, each logged step's time standing for the steps since the
+    previous log) and the metric, at every logged step."""
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return {}
+    rows = [json.loads(r) for r in path.read_text().splitlines() if r.strip()]
+    minutes, total, last = [], 0.0, 0
+    for r in rows:
+        total += r["step_s"] * (r["step"] - last)
+        last = r["step"]
+        minutes.append(round(total / 60, 2))
+    return {"steps": [r["step"] for r in rows], "minutes": minutes, metric: [round(r[metric], 4) for r in rows],
+            "train_min": round(total / 60, 1)}
+
+
+def headline(result: dict) -> dict:
+    """task -> system -> seen / unseen / all: the headline metric, agreement and their 95 % intervals."""
+    out = {}
+    for task, t in result["tasks"].items():
+        out[task] = {}
+        for name, sr in t["systems"].items():
+            out[task][name] = {g: {k: v for k, v in avg.items() if k in (t["headline"], "agreement")}
+                               | {f"{k}_ci": ci for k, ci in sr.get("intervals", {}).get(g, {}).items()}
+                               for g, avg in sr["averages"].items()}
+    return out
+
+
+def targets(result: dict, system: str) -> dict:
+    """The issue's bars: ASR CER on seen languages <= 40 %; agreement halfway from the untrained adapter to a
+    perfect match on translation and continuation; better than the cascade on 2 of asr / translation / intent."""
+    t = result["tasks"]
+
+    def avg(task, name, metric, group="seen"):
+        return t[task]["systems"].get(name, {}).get("averages", {}).get(group, {}).get(metric)
+
+    out = {"asr_cer_seen": avg("asr", system, "CER"), "asr_cer_seen_le_40": None, "agreement_halfway": {},
+           "beats_cascade": {}}
+    if out["asr_cer_seen"] is not None:
+        out["asr_cer_seen_le_40"] = out["asr_cer_seen"] <= 0.40
+    for task in ("translation", "continuation"):
+        a, u = avg(task, system, "agreement", "all"), avg(task, "untrained", "agreement", "all")
+        if a is not None and u is not None:
+            out["agreement_halfway"][task] = {"system": a, "untrained": u, "halfway": (u + 100) / 2,
+                                              "met": a >= (u + 100) / 2}
+    for task, metric, lower in (("asr", "CER", True), ("translation", "chrF", False), ("intent", "accuracy", False)):
+        a, c = avg(task, system, metric, "all"), avg(task, "cascade", metric, "all")
+        if a is not None and c is not None:
+            out["beats_cascade"][task] = {"system": a, "cascade": c, "met": a < c if lower else a > c}
+    out["beats_cascade_on_2_of_3"] = sum(v["met"] for v in out["beats_cascade"].values()) >= 2
+    return out
+
+
+def with_baselines(result: dict, first: dict) -> dict:
+    """`result` with the systems of `first` (where the baselines were asked, on the same items) added per task."""
+    return {"tasks": {task: {**t, "systems": {**first["tasks"].get(task, {}).get("systems", {}), **t["systems"]}}
+                      for task, t in result["tasks"].items()}}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="configs/blsp-demo.yaml")
     ap.add_argument("--set", action="append", default=[])
-    ap.add_argument("--kl-weight", type=float, default=0.5, help="weight of the KL term in the second run")
+    ap.add_argument("--arms", default="blsp", help=f"comma-separated, of {', '.join(ARMS)}")
+    ap.add_argument("--stages", action="store_true", help="also evaluate the first arm's stage exports")
     args = ap.parse_args()
+    arms = [a for a in args.arms.split(",") if a]
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        ap.error(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}")
     base = load_config(args.config, args.set, BLSPConfig)
     root = Path(base.out_dir)
     timings: dict[str, float] = {}
@@ -50,39 +139,49 @@ def main() -> None:
     counts = json.loads((root / "continuations.json").read_text())
 
     runs: dict[str, BLSPConfig] = {}
-    for name, kl in (("blsp", 0.0), ("blsp+kl", args.kl_weight)):
-        cfg = copy.deepcopy(base)
-        cfg.loss.kl_weight = kl
-        cfg.out_dir = str(root / name)
-        (root / name).mkdir(parents=True, exist_ok=True)
-        # both runs share step 1's continuations
-        src, dst = root / "continuations.jsonl", root / name / "continuations.jsonl"
-        dst.write_text(src.read_text())
+    shared: dict[str, list[str]] = {}
+    for arm in arms:
+        cfg = load_config(args.config, [*args.set, *ARMS[arm]], BLSPConfig)
+        if arm != "blsp":
+            cfg.out_dir = str(root / arm)
+            shared[arm] = share_stages(cfg, base)
         t = time.perf_counter()
         run_train(cfg, cont)
-        timings[f"train_{name}_s"] = time.perf_counter() - t
-        runs[name] = cfg
+        timings[f"train_{arm}_s"] = time.perf_counter() - t
+        runs[arm] = cfg
 
-    results = {}
-    for name, cfg in runs.items():
-        if name != "blsp":
-            cfg.eval.baselines = []  # the baselines do not depend on the trained adapter
+    results, evals = {}, []
+    for i, (arm, cfg) in enumerate(runs.items()):
+        evals.append((arm, cfg, None, arm))
+        if args.stages and i == 0:
+            evals += [(f"{arm} after {s}", cfg, Path(cfg.out_dir) / s / "model", f"eval-{s}") for s in STAGES
+                      if (Path(cfg.out_dir) / s / "model").exists()]
+    for i, (name, cfg, folder, report) in enumerate(evals):
+        cfg = copy.deepcopy(cfg)
+        if i > 0:
+            cfg.eval.baselines = []  # the baselines do not depend on the trained adapter: asked once
+        if folder is not None:
+            cfg.eval.conditions = []  # a stage export: the clean tasks only
         t = time.perf_counter()
-        results[name] = run_eval(cfg, system=name)
+        results[name] = run_eval(cfg, folder, name=report, system=name)
         timings[f"eval_{name}_s"] = time.perf_counter() - t
 
-    summary = {task: {system: sr["averages"] for r in results.values() for system, sr in r["tasks"][task]["systems"].items()}
-               for task in results["blsp"]["tasks"]}
-    md = "\n".join(generation_markdown(r) for r in results.values())
+    first = next(iter(results))
+    previous = json.loads((RESULTS / "blsp_quality.json").read_text()) if (RESULTS / "blsp_quality.json").exists() else {}
+    history = previous.pop("history", []) + ([{k: previous[k] for k in ("config", "overrides", "summary", "training")
+                                               if k in previous}] if previous else [])
+    md = "\n".join(generation_markdown(r, title=f"Zero-shot speech LLM evaluation: {n}") for n, r in results.items())
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "blsp_quality.md").write_text(md)
     write_result("blsp_quality", {
-        "config": args.config, "overrides": args.set, "kl_weight": args.kl_weight,
-        "continuations": counts, "continuations_per_s": counts["generated"] / timings["continuations_s"]
-        if counts["generated"] else None,
-        "training": {name: training_stats(Path(cfg.out_dir)) for name, cfg in runs.items()},
-        "summary": summary, "timings_s": timings, "torch_threads": torch.get_num_threads(),
-        "peak_rss_mb": peak_rss_mb(),
+        "config": args.config, "overrides": args.set, "arms": {a: ARMS[a] for a in arms}, "shared_stages": shared,
+        "continuations": counts,
+        "training": {arm: {"ctc": curve(Path(cfg.out_dir) / "ctc", "ctc"),
+                           "warmup": curve(Path(cfg.out_dir) / "warmup", "ce"),
+                           "alignment": curve(Path(cfg.out_dir), "ce")} for arm, cfg in runs.items()},
+        "targets": {name: targets(with_baselines(r, results[first]), name) for name, r in results.items()},
+        "summary": {name: headline(r) for name, r in results.items()},
+        "timings_s": timings, "peak_rss_mb": peak_rss_mb(), "history": history,
     })
 
 

@@ -2,8 +2,10 @@
 audio, and from the frozen encoder's cached states as training reads them), and the real-time factor of
 prompted generation.
 
-    python benchmarks/blsp_speed.py [--config configs/blsp-demo.yaml] [--steps 6] [--clips 24]
+    python benchmarks/blsp_speed.py [--config configs/blsp-demo.yaml] [--steps 6] [--clips 24] [--model DIR]
 
+Each adapter of the registry is timed without CTC compression; `--model` (a trained checkpoint, e.g. one with
+``model.ctc_readout``) is timed as well, from cached states, and is the one whose generation is timed.
 Training steps use the config's batch size, real training clips and their continuations when the run
 folder has them (else the transcript is the target). Generation transcribes `--clips` test clips, greedy,
 in batches of `eval.batch_size`; RTF = generation time / audio duration (lower is faster).
@@ -56,8 +58,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--model", help="a trained speech-LLM folder to time as well (and to generate with)")
     args = ap.parse_args()
     cfg = load_config(args.config, args.set, BLSPConfig)
+    cfg.model.ctc_readout = None  # the registry's adapters alone; a compressor needs a trained head (--model)
     root = Path(cfg.data.manifest).parent
     rng = np.random.default_rng(0)
     train = read_manifest(cfg.data.manifest, split=cfg.data.train_split)
@@ -84,12 +88,19 @@ def main() -> None:
         cached = f"{name}, cached encoder states"
         result["adapters"][cached] = train_speed(model, cfg, states, targets, args.steps)
         print(cached, result["adapters"][cached])
+    if args.model:
+        model = SpeechLLM.load(args.model).train()
+        name = f"{args.model} ({model.cfg.adapter}, ctc_readout {model.cfg.ctc_readout}), cached encoder states"
+        result["adapters"][name] = train_speed(model, cfg, states, targets, args.steps)
+        result["adapters"][name]["llm_speech_positions_mean"] = float(model.speech_frames(states)[1].float().mean())
+        print(name, result["adapters"][name])
 
     test = read_manifest(cfg.data.manifest, split=cfg.data.test_split)
     test = [test[i] for i in rng.choice(len(test), args.clips, replace=False)]
     clips = [load_audio(u.audio_path(root)) for u in test]
     audio_s = sum(len(c) for c in clips) / SAMPLE_RATE
     model.eval()
+    result["generation_model"] = args.model or cfg.model.adapter
     bs = cfg.eval.batch_size
 
     def generate_all() -> list[str]:

@@ -353,7 +353,7 @@ class ASRWarmupConfig:
 @dataclass
 class CTCStageConfig:
     """The optional first stage (both speech-LLM recipes): CTC over the LLM's frozen input-embedding table trains the
-    adapter side (and the CTC head of ``model.ctc_readout``) on the training transcripts."""
+    adapter side (and the CTC head of ``model.ctc_readout``) on every transcript of the training split."""
 
     steps: int = 0
     """Optimiser steps of the CTC stage; 0 skips it."""

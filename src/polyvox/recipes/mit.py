@@ -137,8 +137,8 @@ def run_train(cfg: MITConfig, examples: list[Example] | None = None) -> Path:
     if not examples:
         raise ValueError(f"no training example has a target: every prompt was too long or answered empty "
                          f"(counts in {out / 'targets.json'})")
-    if cfg.ctc.steps > 0:
-        run_ctc(model, utts, cfg.ctc, cfg.train, cfg.data, out)
+    if cfg.ctc.steps > 0:  # on every transcript of the training split, as in the BLSP recipe
+        run_ctc(model, sample_utterances(cfg.data, None, cfg.train.seed), cfg.ctc, cfg.train, cfg.data, out)
     eos = model.tokenizer.eos_token_id
     train_set = [(e.utt, ((e.instruction.prefix, e.instruction.postfix),
                           model.text_ids(e.target)[: cfg.loss.max_target_tokens] + [eos], e.instruction.kind))
