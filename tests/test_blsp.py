@@ -14,10 +14,11 @@ from conftest import char_speech, content_sensitive, tone_speech
 
 from polyvox.audio import SAMPLE_RATE, write_flac
 from polyvox.cli import main
-from polyvox.config import BLSPConfig, SpeechLLMConfig, load_config
-from polyvox.data.manifest import read_manifest
+from polyvox.config import AlignConfig, BLSPConfig, SpeechLLMConfig, load_config
+from polyvox.data.manifest import Utterance, read_manifest
 from polyvox.losses import distill_kl
 from polyvox.models.adapter import build_adapter
+from polyvox.models.ctc import ctc_loss
 from polyvox.models.speech_llm import IGNORE, SpeechLLM, build_speech_llm, make_instruction
 from polyvox.recipes import blsp
 from polyvox.recipes import speech_llm as speech_llm_recipes
@@ -702,3 +703,24 @@ def test_ctc_stage_and_compressed_readout_run_before_the_llm_stages(tiny_corpus:
         tiny_model(ctc_readout="soft").speech_frames(wavs)
     with pytest.raises(ValueError, match="ctc_readout"):
         tiny_model(ctc_readout="max")
+
+
+def test_ctc_weight_adds_the_transcripts_ctc_loss_on_the_models_head() -> None:
+    """loss.ctc_weight: the LLM stages' loss is cross-entropy + weight x the CTC loss of each clip's transcript on
+    the adapter's frames with the model's own head (hand-computed here); without a head it is refused."""
+    model = tiny_model(ctc_readout="soft", adapter="stack-mlp", adapter_stack=1)
+    texts = ["cat red", "dog blue sun"]
+    utts = [Utterance(id=f"u{i}", audio="", text=t, lang="fr_fr", split="train") for i, t in enumerate(texts)]
+    model.add_ctc_head(sorted({k for t in texts for k in model.text_ids(t)}))
+    wavs = [tone_speech(t) for t in texts]
+    items = [(make_instruction("transcribe", "fr_fr"), model.text_ids(t), None) for t in texts]
+    batch = {"wavs": wavs, "utts": utts, "items": items}
+    torch.manual_seed(0)
+    plain, _ = speech_llm_recipes.alignment_loss(AlignConfig(12))(model, batch)
+    both, m = speech_llm_recipes.alignment_loss(AlignConfig(12, ctc_weight=0.5))(model, batch)
+    x, n = model.adapter_frames(wavs)
+    want = ctc_loss(model.ctc_head, x, n, [model.text_ids(t) for t in texts])
+    assert m["ctc_items"] == 2 and m["ctc"] == pytest.approx(want.item(), rel=1e-5)
+    assert both.item() == pytest.approx(plain.item() + 0.5 * want.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="CTC head"):
+        speech_llm_recipes.alignment_loss(AlignConfig(12, ctc_weight=0.5))(tiny_model(), batch)

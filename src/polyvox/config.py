@@ -306,6 +306,10 @@ class AlignConfig:
     """Weight of the text-teacher KL term (the LLM's next-token distribution on the text input); 0: off."""
     kl_temperature: float = 1.0
     """Softmax temperature of the KL term."""
+    ctc_weight: float = 0.0
+    """Weight of the CTC loss of each clip's transcript on the adapter's frames (the model's CTC head, with
+    ``model.ctc_readout``), added in the stages through the LLM: it keeps the compressor's alignment while the
+    LLM's loss trains through it; 0: off."""
 
 
 @dataclass

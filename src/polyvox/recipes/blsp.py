@@ -97,7 +97,8 @@ def run_warmup(cfg: BLSPConfig, model: SpeechLLM, utts: list[Utterance]) -> Path
     train_set = [(u, (make_instruction("transcribe", u.lang), model.text_ids(u.text)[: cfg.loss.max_target_tokens] + [eos],
                       None)) for u in utts]
     out = Path(cfg.out_dir)
-    return fit(model, train_set, AlignConfig(cfg.loss.max_target_tokens), tc, cfg.data, out / "warmup",
+    lc = AlignConfig(cfg.loss.max_target_tokens, ctc_weight=cfg.loss.ctc_weight)
+    return fit(model, train_set, lc, tc, cfg.data, out / "warmup",
                "the ASR warm-up", {"recipe": "blsp-warmup"}, shared=out)
 
 

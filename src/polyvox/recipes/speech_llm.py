@@ -110,7 +110,8 @@ def clip_batches(t: TrainConfig, train_set: list[tuple[Utterance, Any]], root: P
 
 def alignment_loss(lc: AlignConfig):
     """The training loss of both recipes: cross-entropy on the target tokens of ``prompt + speech -> target``,
-    plus the text-teacher KL when `lc.kl_weight` > 0.
+    plus the text-teacher KL when `lc.kl_weight` > 0 and the transcript's CTC loss on the model's CTC head when
+    `lc.ctc_weight` > 0.
 
     Micro-batch items (see `clip_batches`) are ``(prompt, target ids, kind)``; a kind (e.g. mit's T / MI) gets its
     own ``ce_<kind>`` metric, None gets none.
@@ -132,9 +133,28 @@ def alignment_loss(lc: AlignConfig):
             kl = distill_kl(logits, teacher, lc.kl_temperature)
             loss = loss + lc.kl_weight * kl
             m["kl"] = kl.item()
+        if lc.ctc_weight > 0:
+            ctc, m["ctc_items"] = transcript_ctc(model, batch)
+            loss = loss + lc.ctc_weight * ctc
+            m["ctc"] = ctc.item()
         return loss, m
 
     return loss_fn
+
+
+def transcript_ctc(model: SpeechLLM, batch: dict) -> tuple[torch.Tensor, int]:
+    """CTC loss of the batch's transcripts on the adapter's frames with the model's own CTC head, over the clips
+    it can score (every token among the head's classes, enough frames); returns the loss and that count."""
+    if model.ctc_head is None:
+        raise ValueError("loss.ctc_weight needs the model's CTC head: set model.ctc_readout and ctc.steps > 0")
+    x, n = model.adapter_frames(batch["wavs"])  # (B, T, D), (B,)
+    head, ids = model.ctc_head, [model.text_ids(u.text) for u in batch["utts"]]
+    known = set(head.token_ids.tolist()) if head.token_ids is not None else None
+    keep = [i for i, t in enumerate(ids) if t and ctc_min_frames(t) <= n[i] and (known is None or known.issuperset(t))]
+    if not keep:
+        return x.sum() * 0.0, 0
+    idx = torch.tensor(keep, device=x.device)
+    return ctc_loss(head, x[idx], n[idx], [ids[i] for i in keep]), len(keep)
 
 
 def augmented(t: TrainConfig, train_set: list[tuple[Utterance, Any]], root: Path,
