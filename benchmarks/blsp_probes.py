@@ -46,6 +46,16 @@ def split(utts):
     return [u for u in utts if u.id not in ids], dev
 
 
+def update(opt: torch.optim.Optimizer, params: list, loss: torch.Tensor, lr: float) -> None:
+    """One optimiser step at `lr` with the gradient norm clipped to 1."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
 def transcribe(model: SpeechLLM, clips, utts, max_new_tokens: int = 40) -> list[str]:
     out = []
     for i in range(0, len(utts), 16):
@@ -72,13 +82,7 @@ def probe_ce(a) -> dict:
     opt = torch.optim.AdamW(params, lr=a.lr)
     curve, t0, step = [], time.time(), 0
     while time.time() - t0 < a.minutes * 60:
-        for g in opt.param_groups:
-            g["lr"] = a.lr * min(1, (step + 1) / 20)
-        ce, _ = loss(rng.sample(train, a.batch))
-        opt.zero_grad()
-        ce.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        update(opt, params, loss(rng.sample(train, a.batch))[0], a.lr * min(1, (step + 1) / 20))
         step += 1
         if step % 20 == 0:
             with torch.no_grad():
@@ -120,12 +124,7 @@ def probe_ctc(a) -> dict:
         x, n = m.adapter_frames([states[u.id] for u in us])
         keep = [i for i, u in enumerate(us) if ctc_min_frames(ids[u.id]) <= n[i]]
         loss = ctc_loss(head, x[keep], n[keep], [ids[us[i].id] for i in keep])
-        for g in opt.param_groups:
-            g["lr"] = a.lr * min(1, (step + 1) / 50)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        update(opt, params, loss, a.lr * min(1, (step + 1) / 50))
         step += 1
         if step % 100 == 0:
             curve.append({"step": step, "min": round((time.time() - t0) / 60, 2), "loss": loss.item(),
@@ -173,11 +172,7 @@ def probe_warmup(a) -> dict:
     curve, t0 = [{"step": 0, **score(True)}], time.time()
     print(curve[-1], flush=True)
     for step in range(1, a.steps + 1):
-        loss, _ = loss_fn(m, batch(rng.sample(pool, 8)))
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        update(opt, params, loss_fn(m, batch(rng.sample(pool, 8)))[0], a.lr)
         if step % 10 == 0:
             curve.append({"step": step, "min": round((time.time() - t0) / 60, 2), **score(step == a.steps)})
             print(curve[-1], flush=True)
