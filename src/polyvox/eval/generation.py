@@ -101,9 +101,14 @@ continuation task (BLSP's training prompt: continue what was said) has no refere
 continuation of the transcript: it is scored by ``agreement`` with the oracle-text system alone."""
 
 
+def base_task(task: str) -> str:
+    """The task of `TASKS` a task name is scored as: ``asr:<condition>`` -> ``asr``."""
+    return task.partition(":")[0]
+
+
 def task_spec(task: str) -> TaskSpec:
     """The spec of a task name of `TASKS`, or of ``asr:<condition>`` (scored as ASR)."""
-    return TASKS[task.partition(":")[0]]
+    return TASKS[base_task(task)]
 
 
 class System(Protocol):
@@ -510,7 +515,7 @@ def _score_system(task: str, items: list[Item], answers: dict[str, str], seen: s
     for lang in sorted(by_lang):
         its = by_lang[lang]
         outs = [answers[it.id] for it in its]
-        rows[lang] = {"n": len(its), "seen": lang in seen, **SCORERS[task.partition(":")[0]](its, outs)}
+        rows[lang] = {"n": len(its), "seen": lang in seen, **SCORERS[base_task(task)](its, outs)}
         if headline != "agreement":
             stats[headline][1][lang] = _headline_statistics(task, its, outs)
         if oracle:
@@ -620,7 +625,7 @@ def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[Item]]
         oracle = answers[task].get(agree_with) or None
         scored = {name: _score_system(task, items, answers[task][name], seen, examples, oracle) for name in systems
                   if answers[task][name]}
-        if task.partition(":")[0] == "asr":
+        if base_task(task) == "asr":
             scored |= _front_ends(systems, items, answers[task], seen, examples)
         result["tasks"][task] = {"metrics": list(spec.metrics) + (["agreement"] if oracle else []),
                                  "headline": spec.headline,

@@ -146,6 +146,19 @@ def ctc_loss(head: EmbeddingCTCHead, x: torch.Tensor, lengths: torch.Tensor,
                       zero_infinity=True)
 
 
+def aligned_ctc_loss(head: EmbeddingCTCHead, x: torch.Tensor, lengths: torch.Tensor,
+                     targets: list[list[int]]) -> tuple[torch.Tensor, int]:
+    """`ctc_loss` over the items it can score: a non-empty target of the head's classes with enough frames
+    (`ctc_min_frames`); returns the loss (0 with a graph when none) and how many items it scored."""
+    known = set(head.token_ids.tolist()) if head.token_ids is not None else None
+    keep = [i for i, (t, n) in enumerate(zip(targets, lengths.tolist()))
+            if t and ctc_min_frames(t) <= n and (known is None or known.issuperset(t))]
+    if not keep:
+        return x.sum() * 0.0, 0
+    idx = torch.tensor(keep, device=x.device)
+    return ctc_loss(head, x[idx], lengths[idx], [targets[i] for i in keep]), len(keep)
+
+
 def ctc_compress(head: EmbeddingCTCHead, x: torch.Tensor, lengths: torch.Tensor,
                  readout: str = "soft") -> tuple[torch.Tensor, torch.Tensor]:
     """The CTC compressor (Wu et al. 2023, Speech-LLaMA): drop the frames whose best class is the blank and merge

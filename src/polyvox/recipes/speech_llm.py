@@ -28,7 +28,7 @@ from polyvox.config import (
 from polyvox.data.degrade import augmentation_subset, write_degraded
 from polyvox.data.manifest import Utterance, read_manifest
 from polyvox.losses import distill_kl
-from polyvox.models.ctc import EmbeddingCTCHead, ctc_loss, ctc_min_frames
+from polyvox.models.ctc import EmbeddingCTCHead, aligned_ctc_loss
 from polyvox.models.export import read_meta, save_trainable
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
 from polyvox.models.units import encode_units
@@ -148,13 +148,7 @@ def transcript_ctc(model: SpeechLLM, batch: dict) -> tuple[torch.Tensor, int]:
     if model.ctc_head is None:
         raise ValueError("loss.ctc_weight needs the model's CTC head: set model.ctc_readout and ctc.steps > 0")
     x, n = model.adapter_frames(batch["wavs"])  # (B, T, D), (B,)
-    head, ids = model.ctc_head, [model.text_ids(u.text) for u in batch["utts"]]
-    known = set(head.token_ids.tolist()) if head.token_ids is not None else None
-    keep = [i for i, t in enumerate(ids) if t and ctc_min_frames(t) <= n[i] and (known is None or known.issuperset(t))]
-    if not keep:
-        return x.sum() * 0.0, 0
-    idx = torch.tensor(keep, device=x.device)
-    return ctc_loss(head, x[idx], n[idx], [ids[i] for i in keep]), len(keep)
+    return aligned_ctc_loss(model.ctc_head, x, n, [model.text_ids(u.text) for u in batch["utts"]])
 
 
 def augmented(t: TrainConfig, train_set: list[tuple[Utterance, Any]], root: Path,
@@ -207,12 +201,8 @@ class CTCStage(nn.Module):
     def forward(self, wavs: list, targets: list[list[int]]) -> tuple[torch.Tensor, dict[str, float]]:
         """CTC loss of the transcripts' LLM tokens; items too short to align are left out and counted."""
         x, n = self.model.adapter_frames(wavs)  # (B, L, D_llm), (B,)
-        keep = [i for i, (t, k) in enumerate(zip(targets, n.tolist())) if t and ctc_min_frames(t) <= k]
-        m = {"ctc_items": len(keep), "ctc_skipped": len(targets) - len(keep)}
-        if not keep:
-            return x.sum() * 0.0, m
-        idx = torch.tensor(keep, device=x.device)
-        return ctc_loss(self.head, x[idx], n[idx], [targets[i] for i in keep]), m
+        loss, kept = aligned_ctc_loss(self.head, x, n, targets)
+        return loss, {"ctc_items": kept, "ctc_skipped": len(targets) - kept}
 
     def save(self, folder: str | Path) -> Path:
         return save_trainable(self, folder, {"kind": "ctc_stage"})
