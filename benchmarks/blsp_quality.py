@@ -9,7 +9,9 @@ alignment; its run folder is the config's out_dir, what `polyvox train blsp` wri
 <out_dir>/<arm>, sharing the stages they do not change (symlinked: the same stage is trained once). `--stages`
 also evaluates the first arm's stage exports (ctc/model, warmup/model; clean tasks only): quality against
 training minutes.
-Every stage resumes. Needs the demo corpus with its intents (`polyvox data build --preset demo --out data/demo`).
+Every stage resumes, and so does evaluation: the answers go to <out_dir>/eval-answers.jsonl, which every evaluation
+shares (the baselines do not depend on the trained adapter: they are asked once). Needs the demo corpus with its
+intents (`polyvox data build --preset demo --out data/demo`).
 Writes benchmarks/results/blsp_quality.{json,md}; earlier results are kept in the JSON under ``history``.
 """
 
@@ -112,12 +114,6 @@ def targets(result: dict, system: str) -> dict:
     return out
 
 
-def with_baselines(result: dict, first: dict) -> dict:
-    """`result` with the systems of `first` (where the baselines were asked, on the same items) added per task."""
-    return {"tasks": {task: {**t, "systems": {**first["tasks"].get(task, {}).get("systems", {}), **t["systems"]}}
-                      for task, t in result["tasks"].items()}}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="configs/blsp-demo.yaml")
@@ -150,39 +146,40 @@ def main() -> None:
         timings[f"train_{arm}_s"] = time.perf_counter() - t
         runs[arm] = cfg
 
+    previous = json.loads((RESULTS / "blsp_quality.json").read_text()) if (RESULTS / "blsp_quality.json").exists() else {}
+    history = previous.pop("history", []) + ([{k: previous[k] for k in ("config", "overrides", "summary", "training")
+                                               if k in previous}] if previous else [])
     results, evals = {}, []
+
+    def write() -> None:
+        md = "\n".join(generation_markdown(r, title=f"Zero-shot speech LLM evaluation: {n}") for n, r in results.items())
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "blsp_quality.md").write_text(md)
+        write_result("blsp_quality", {
+            "config": args.config, "overrides": args.set, "arms": {a: ARMS[a] for a in arms}, "shared_stages": shared,
+            "continuations": counts,
+            "training": {arm: {"ctc": curve(Path(cfg.out_dir) / "ctc", "ctc"),
+                               "warmup": curve(Path(cfg.out_dir) / "warmup", "ce"),
+                               "alignment": curve(Path(cfg.out_dir), "ce")} for arm, cfg in runs.items()},
+            "targets": {name: targets(r, name) for name, r in results.items()},
+            "summary": {name: headline(r) for name, r in results.items()},
+            "timings_s": timings, "peak_rss_mb": peak_rss_mb(), "history": history,
+        })
+
     for i, (arm, cfg) in enumerate(runs.items()):
         evals.append((arm, cfg, None, arm))
         if args.stages and i == 0:
             evals += [(f"{arm} after {s}", cfg, Path(cfg.out_dir) / s / "model", f"eval-{s}") for s in STAGES
                       if (Path(cfg.out_dir) / s / "model").exists()]
-    for i, (name, cfg, folder, report) in enumerate(evals):
+    for name, cfg, folder, report in evals:
         cfg = copy.deepcopy(cfg)
-        if i > 0:
-            cfg.eval.baselines = []  # the baselines do not depend on the trained adapter: asked once
+        cfg.eval.answer_cache = cfg.eval.answer_cache or str(root / "eval-answers.jsonl")  # baselines asked once
         if folder is not None:
             cfg.eval.conditions = []  # a stage export: the clean tasks only
         t = time.perf_counter()
         results[name] = run_eval(cfg, folder, name=report, system=name)
         timings[f"eval_{name}_s"] = time.perf_counter() - t
-
-    first = next(iter(results))
-    previous = json.loads((RESULTS / "blsp_quality.json").read_text()) if (RESULTS / "blsp_quality.json").exists() else {}
-    history = previous.pop("history", []) + ([{k: previous[k] for k in ("config", "overrides", "summary", "training")
-                                               if k in previous}] if previous else [])
-    md = "\n".join(generation_markdown(r, title=f"Zero-shot speech LLM evaluation: {n}") for n, r in results.items())
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "blsp_quality.md").write_text(md)
-    write_result("blsp_quality", {
-        "config": args.config, "overrides": args.set, "arms": {a: ARMS[a] for a in arms}, "shared_stages": shared,
-        "continuations": counts,
-        "training": {arm: {"ctc": curve(Path(cfg.out_dir) / "ctc", "ctc"),
-                           "warmup": curve(Path(cfg.out_dir) / "warmup", "ce"),
-                           "alignment": curve(Path(cfg.out_dir), "ce")} for arm, cfg in runs.items()},
-        "targets": {name: targets(with_baselines(r, results[first]), name) for name, r in results.items()},
-        "summary": {name: headline(r) for name, r in results.items()},
-        "timings_s": timings, "peak_rss_mb": peak_rss_mb(), "history": history,
-    })
+        write()  # after each evaluation: a run stopped in a later one keeps the earlier results
 
 
 if __name__ == "__main__":

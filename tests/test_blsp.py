@@ -283,8 +283,16 @@ def test_checkpoint_round_trip_and_refusals(tmp_path: Path) -> None:
     saved, back = model.trainable_state(), loaded.trainable_state()
     assert set(saved) == {f"adapter.{k}" for k in model.adapter.state_dict()}  # only the adapter is written
     assert set(back) == set(saved) and all(torch.equal(saved[k], back[k]) for k in saved)
-    fresh = SpeechLLM(model.encoder, model.lm, model.tokenizer, model.cfg, model.seed).trainable_state()
+    untrained = SpeechLLM(model.encoder, model.lm, model.tokenizer, model.cfg, model.seed)
+    fresh = untrained.trainable_state()
     assert not all(torch.equal(saved[k], fresh[k]) for k in saved)
+    # the key of cached evaluation answers: the same for the same weights, another for other weights or a CTC head
+    assert loaded.fingerprint() == model.fingerprint() != untrained.fingerprint()
+    assert untrained.fingerprint() == SpeechLLM(model.encoder, model.lm, model.tokenizer, model.cfg,
+                                                model.seed).fingerprint()
+    untrained.add_ctc_head([5, 6, 7])
+    assert untrained.fingerprint() != SpeechLLM(model.encoder, model.lm, model.tokenizer, model.cfg,
+                                                model.seed).fingerprint()
 
     content_sensitive(loaded)  # the encoder is rebuilt from its preset: give it the same test tweak
     wavs = [tone_speech("red cat", 0), tone_speech("blue moon river", 1)]

@@ -310,6 +310,55 @@ def test_cascade_transcribes_each_clip_once(corpus):
     assert systems["cascade front-end"]["averages"]["all"]["WER"] > 0
 
 
+class KeyedOracle(Oracle):
+    """The gold answers, under a cache key, counting what it is asked."""
+
+    def __init__(self, key):
+        self.key, self.asked = key, 0
+
+    def answer(self, items, wavs):
+        self.asked += len(items)
+        return super().answer(items, wavs)
+
+
+def test_answer_cache_resumes_and_is_keyed_by_system_and_item(corpus, tmp_path):
+    """Keyed systems are asked once per item and key; unkeyed ones always; a changed item is asked again, and a row
+    cut off by a kill is dropped."""
+    tasks = build_tasks(corpus, GenerationEvalConfig(per_lang=3), "en_us")
+    n = sum(map(len, tasks.values()))
+    cache = tmp_path / "answers.jsonl"
+    first = KeyedOracle("a")
+    want = evaluate_generation({"gold": first, "silent": Silent()}, tasks, batch_size=4, cache=cache)
+    assert first.asked == n and len(cache.read_text().splitlines()) == n  # "silent" has no key
+    again = KeyedOracle("a")
+    assert evaluate_generation({"gold": again, "silent": Silent()}, tasks, batch_size=4, cache=cache) == want
+    assert again.asked == 0
+    other = KeyedOracle("b")
+    evaluate_generation({"gold": other}, tasks, cache=cache)
+    assert other.asked == n
+    changed = KeyedOracle("a")
+    evaluate_generation({"gold": changed}, {"asr": [replace(tasks["asr"][0], text="other words"), *tasks["asr"][1:]]},
+                        cache=cache)
+    assert changed.asked == 1
+    with cache.open("a") as f:
+        f.write('{"key": "a", "id": "trunc')
+    last = KeyedOracle("a")
+    assert evaluate_generation({"gold": last, "silent": Silent()}, tasks, batch_size=4, cache=cache) == want
+    assert last.asked == 0 and cache.read_text().endswith("\n")
+
+
+def test_cached_cascade_keeps_its_front_end_transcripts(corpus, tmp_path):
+    tasks = build_tasks(corpus, GenerationEvalConfig(per_lang=3, tasks=["asr"]), "en_us")
+    asr = FakeTranscriber()
+    runs = []
+    for _ in range(2):
+        cascade = CascadeSystem(FakeLLM(), asr)
+        cascade.key = "cascade"  # FakeLLM has no config to derive a key from
+        runs.append(evaluate_generation({"cascade": cascade}, tasks, cache=tmp_path / "a.jsonl"))
+    assert asr.clips == len(tasks["asr"])  # the second run transcribed nothing
+    assert runs[0] == runs[1] and "cascade front-end" in runs[1]["tasks"]["asr"]["systems"]
+
+
 def test_oracle_text_reads_the_transcript_and_agreement_is_chrf_against_it(corpus):
     """The oracle-text system asks the LLM each item's own prompt about its gold transcript; every system's
     `agreement` is the chrF of its answers against the oracle's, per language (hand-computed here)."""

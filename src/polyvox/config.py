@@ -332,6 +332,10 @@ class GenerationEvalConfig:
     with the same prompt; every system's ``agreement`` is the chrF of its answers against the oracle's)."""
     asr_model: str = "whisper-base"
     """Whisper model of the cascade baseline."""
+    answer_cache: str | None = None
+    """JSONL file of the systems' answers (`polyvox.eval.generation.AnswerCache`; default ``answers.jsonl`` in the
+    report's folder): a killed evaluation resumes there, and evaluations that share the file ask the baselines,
+    which do not depend on the trained adapter, once."""
     max_new_tokens: int = 48
     """Bound on generated tokens per answer."""
     batch_size: int = 16

@@ -12,6 +12,9 @@ behind a Whisper front-end (the cascade baseline), or fakes in tests.
 from __future__ import annotations
 
 import difflib
+import functools
+import hashlib
+import json
 import logging
 import random
 import re
@@ -40,6 +43,7 @@ from polyvox.eval.metrics import (
 )
 from polyvox.eval.retrieval import macro_averages
 from polyvox.models.speech_llm import STYLES, Prompt, make_instruction
+from polyvox.recipes.answers import answer_key, read_cache
 
 log = logging.getLogger(__name__)
 
@@ -361,6 +365,12 @@ class SpeechLLMSystem:
         self.model, self.style, self.states = model, _check_style(style), states
         self.gen_kwargs = {"stop_at_newline": True, **gen_kwargs}
 
+    @functools.cached_property
+    def key(self) -> str | None:
+        """What its answers depend on besides the item (None: not cached; see `evaluate_generation`)."""
+        fp = getattr(self.model, "fingerprint", None)
+        return None if fp is None else answer_key("speech", fp(), self.style, sorted(self.gen_kwargs.items()))
+
     def answer(self, items: list[Item], wavs: list[np.ndarray]) -> list[str]:
         clips = self.states(items, wavs) if self.states is not None else wavs
         return self.model.generate(clips, [it.prompt(self.style) for it in items], **self.gen_kwargs)
@@ -386,6 +396,11 @@ class CascadeSystem:
         self.asr_batch_size = asr_batch_size
         self.gen_kwargs = {"stop_at_newline": True, **gen_kwargs}
         self.transcripts: dict[str, str] = {}
+
+    @functools.cached_property
+    def key(self) -> str | None:
+        """What its answers depend on besides the item (None: not cached; see `evaluate_generation`)."""
+        return _text_key("cascade", self.model, self.style, self.gen_kwargs, getattr(self.transcriber, "key", None))
 
     def _transcribe(self, items: list[Item], wavs: list[np.ndarray]) -> None:
         todo: dict[str, dict[str, int]] = defaultdict(dict)  # lang -> item id -> index of its clip
@@ -417,11 +432,27 @@ class OracleTextSystem:
         self.model, self.style = model, _check_style(style)
         self.gen_kwargs = {"stop_at_newline": True, **gen_kwargs}
 
+    @functools.cached_property
+    def key(self) -> str | None:
+        """What its answers depend on besides the item (None: not cached; see `evaluate_generation`)."""
+        return _text_key("oracle", self.model, self.style, self.gen_kwargs, "")
+
     def answer(self, items: list[Item], wavs: list[np.ndarray]) -> list[str]:
         if any(not it.text for it in items):
             raise ValueError("the oracle-text system needs each item's transcript (Item.text)")
         return self.model.generate_text([it.text for it in items], [it.prompt(self.style) for it in items],
                                         **self.gen_kwargs)
+
+
+def _text_key(kind: str, model, style: str, gen_kwargs: dict, front_end: str | None) -> str | None:
+    """The cache key of a system whose answers come from the frozen LLM reading a text (LoRA off): the LLM,
+    the prompt template, the style, the decoding options and the front-end (None: not cached)."""
+    cfg = getattr(model, "cfg", None)
+    if cfg is None or front_end is None:
+        return None
+    from polyvox.models.sources import fingerprint
+
+    return answer_key(kind, fingerprint(cfg.llm), cfg.prompt_template, style, sorted(gen_kwargs.items()), front_end)
 
 
 # -- scoring -----------------------------------------------------------------------------------------
@@ -573,9 +604,56 @@ def _load_batch(task: str, items: list[Item], root: Path | None,
     return good, wavs
 
 
+def _ask(name: str, system: System, task: str, items: list[Item], wavs: list[np.ndarray]) -> list[str]:
+    outs = system.answer(items, wavs)
+    if len(outs) != len(items):
+        raise RuntimeError(f"system {name!r} gave {len(outs)} answers for {len(items)} {task} items")
+    return outs
+
+
+class AnswerCache:
+    """Answers of systems that have a ``key`` (what their answers depend on besides the item: the model's
+    weights, the prompt style, decoding options), kept in a JSONL file under that key and a hash of the item's
+    content (both prompt forms, the transcript, the clip's samples). A cascade's transcripts are kept beside
+    its answers, so its front-end is scored from cache too. Systems without a key are always asked.
+
+    Every answered batch is appended at once, so a killed evaluation loses at most one batch.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.rows = read_cache(self.path)
+
+    def ask(self, name: str, system: System, task: str, items: list[Item], wavs: list[np.ndarray]) -> list[str]:
+        """The system's answers to the items, from the cache where it has them."""
+        key = getattr(system, "key", None)
+        if key is None:
+            return _ask(name, system, task, items, wavs)
+        ids = [answer_key(it.instruction, it.pair, it.text, hashlib.sha256(np.ascontiguousarray(w).tobytes()).hexdigest())
+               for it, w in zip(items, wavs)]
+        transcripts = getattr(system, "transcripts", None)
+        transcripts = transcripts if isinstance(transcripts, dict) else None
+        todo = [i for i, rid in enumerate(ids) if (key, rid) not in self.rows]
+        if todo:
+            outs = _ask(name, system, task, [items[i] for i in todo], [wavs[i] for i in todo])
+            with self.path.open("a") as f:
+                for i, a in zip(todo, outs):
+                    row = {"key": key, "id": ids[i], "system": name, "task": task, "item": items[i].id, "answer": str(a)}
+                    if transcripts is not None and items[i].id in transcripts:
+                        row["transcript"] = transcripts[items[i].id]
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    self.rows[key, ids[i]] = row
+        rows = [self.rows[key, rid] for rid in ids]
+        if transcripts is not None:
+            transcripts.update({it.id: r["transcript"] for it, r in zip(items, rows) if "transcript" in r})
+        return [r["answer"] for r in rows]
+
+
 def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[Item]],
                         root: str | Path | None = None, seen_langs: set[str] | frozenset[str] = frozenset(),
-                        batch_size: int = 16, examples: int = 3, agree_with: str = "oracle") -> dict:
+                        batch_size: int = 16, examples: int = 3, agree_with: str = "oracle",
+                        cache: str | Path | None = None) -> dict:
     """Run every system on every task and score the answers per language.
 
     Audio is loaded once per batch (one language of one task) and given to every system; a clip that
@@ -591,6 +669,8 @@ def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[Item]]
         examples: (reference, answer) pairs kept per system, task and language.
         agree_with: the system (when present, e.g. `OracleTextSystem`) whose answers every system is also
             compared with: the ``agreement`` metric, chrF against its answer to the same item.
+        cache: a JSONL file of answers (see `AnswerCache`) read and appended to: a killed evaluation resumes, and
+            systems that do not depend on the model under test are asked once across evaluations (None: off).
 
     Returns:
         A JSON-serialisable dict: ``tasks[task]`` holds ``metrics``, ``headline``, ``higher_is_better``,
@@ -605,6 +685,7 @@ def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[Item]]
         raise ValueError(f"task(s) {', '.join(need)} are scored by agreement with the {agree_with!r} system, "
                          f"which is not among the systems ({', '.join(systems)}); add it (eval.baselines)")
     seen = set(seen_langs)
+    store = AnswerCache(cache) if cache is not None else None
     answers: dict[str, dict[str, dict[str, str]]] = {t: {name: {} for name in systems} for t in tasks}
     bad: list[dict] = []
     good: set[tuple[str, str]] = set()
@@ -614,9 +695,7 @@ def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[Item]]
             continue
         good |= {(task, it.id) for it in ok}
         for name, system in systems.items():
-            outs = system.answer(ok, wavs)
-            if len(outs) != len(ok):
-                raise RuntimeError(f"system {name!r} gave {len(outs)} answers for {len(ok)} {task} items")
+            outs = store.ask(name, system, task, ok, wavs) if store is not None else _ask(name, system, task, ok, wavs)
             answers[task][name].update({it.id: str(a) for it, a in zip(ok, outs)})
     result: dict[str, Any] = {"tasks": {}, "bad_lines": bad, "seen_langs": sorted(seen)}
     for task, items in tasks.items():

@@ -15,7 +15,7 @@ import torch
 
 from polyvox.audio import SAMPLE_RATE
 from polyvox.data.languages import FLEURS, check_lang
-from polyvox.models.sources import load_speech_model, load_speech_tokenizer
+from polyvox.models.sources import fingerprint, load_speech_model, load_speech_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ class Transcriber:
         self.tokenizer = load_speech_tokenizer(model, cache_dir)
         # the decoder's position table bounds prompt (4 tokens) + generated tokens
         self.max_new_tokens = min(max_new_tokens, self.model.config.max_target_positions - 5)
+        self.key = f"{fingerprint(model)}|greedy|{self.max_new_tokens}"
+        """What its transcripts depend on besides the clip (keys cached cascade answers)."""
 
     @torch.no_grad()
     def detect_language(self, clips: Sequence[np.ndarray], candidates: Sequence[str] | None = None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -375,6 +376,18 @@ class SpeechLLM(nn.Module):
     # -- checkpoints ---------------------------------------------------------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:
         return trainable_state(self)
+
+    def fingerprint(self) -> str:
+        """A hash of everything this model's answers depend on: its config, the frozen encoder's and LLM's
+        fingerprints and its trained weights (and CTC head). Keys the cached answers of evaluations."""
+        from polyvox.models.sources import fingerprint
+
+        h = hashlib.sha256(repr((sorted(asdict(self.cfg).items()), fingerprint(self.cfg.encoder),
+                                 fingerprint(self.cfg.llm))).encode())
+        for name, t in sorted(self.trainable_state().items()):
+            h.update(name.encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:16]
 
     def save(self, folder: str | Path, extra: dict | None = None) -> Path:
         """Write the adapter (safetensors) + JSON; the frozen encoder and LLM are referenced by name and fingerprint."""

@@ -46,7 +46,8 @@ def answer_key(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:16]
 
 
-def _read_cache(path: Path, field_name: str) -> dict[tuple[str, str], str]:
+def read_cache(path: Path) -> dict[tuple[str, str], dict]:
+    """(key, id) -> row of a JSONL cache (the last row wins); an unfinished last row is dropped."""
     if not path.exists():
         return {}
     text = path.read_text()
@@ -57,7 +58,7 @@ def _read_cache(path: Path, field_name: str) -> dict[tuple[str, str], str]:
     done = {}
     for line in text.splitlines():
         row = json.loads(line)
-        done[row["key"], row["id"]] = row[field_name]
+        done[row["key"], row["id"]] = row
     return done
 
 
@@ -84,7 +85,7 @@ def cached_answers(requests: list[Request], cache: str | Path, model: SpeechLLM 
     """
     cache = Path(cache)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    done = _read_cache(cache, field_name)
+    done = {k: row[field_name] for k, row in read_cache(cache).items()}
     todo = [r for r in requests if (r.key, r.id) not in done]
     counts = {"requests": len(requests), "cached": len(requests) - len(todo), "generated": 0, "too_long": 0}
     if todo:
