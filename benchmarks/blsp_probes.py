@@ -1,7 +1,7 @@
 """Short probes that chose the demo BLSP recipe: minutes each, on cached encoder states, before a long run.
 
     python benchmarks/blsp_probes.py ce  [--adapter stack-mlp --stack 8 --lr 1e-3 --minutes 6]
-    python benchmarks/blsp_probes.py ctc [--stack 4 --lr 2e-3 --minutes 9]
+    python benchmarks/blsp_probes.py ctc [--stack 4 --lr 2e-3 --minutes 9 --time-mask 0.2]
     python benchmarks/blsp_probes.py warmup --model runs/blsp-demo/ctc/model [--lr 2e-4 --steps 30 --ctc-weight 1]
 
 - ``ce``: a fresh adapter learns transcription through the frozen LLM (cross-entropy, transcribe prompt): how fast?
@@ -25,6 +25,7 @@ import time
 import zlib
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from _common import RESULTS
@@ -34,7 +35,7 @@ from polyvox.data.manifest import read_manifest
 from polyvox.eval.metrics import cer
 from polyvox.models.ctc import ctc_loss, ctc_min_frames, greedy_ctc_decode
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm, make_instruction
-from polyvox.recipes.speech_llm import encoder_states
+from polyvox.recipes.speech_llm import encoder_states, mask_time
 
 MANIFEST, CACHE = Path("data/demo/manifest.jsonl"), Path("runs/blsp-demo/cache")
 
@@ -119,9 +120,10 @@ def probe_ctc(a) -> dict:
         return cer([u.text for u in dev], hyps)
 
     curve, t0, step = [], time.time(), 0
+    masks = np.random.default_rng(0)
     while time.time() - t0 < a.minutes * 60:
         us = rng.sample(train, a.batch)
-        x, n = m.adapter_frames([states[u.id] for u in us])
+        x, n = m.adapter_frames([mask_time(states[u.id], a.time_mask, a.mask_span, masks) for u in us])
         keep = [i for i, u in enumerate(us) if ctc_min_frames(ids[u.id]) <= n[i]]
         loss = ctc_loss(head, x[keep], n[keep], [ids[us[i].id] for i in keep])
         update(opt, params, loss, a.lr * min(1, (step + 1) / 50))
@@ -190,6 +192,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=6)
     ap.add_argument("--steps", type=int, default=30, help="warmup: optimiser steps of 8 clips")
     ap.add_argument("--ctc-weight", type=float, default=0.0, help="warmup: CTC loss kept on (loss.ctc_weight)")
+    ap.add_argument("--time-mask", type=float, default=0.0, help="ctc: share of frames masked (ctc.time_mask)")
+    ap.add_argument("--mask-span", type=int, default=5, help="ctc: frames per masked span (ctc.mask_span)")
     ap.add_argument("--llm-items", type=int, default=32, help="ctc: held-out clips the LLM transcribes")
     ap.add_argument("--model", help="warmup: a CTC-stage export (e.g. runs/blsp-demo/ctc/model)")
     ap.add_argument("--tag", default=None)

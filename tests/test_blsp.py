@@ -707,6 +707,13 @@ def test_ctc_stage_and_compressed_readout_run_before_the_llm_stages(tiny_corpus:
     fresh = speech_llm_recipes.untrained_like(model)
     assert fresh.ctc_head.token_ids.tolist() == said and fresh.ctc_head is not model.ctc_head
     assert len(model.generate(wavs, make_instruction("transcribe", "fr_fr"), max_new_tokens=3)) == 2
+    # init_from: another run (any recipe on the same model config) starts from this CTC stage's export
+    _, started = speech_llm_recipes.start_run(blsp_cfg(tiny_corpus, tmp_path / "next", "model.ctc_readout=soft",
+                                                       f"init_from={run / 'ctc' / 'model'}"))
+    assert started.fingerprint() == ctc_model.fingerprint()
+    with pytest.raises(ValueError, match=r"another model config: adapter_hidden"):
+        speech_llm_recipes.start_run(blsp_cfg(tiny_corpus, tmp_path / "other", "model.ctc_readout=soft",
+                                              "model.adapter_hidden=8", f"init_from={run / 'ctc' / 'model'}"))
     with pytest.raises(ValueError, match="CTC stage"):
         tiny_model(ctc_readout="soft").speech_frames(wavs)
     with pytest.raises(ValueError, match="ctc_readout"):
@@ -732,3 +739,29 @@ def test_ctc_weight_adds_the_transcripts_ctc_loss_on_the_models_head() -> None:
     assert both.item() == pytest.approx(plain.item() + 0.5 * want.item(), rel=1e-5)
     with pytest.raises(ValueError, match="CTC head"):
         speech_llm_recipes.alignment_loss(AlignConfig(12, ctc_weight=0.5))(tiny_model(), batch)
+
+
+def test_time_mask_zeroes_spans_of_the_cached_states_drawn_from_seed_and_step(tmp_path: Path) -> None:
+    """ctc.time_mask: about that share of each clip's frames set to zero in spans (SpecAugment), the same masks for
+    the same (seed, step) so a resumed run sees the same data, others for another step; the cache is not touched."""
+    from polyvox.config import TrainConfig
+
+    x = np.ones((100, 4), np.float16)
+    y = speech_llm_recipes.mask_time(x, 0.2, 5, np.random.default_rng(0))
+    zero = (y == 0).all(1)
+    assert x.all() and zero.any() and 5 <= zero.sum() <= 20 and ((y == 0) == zero[:, None]).all()
+    runs = np.diff(np.flatnonzero(np.diff(np.r_[0, zero.astype(int), 0])))[::2]  # lengths of the zeroed runs
+    assert (runs >= 5).all()
+    assert (speech_llm_recipes.mask_time(x[:3], 0.2, 5, np.random.default_rng(0)) == 1).all()  # too short: none
+
+    utts = [Utterance(id=f"u{i}", audio=f"{i}.flac", text="a", lang="fr_fr") for i in range(4)]
+    states = {u.id: np.full((60, 2), i + 1, np.float16) for i, u in enumerate(utts)}
+    t = TrainConfig(batch_size=4, seed=3)
+    batches = speech_llm_recipes.clip_batches(t, [(u, None) for u in utts], tmp_path, states, time_mask=0.3)
+    first = [w.copy() for w in batches(0, 0, 1)[0]["wavs"]]
+    assert all((w == 0).all(1).sum() >= 5 for w in first)
+    assert all(np.array_equal(a, b) for a, b in zip(first, batches(0, 0, 1)[0]["wavs"]))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, batches(1, 0, 1)[0]["wavs"]))
+    assert all((s != 0).all() for s in states.values())
+    with pytest.raises(ValueError, match="cached encoder states"):
+        speech_llm_recipes.clip_batches(t, [(u, None) for u in utts], tmp_path, None, time_mask=0.3)

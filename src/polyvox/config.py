@@ -374,6 +374,11 @@ class CTCStageConfig:
     full_vocab: bool = False
     """Classes over the LLM's whole embedding table (the paper); by default only the tokens that occur in the
     training transcripts (still the table's frozen rows), a few percent of the cost per frame."""
+    time_mask: float = 0.0
+    """Share of each clip's encoder frames masked (set to zero) in every step, in spans of `mask_span` frames
+    (SpecAugment's time masking, on the cached states): a regulariser against memorising the transcripts."""
+    mask_span: int = 5
+    """Frames per masked span (whisper: 50 frames/s, so 5 is 100 ms)."""
 
 
 @dataclass
@@ -389,6 +394,10 @@ class BLSPConfig:
     asr_warmup: ASRWarmupConfig = field(default_factory=ASRWarmupConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: GenerationEvalConfig = field(default_factory=GenerationEvalConfig)
+    init_from: str | None = None
+    """A saved speech LLM (another run's ``ctc/model`` or ``model``) whose trained adapter (and CTC head) this run
+    starts from instead of initialisation; its model section must be this one's. Runs sharing a CTC stage
+    set it to that stage's export and ``ctc.steps`` to 0."""
     out_dir: str = "runs/blsp"
     """Run folder: continuations, checkpoints, the exported adapter, metrics and reports."""
 
@@ -440,6 +449,10 @@ class MITConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: GenerationEvalConfig = field(
         default_factory=lambda: GenerationEvalConfig(tasks=["asr", "translation", "intent", "heldout"]))
+    init_from: str | None = None
+    """A saved speech LLM (another run's ``ctc/model`` or ``model``) whose trained adapter (and CTC head) this run
+    starts from instead of initialisation; its model section must be this one's. Runs sharing a CTC stage
+    set it to that stage's export and ``ctc.steps`` to 0."""
     out_dir: str = "runs/mit"
     """Run folder: answer cache, the CTC stage (``ctc/``), checkpoints, the exported model, metrics, reports."""
 

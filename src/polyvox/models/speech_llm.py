@@ -404,20 +404,32 @@ class SpeechLLM(nn.Module):
     @classmethod
     def load(cls, folder: str | Path) -> SpeechLLM:
         """Rebuild the model from a saved folder, refusing an encoder or LLM that is not the one it was trained with."""
+        meta = read_meta(folder, "speech-LLM")
+        if meta.get("kind") != "speech_llm":
+            raise ValueError(f"{folder}: not a speech-LLM checkpoint (kind {meta.get('kind')!r})")
+        model = build_speech_llm(config_from_dict(meta["model"], SpeechLLMConfig), meta.get("seed", 0))
+        model.load_weights(folder)
+        return model.eval()
+
+    def load_weights(self, folder: str | Path) -> None:
+        """Load the trained adapter (and CTC head) of a saved speech LLM whose model config is this one's, refusing
+        another config, encoder or LLM."""
         from polyvox.models.sources import fingerprint
 
         meta = read_meta(folder, "speech-LLM")
         if meta.get("kind") != "speech_llm":
             raise ValueError(f"{folder}: not a speech-LLM checkpoint (kind {meta.get('kind')!r})")
-        cfg = config_from_dict(meta["model"], SpeechLLMConfig)
         for part in ("encoder", "llm"):
-            if fingerprint(getattr(cfg, part)) != meta[f"{part}_fingerprint"]:
-                raise ValueError(f"{folder}: {part} {getattr(cfg, part)!r} is not the one this adapter was trained with")
-        model = build_speech_llm(cfg, meta.get("seed", 0))
+            if fingerprint(getattr(self.cfg, part)) != meta[f"{part}_fingerprint"]:
+                raise ValueError(f"{folder}: {part} {getattr(self.cfg, part)!r} is not the one this adapter was trained with")
+        theirs = asdict(config_from_dict(meta["model"], SpeechLLMConfig))
+        differ = {k: (v, theirs[k]) for k, v in asdict(self.cfg).items() if theirs[k] != v}
+        if differ:
+            raise ValueError(f"{folder}: saved with another model config: "
+                             + ", ".join(f"{k} {b!r} (here {a!r})" for k, (a, b) in differ.items()))
         if "ctc_vocab" in meta:
-            model.add_ctc_head(meta["ctc_vocab"])
-        load_trainable(model, folder)
-        return model.eval()
+            self.add_ctc_head(meta["ctc_vocab"])
+        load_trainable(self, folder)
 
 
 @functools.lru_cache(maxsize=4)

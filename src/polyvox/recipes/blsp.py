@@ -84,7 +84,8 @@ def run_train(cfg: BLSPConfig, continuations: dict[str, str] | None = None) -> P
     if len(train_set) < 1:
         raise ValueError("no training utterance has a continuation; run step 1 first (polyvox data continuations)")
     return fit(model, train_set, cfg.loss, cfg.train, cfg.data, out, f"the {cfg.model.adapter} adapter",
-               {"recipe": "blsp", "ctc_steps": cfg.ctc.steps, "asr_warmup_steps": cfg.asr_warmup.steps})
+               {"recipe": "blsp", "ctc_steps": cfg.ctc.steps, "asr_warmup_steps": cfg.asr_warmup.steps,
+                "init_from": cfg.init_from})
 
 
 def run_warmup(cfg: BLSPConfig, model: SpeechLLM, utts: list[Utterance]) -> Path:

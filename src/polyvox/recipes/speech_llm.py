@@ -49,11 +49,16 @@ def sample_utterances(data: DataConfig, k: int | None, seed: int) -> list[Uttera
 
 
 def start_run(cfg) -> tuple[Path, SpeechLLM]:
-    """The run folder of a speech-LLM recipe config (made, with the config saved in it) and a fresh model."""
+    """The run folder of a speech-LLM recipe config (made, with the config saved in it) and its model: fresh, or
+    with the trained weights of `cfg.init_from`."""
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    return out, build_speech_llm(cfg.model, cfg.train.seed)
+    model = build_speech_llm(cfg.model, cfg.train.seed)
+    if cfg.init_from:
+        model.load_weights(cfg.init_from)
+        log.info("starting from the trained weights of %s", cfg.init_from)
+    return out, model
 
 
 def encoder_states(model: SpeechLLM, utts: list[Utterance], root: Path, cache_dir: Path,
@@ -71,12 +76,27 @@ def encoder_states(model: SpeechLLM, utts: list[Utterance], root: Path, cache_di
     return states
 
 
+def mask_time(x: np.ndarray, share: float, span: int, rng: np.random.Generator) -> np.ndarray:
+    """SpecAugment's time masking of (T, D) encoder states: ``round(share * T / span)`` spans of `span` frames
+    (at random starts, they may overlap) set to zero, in a copy."""
+    n = round(share * len(x) / span)
+    if n == 0:
+        return x
+    x = x.copy()
+    for s in rng.integers(0, max(1, len(x) - span + 1), n):
+        x[s : s + span] = 0
+    return x
+
+
 def clip_batches(t: TrainConfig, train_set: list[tuple[Utterance, Any]], root: Path,
-                 states: dict[str, np.ndarray] | None = None):
+                 states: dict[str, np.ndarray] | None = None, time_mask: float = 0.0, mask_span: int = 5):
     """The step -> micro-batches function of the training loop, a pure function of (seed, step) so a resumed
     run sees the same data. A micro-batch is ``{"wavs", "utts", "items"}``: the clips (16 kHz audio, or the
     encoder's cached `states` when given), their utterances and the payload paired with each (targets,
-    prompts …); a clip that fails to load costs one item."""
+    prompts …); a clip that fails to load costs one item. `time_mask` > 0 masks that share of each clip's
+    cached states (`mask_time`, spans of `mask_span` frames), drawn from (seed, step, rank)."""
+    if time_mask > 0 and states is None:
+        raise ValueError("time masking works on cached encoder states (not with model.layer_mix)")
     per_epoch = max(1, len(train_set) // t.batch_size)
 
     @functools.lru_cache(maxsize=2)
@@ -86,13 +106,14 @@ def clip_batches(t: TrainConfig, train_set: list[tuple[Utterance, Any]], root: P
     def batches(step: int, rank: int, world: int) -> list[dict]:
         epoch, i = divmod(step, per_epoch)
         idx = order(epoch)[i * t.batch_size : (i + 1) * t.batch_size][rank::world]
+        rng = np.random.default_rng([t.seed, step, rank])
         micros = []
         for m in range(t.grad_accum):
             utts, items, wavs = [], [], []
             for u, item in (train_set[j] for j in idx[m :: t.grad_accum]):
                 if states is not None:
                     if u.id in states:  # else it could not be encoded (reported by `encoder_states`)
-                        wavs.append(states[u.id])
+                        wavs.append(mask_time(states[u.id], time_mask, mask_span, rng) if time_mask else states[u.id])
                         utts.append(u)
                         items.append(item)
                     continue
@@ -221,8 +242,10 @@ def run_ctc(model: SpeechLLM, utts: list[Utterance], c: CTCStageConfig, t: Train
     tc.grad_accum = min(tc.grad_accum, tc.batch_size)
     train_set = [(u, model.text_ids(u.text)) for u in utts]
     vocab = None if c.full_vocab else sorted({k for _, ids in train_set for k in ids})
-    if model.cfg.ctc_readout is not None:
-        head = model.add_ctc_head(vocab)
+    if model.cfg.ctc_readout is not None:  # the model's own head (kept if it already scores these classes)
+        have = model.ctc_head
+        same = have is not None and (None if have.token_ids is None else have.token_ids.tolist()) == vocab
+        head = have if same else model.add_ctc_head(vocab)
     else:
         head = EmbeddingCTCHead(model.lm.get_input_embeddings(), vocab=vocab)
     stage = CTCStage(model, head)
@@ -234,7 +257,8 @@ def run_ctc(model: SpeechLLM, utts: list[Utterance], c: CTCStageConfig, t: Train
     log.info("CTC stage: %d steps on %d utterances, %d token classes", tc.steps, len(train_set), head.vocab_size)
     root = Path(data.manifest).parent
     states = encoder_states(model, utts, root, out / "cache")
-    train(stage, [{"params": stage.trainable(), "lr": tc.lr}], clip_batches(tc, train_set, root, states), loss_fn, tc, run)
+    batches = clip_batches(tc, train_set, root, states, c.time_mask, c.mask_span)
+    train(stage, [{"params": stage.trainable(), "lr": tc.lr}], batches, loss_fn, tc, run)
     return model.save(run / "model", extra={"recipe": "ctc"})
 
 
