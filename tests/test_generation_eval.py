@@ -14,9 +14,6 @@ from polyvox.audio import load_audio, write_flac
 from polyvox.config import GenerationEvalConfig
 from polyvox.data.manifest import Utterance, read_manifest, write_manifest
 from polyvox.eval.generation import (
-    CascadeSystem,
-    OracleTextSystem,
-    SpeechLLMSystem,
     build_tasks,
     check_tasks,
     degraded_items,
@@ -27,6 +24,7 @@ from polyvox.eval.generation import (
 )
 from polyvox.eval.metrics import accuracy, cer, chrf, normalize_text, wer
 from polyvox.eval.report import generation_markdown, write_generation_report
+from polyvox.eval.systems import CascadeSystem, OracleTextSystem, SpeechLLMSystem
 from polyvox.models.speech_llm import make_instruction
 
 LANGS = ("fr_fr", "de_de", "en_us")

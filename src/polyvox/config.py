@@ -333,7 +333,7 @@ class GenerationEvalConfig:
     asr_model: str = "whisper-base"
     """Whisper model of the cascade baseline."""
     answer_cache: str | None = None
-    """JSONL file of the systems' answers (`polyvox.eval.generation.AnswerCache`; default ``answers.jsonl`` in the
+    """JSONL file of the systems' answers (`polyvox.eval.systems.AnswerCache`; default ``answers.jsonl`` in the
     report's folder): a killed evaluation resumes there, and evaluations that share the file ask the baselines,
     which do not depend on the trained adapter, once."""
     max_new_tokens: int = 48

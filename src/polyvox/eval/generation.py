@@ -12,9 +12,6 @@ behind a Whisper front-end (the cascade baseline), or fakes in tests.
 from __future__ import annotations
 
 import difflib
-import functools
-import hashlib
-import json
 import logging
 import random
 import re
@@ -42,8 +39,8 @@ from polyvox.eval.metrics import (
     wer,
 )
 from polyvox.eval.retrieval import macro_averages
-from polyvox.models.speech_llm import STYLES, Prompt, make_instruction
-from polyvox.recipes.answers import answer_key, read_cache
+from polyvox.eval.systems import AnswerCache, ask
+from polyvox.models.speech_llm import Prompt, make_instruction
 
 log = logging.getLogger(__name__)
 
@@ -320,141 +317,6 @@ def build_tasks(manifest_path: str | Path, cfg: GenerationEvalConfig, pivot_lang
     return out
 
 
-# -- systems -------------------------------------------------------------------------------------------
-
-
-def _check_style(style: str) -> str:
-    if style not in STYLES:
-        raise ValueError(f"unknown prompt style {style!r}; known: {', '.join(STYLES)}")
-    return style
-
-
-class EncoderStates:
-    """The frozen speech encoder's states of each clip (float16, as training reads them from its cache),
-    computed once per item id and shared by the speech-LLM systems on that encoder (the trained and the
-    untrained adapter). A model that mixes encoder layers (``layer_mix``) gets the audio instead.
-
-    Args:
-        model: a `SpeechLLM` whose encoder computes the states.
-    """
-
-    def __init__(self, model):
-        self.model = model
-        self.states: dict[str, np.ndarray] = {}
-
-    def __call__(self, items: list[Item], wavs: list[np.ndarray]) -> list[np.ndarray]:
-        if self.model.layer_mix is not None:
-            return wavs
-        todo = {it.id: w for it, w in zip(items, wavs) if it.id not in self.states}
-        if todo:
-            self.states.update(zip(todo, self.model.encode_states(list(todo.values()))))
-        return [self.states[it.id] for it in items]
-
-
-class SpeechLLMSystem:
-    """A speech LLM answering from the speech itself.
-
-    Args:
-        model: a `SpeechLLM` (anything with ``generate(wavs, instructions, **kwargs)``).
-        style: how it is prompted (see `polyvox.models.speech_llm.STYLES`): ``instruction`` or ``pair``.
-        states: shared `EncoderStates` to read instead of running the encoder on the audio (None: the audio).
-        gen_kwargs: generation options (``max_new_tokens``, ``stop_at_newline`` …).
-    """
-
-    def __init__(self, model, style: str = "instruction", states: EncoderStates | None = None, **gen_kwargs: Any):
-        self.model, self.style, self.states = model, _check_style(style), states
-        self.gen_kwargs = {"stop_at_newline": True, **gen_kwargs}
-
-    @functools.cached_property
-    def key(self) -> str | None:
-        """What its answers depend on besides the item (None: not cached; see `evaluate_generation`)."""
-        fp = getattr(self.model, "fingerprint", None)
-        return None if fp is None else answer_key("speech", fp(), self.style, sorted(self.gen_kwargs.items()))
-
-    def answer(self, items: list[Item], wavs: list[np.ndarray]) -> list[str]:
-        clips = self.states(items, wavs) if self.states is not None else wavs
-        return self.model.generate(clips, [it.prompt(self.style) for it in items], **self.gen_kwargs)
-
-
-class CascadeSystem:
-    """Whisper transcribes, then the same LLM answers the same instruction from the transcript.
-
-    Transcripts are cached by item id (a clip asked in several tasks is transcribed once) and kept in
-    `transcripts`, so the front-end's own ASR quality can be scored.
-
-    Args:
-        model: a `SpeechLLM` (anything with ``generate_text(texts, instructions, **kwargs)``).
-        transcriber: a `Transcriber` (anything with ``transcribe(clips, lang, batch_size)``).
-        asr_batch_size: clips per Whisper batch.
-        style: how the LLM is prompted, as in `SpeechLLMSystem`.
-        gen_kwargs: generation options for the LLM.
-    """
-
-    def __init__(self, model, transcriber, asr_batch_size: int = 8, style: str = "instruction", **gen_kwargs: Any):
-        self.model, self.style = model, _check_style(style)
-        self.transcriber = transcriber
-        self.asr_batch_size = asr_batch_size
-        self.gen_kwargs = {"stop_at_newline": True, **gen_kwargs}
-        self.transcripts: dict[str, str] = {}
-
-    @functools.cached_property
-    def key(self) -> str | None:
-        """What its answers depend on besides the item (None: not cached; see `evaluate_generation`)."""
-        return _text_key("cascade", self.model, self.style, self.gen_kwargs, getattr(self.transcriber, "key", None))
-
-    def _transcribe(self, items: list[Item], wavs: list[np.ndarray]) -> None:
-        todo: dict[str, dict[str, int]] = defaultdict(dict)  # lang -> item id -> index of its clip
-        for i, it in enumerate(items):
-            if it.id not in self.transcripts:
-                todo[it.lang].setdefault(it.id, i)
-        for lang, idx in todo.items():
-            clips = [wavs[i] for i in idx.values()]
-            texts = self.transcriber.transcribe(clips, lang, batch_size=self.asr_batch_size)
-            self.transcripts.update(zip(idx, texts))
-
-    def answer(self, items: list[Item], wavs: list[np.ndarray]) -> list[str]:
-        self._transcribe(items, wavs)
-        texts = [self.transcripts[it.id] for it in items]
-        return self.model.generate_text(texts, [it.prompt(self.style) for it in items], **self.gen_kwargs)
-
-
-class OracleTextSystem:
-    """The same LLM and prompt reading the gold transcript instead of the speech: the ceiling that behaviour
-    alignment aims at, and what the other systems' `agreement` is measured against.
-
-    Args:
-        model: a `SpeechLLM` (anything with ``generate_text(texts, instructions, **kwargs)``).
-        style: how the LLM is prompted, as in `SpeechLLMSystem`.
-        gen_kwargs: generation options for the LLM.
-    """
-
-    def __init__(self, model, style: str = "instruction", **gen_kwargs: Any):
-        self.model, self.style = model, _check_style(style)
-        self.gen_kwargs = {"stop_at_newline": True, **gen_kwargs}
-
-    @functools.cached_property
-    def key(self) -> str | None:
-        """What its answers depend on besides the item (None: not cached; see `evaluate_generation`)."""
-        return _text_key("oracle", self.model, self.style, self.gen_kwargs, "")
-
-    def answer(self, items: list[Item], wavs: list[np.ndarray]) -> list[str]:
-        if any(not it.text for it in items):
-            raise ValueError("the oracle-text system needs each item's transcript (Item.text)")
-        return self.model.generate_text([it.text for it in items], [it.prompt(self.style) for it in items],
-                                        **self.gen_kwargs)
-
-
-def _text_key(kind: str, model, style: str, gen_kwargs: dict, front_end: str | None) -> str | None:
-    """The cache key of a system whose answers come from the frozen LLM reading a text (LoRA off): the LLM,
-    the prompt template, the style, the decoding options and the front-end (None: not cached)."""
-    cfg = getattr(model, "cfg", None)
-    if cfg is None or front_end is None:
-        return None
-    from polyvox.models.sources import fingerprint
-
-    return answer_key(kind, fingerprint(cfg.llm), cfg.prompt_template, style, sorted(gen_kwargs.items()), front_end)
-
-
 # -- scoring -----------------------------------------------------------------------------------------
 
 
@@ -604,52 +466,6 @@ def _load_batch(task: str, items: list[Item], root: Path | None,
     return good, wavs
 
 
-def _ask(name: str, system: System, task: str, items: list[Item], wavs: list[np.ndarray]) -> list[str]:
-    outs = system.answer(items, wavs)
-    if len(outs) != len(items):
-        raise RuntimeError(f"system {name!r} gave {len(outs)} answers for {len(items)} {task} items")
-    return outs
-
-
-class AnswerCache:
-    """Answers of systems that have a ``key`` (what their answers depend on besides the item: the model's
-    weights, the prompt style, decoding options), kept in a JSONL file under that key and a hash of the item's
-    content (both prompt forms, the transcript, the clip's samples). A cascade's transcripts are kept beside
-    its answers, so its front-end is scored from cache too. Systems without a key are always asked.
-
-    Every answered batch is appended at once, so a killed evaluation loses at most one batch.
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.rows = read_cache(self.path)
-
-    def ask(self, name: str, system: System, task: str, items: list[Item], wavs: list[np.ndarray]) -> list[str]:
-        """The system's answers to the items, from the cache where it has them."""
-        key = getattr(system, "key", None)
-        if key is None:
-            return _ask(name, system, task, items, wavs)
-        ids = [answer_key(it.instruction, it.pair, it.text, hashlib.sha256(np.ascontiguousarray(w).tobytes()).hexdigest())
-               for it, w in zip(items, wavs)]
-        transcripts = getattr(system, "transcripts", None)
-        transcripts = transcripts if isinstance(transcripts, dict) else None
-        todo = [i for i, rid in enumerate(ids) if (key, rid) not in self.rows]
-        if todo:
-            outs = _ask(name, system, task, [items[i] for i in todo], [wavs[i] for i in todo])
-            with self.path.open("a") as f:
-                for i, a in zip(todo, outs):
-                    row = {"key": key, "id": ids[i], "system": name, "task": task, "item": items[i].id, "answer": str(a)}
-                    if transcripts is not None and items[i].id in transcripts:
-                        row["transcript"] = transcripts[items[i].id]
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                    self.rows[key, ids[i]] = row
-        rows = [self.rows[key, rid] for rid in ids]
-        if transcripts is not None:
-            transcripts.update({it.id: r["transcript"] for it, r in zip(items, rows) if "transcript" in r})
-        return [r["answer"] for r in rows]
-
-
 def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[Item]],
                         root: str | Path | None = None, seen_langs: set[str] | frozenset[str] = frozenset(),
                         batch_size: int = 16, examples: int = 3, agree_with: str = "oracle",
@@ -695,7 +511,7 @@ def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[Item]]
             continue
         good |= {(task, it.id) for it in ok}
         for name, system in systems.items():
-            outs = store.ask(name, system, task, ok, wavs) if store is not None else _ask(name, system, task, ok, wavs)
+            outs = store.ask(name, system, task, ok, wavs) if store is not None else ask(name, system, task, ok, wavs)
             answers[task][name].update({it.id: str(a) for it, a in zip(ok, outs)})
     result: dict[str, Any] = {"tasks": {}, "bad_lines": bad, "seen_langs": sorted(seen)}
     for task, items in tasks.items():
