@@ -11,7 +11,9 @@ Stages (each resumes; `--stage all` runs them in order):
   eval      every system on the same items: ASR, X->en translation, intent, held-out instructions; baselines:
             the cascade (whisper-base -> the same LLM, same xP3 prompt), the untrained adapter and the oracle-text
             LLM; the speech systems share the encoder's states, and every answer goes to <out_dir>/eval-answers.jsonl
-            (a stopped evaluation resumes there)
+            (a stopped evaluation resumes there); BLSP (instruction prompts) is evaluated too when listed in
+            `--variants`. Paired differences with 95 % intervals over the same items: MI and TMI minus T, and each
+            trained system minus the cascade and minus the untrained adapter
 Training stages of different variants may run at once in separate processes (`--stage train --variants T`).
 A variant's training minutes (its CTC stage + its own steps) are in the JSON. Writes
 benchmarks/results/mit_quality.{json,md}.
@@ -100,18 +102,19 @@ def stage_train(base: MITConfig, variants: list[str], init_from: str, blsp_confi
         Path(cfg.out_dir, "train_timing.json").write_text(json.dumps({"seconds": time.perf_counter() - t}))
 
 
-def stage_eval(base: MITConfig, variants: list[str], blsp_config: tuple[str, list[str]]) -> dict:
-    bcfg = load_config(*blsp_config, BLSPConfig)
+def stage_eval(base: MITConfig, variants: list[str], blsp_config: tuple[str, list[str]] | None) -> dict:
+    """Every system on the same items; `blsp_config` None leaves BLSP out (it has its own benchmark)."""
     e = base.eval
     gen = {"max_new_tokens": e.max_new_tokens, "stop_at_newline": base.targets.stop_at_newline}
     models = {f"mit-{v}": SpeechLLM.load(Path(base.out_dir) / v / "model") for v in variants}
     any_model = next(iter(models.values()))
     states = EncoderStates(any_model)  # every speech system here reads the same frozen encoder
     systems = {name: SpeechLLMSystem(m, style="pair", states=states, **gen) for name, m in models.items()}
-    blsp_model = SpeechLLM.load(Path(bcfg.out_dir) / "model")
-    if blsp_model.cfg.encoder != any_model.cfg.encoder:
-        raise ValueError(f"BLSP's encoder {blsp_model.cfg.encoder!r} is not the variants' {any_model.cfg.encoder!r}")
-    systems["blsp"] = SpeechLLMSystem(blsp_model, style="instruction", states=states, **gen)
+    if blsp_config is not None:
+        blsp_model = SpeechLLM.load(Path(load_config(*blsp_config, BLSPConfig).out_dir) / "model")
+        if blsp_model.cfg.encoder != any_model.cfg.encoder:
+            raise ValueError(f"BLSP's encoder {blsp_model.cfg.encoder!r} is not the variants' {any_model.cfg.encoder!r}")
+        systems["blsp"] = SpeechLLMSystem(blsp_model, style="instruction", states=states, **gen)
     systems["cascade"] = CascadeSystem(any_model, Transcriber(e.asr_model), style="pair", **gen)
     systems["untrained"] = SpeechLLMSystem(untrained_like(any_model), style="pair", states=states, **gen)
     systems["oracle"] = OracleTextSystem(any_model, style="pair", **gen)
@@ -120,8 +123,11 @@ def stage_eval(base: MITConfig, variants: list[str], blsp_config: tuple[str, lis
                         other_langs=base.targets.other_langs)
     mit.fill_heldout_references(variant_cfg(base, "TMI"), any_model, tasks)
     t = time.perf_counter()
+    names = [f"mit-{v}" for v in variants]
+    compare = [(a, names[0]) for a in names[1:]] + [(a, b) for a in names + ["blsp"] * ("blsp" in systems)
+                                                    for b in ("cascade", "untrained")]
     result = evaluate_generation(systems, tasks, Path(base.data.manifest).parent, seen, e.batch_size,
-                                 cache=Path(base.out_dir) / "eval-answers.jsonl")
+                                 cache=Path(base.out_dir) / "eval-answers.jsonl", compare=compare)
     result["eval_s"] = time.perf_counter() - t
     write_generation_report(result, base.out_dir, "comparison", config_to_dict(base))
     return result
@@ -163,9 +169,11 @@ def main() -> None:
     if args.stage not in ("eval", "all"):
         return
     variants = [v for v in args.variants if v != "BLSP"]
-    result = stage_eval(base, variants, (args.blsp_config, args.blsp_set))
+    with_blsp = "BLSP" in args.variants
+    result = stage_eval(base, variants, (args.blsp_config, args.blsp_set) if with_blsp else None)
     summary = {task: {s: {"averages": r["averages"], "intervals": r.get("intervals", {})}
                       for s, r in t["systems"].items()} for task, t in result["tasks"].items()}
+    differences = {task: t["differences"] for task, t in result["tasks"].items()}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "mit_quality.md").write_text(generation_markdown(result, "T, MI, TMI and BLSP on the demo corpus"))
     timing = json.loads((root / "targets_timing.json").read_text())
@@ -179,8 +187,11 @@ def main() -> None:
         "training": {v: (st := training_stats(root / v)) | {"train_min_with_ctc": round(st["train_min"]
                                                                                          + ctc_stage.get("train_min", 0), 1)}
                      | json.loads((root / v / "train_timing.json").read_text()) for v in variants},
-        "blsp_training": training_stats(Path(load_config(args.blsp_config, args.blsp_set, BLSPConfig).out_dir)),
-        "summary": summary, "winners": winners(result), "eval_s": result["eval_s"],
+        "blsp_training": training_stats(Path(load_config(args.blsp_config, args.blsp_set, BLSPConfig).out_dir))
+        if with_blsp else None,
+        "summary": summary, "differences": differences,
+        "beats_cascade": {n: [task for task, d in differences.items() if d.get(f"{n} - cascade", {}).get("all", {})
+                              .get("better") == n] for n in [f"mit-{v}" for v in variants] + ["blsp"] * with_blsp}, "winners": winners(result), "eval_s": result["eval_s"],
         "items": {task: len(t["languages"]) and sum(r["n"] for r in t["languages"].values())
                   for task, t in result["tasks"].items()},
         "torch_threads": torch.get_num_threads(), "peak_rss_mb": peak_rss_mb(),

@@ -208,7 +208,8 @@ def test_build_tasks_errors_and_missing_intents(corpus, tmp_path):
 def test_oracle_and_silent_systems(corpus):
     tasks = build_tasks(corpus, GenerationEvalConfig(per_lang=4), "en_us")
     systems = {"oracle": Oracle(), "silent": Silent()}
-    result = evaluate_generation(systems, tasks, None, {"fr_fr"}, batch_size=3)
+    result = evaluate_generation(systems, tasks, None, {"fr_fr"}, batch_size=3,
+                                 compare=[("oracle", "silent"), ("silent", "silent")])
     json.dumps(result)  # serialisable
     assert result["bad_lines"] == []
     asr, xl, intent = (result["tasks"][t] for t in ("asr", "translation", "intent"))
@@ -228,6 +229,14 @@ def test_oracle_and_silent_systems(corpus):
         perfect, none = (t["systems"][n]["intervals"]["all"][t["headline"]] for n in ("oracle", "silent"))
         best, worst = (1.0, 0.0) if t["headline"] == "accuracy" else (100.0, 0.0) if t["higher_is_better"] else (0.0, 1.0)
         assert perfect == pytest.approx([best, best]) and none == pytest.approx([worst, worst])
+    for t in result["tasks"].values():  # paired differences: perfect minus silent, per group, and a tie
+        d = t["differences"]["oracle - silent"]
+        assert set(d) == {"seen", "unseen", "all"} and d["all"]["better"] == "oracle"
+        gap = {"CER": -1.0, "accuracy": 1.0}.get(t["headline"], 100.0)
+        assert d["seen"]["mean"] == pytest.approx(gap) and d["seen"]["ci95"] == pytest.approx([gap, gap])
+        assert t["differences"]["silent - silent"]["all"] == {"metric": t["headline"], "mean": 0.0,
+                                                              "ci95": [0.0, 0.0], "better": None}
+    assert "| oracle - silent | -100.0 [-100.0, -100.0] oracle |" in generation_markdown(result)
     ex = xl["systems"]["oracle"]["examples"]["fr_fr"]
     assert 0 < len(ex) <= 3 and all(r == a for r, a in ex)
 

@@ -119,3 +119,44 @@ def test_item_statistics_sum_to_the_corpus_metrics_and_bootstrap_over_them():
         item_statistics("BLEU", hyps, refs)
     with pytest.raises(ValueError, match="empty"):
         bootstrap_corpus_macro({"a": np.zeros((0, 2))}, "CER")
+
+
+def test_paired_corpus_difference_matches_brute_force_and_cancels_shared_items():
+    import numpy as np
+    import pytest
+
+    from polyvox.eval.metrics import (
+        bootstrap_corpus_difference,
+        bootstrap_corpus_macro,
+        item_statistics,
+        score_from_statistics,
+    )
+
+    refs = {"x": ["the cat sat", "a dog ran", "hello world", "good night"], "y": ["uno dos", "tres", "cuatro cinco"]}
+    hyp_a = {"x": ["the cat sat", "a dig ran", "hello", "good nite"], "y": ["uno do", "tres", "cinco"]}
+    hyp_b = {"x": ["the bat sit", "dog", "", "god night"], "y": ["un dos", "tes", "cuatro"]}
+    a = {g: item_statistics("CER", hyp_a[g], refs[g]) for g in refs}
+    b = {g: item_statistics("CER", hyp_b[g], refs[g]) for g in refs}
+    mean, lo, hi = bootstrap_corpus_difference(a, b, "CER", n=200, seed=3)
+    # brute force: the same resampled indices for both systems, one language at a time
+    rng = np.random.default_rng(3)
+    boot = np.zeros(200)
+    for g in refs:
+        idx = rng.integers(0, len(a[g]), (200, len(a[g])))
+        boot += [score_from_statistics("CER", a[g][i].sum(0)) - score_from_statistics("CER", b[g][i].sum(0))
+                 for i in idx]
+    boot /= 2
+    macro = lambda s: np.mean([score_from_statistics("CER", s[g].sum(0)) for g in s])  # noqa: E731
+    assert mean == pytest.approx(macro(a) - macro(b)) and mean < 0
+    assert [lo, hi] == pytest.approx(np.quantile(boot, [0.025, 0.975]).tolist())
+    assert bootstrap_corpus_difference(a, a, "CER") == (0.0, 0.0, 0.0)
+    # accuracy: B right on half the items, A on the same ones and one more per language; alone their intervals
+    # overlap, paired the difference is never below 0
+    gold = [1] * 8
+    hb = {g: item_statistics("accuracy", [1, 0, 1, 0, 1, 0, 1, 0], gold) for g in "pq"}
+    ha = {g: item_statistics("accuracy", [1, 1, 1, 0, 1, 0, 1, 0], gold) for g in "pq"}
+    (_, lo_a, _), (_, _, hi_b) = bootstrap_corpus_macro(ha, "accuracy"), bootstrap_corpus_macro(hb, "accuracy")
+    d, d_lo, d_hi = bootstrap_corpus_difference(ha, hb, "accuracy")
+    assert lo_a < hi_b and d == pytest.approx(0.125) and 0 <= d_lo < d <= d_hi
+    with pytest.raises(ValueError, match="same groups and items"):
+        bootstrap_corpus_difference(a, {"x": b["x"]}, "CER")

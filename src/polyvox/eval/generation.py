@@ -30,6 +30,7 @@ from polyvox.data.degrade import CONDITIONS, write_degraded
 from polyvox.data.manifest import Utterance, read_manifest
 from polyvox.eval.metrics import (
     accuracy,
+    bootstrap_corpus_difference,
     bootstrap_corpus_macro,
     cer,
     chrf,
@@ -420,6 +421,40 @@ def _score_system(task: str, items: list[Item], answers: dict[str, str], seen: s
             "examples": shown}
 
 
+def _differences(task: str, items: list[Item], answers: dict[str, dict[str, str]], pairs: list[tuple[str, str]],
+                 seen: set[str], oracle: dict[str, str] | None) -> dict:
+    """Paired differences of the headline metric, system minus baseline on the items both answered, per group
+    (seen / unseen / all), with 95 % intervals from `bootstrap_corpus_difference`; ``better`` names the side
+    the interval favours (None when it contains 0)."""
+    spec = task_spec(task)
+    metric = "chrF" if spec.headline == "agreement" else spec.headline
+    out: dict[str, dict] = {}
+    for a, b in pairs:
+        both = [it for it in items if it.id in answers.get(a, {}) and it.id in answers.get(b, {})]
+        if not both or (spec.headline == "agreement" and not oracle):
+            continue
+        stats: dict[str, dict[str, list[np.ndarray]]] = {a: defaultdict(list), b: defaultdict(list)}
+        by_lang: dict[str, list[Item]] = defaultdict(list)
+        for it in both:
+            by_lang[it.lang].append(it)
+        for name in (a, b):
+            for lang, its in by_lang.items():
+                outs = [answers[name][it.id] for it in its]
+                stats[name][lang] = (item_statistics("chrF", outs, [oracle.get(it.id, "") for it in its])
+                                     if spec.headline == "agreement" else _headline_statistics(task, its, outs))
+        row = {}
+        for group, keep in (("seen", True), ("unseen", False), ("all", None)):
+            langs = [lg for lg in sorted(by_lang) if keep is None or (lg in seen) == keep]
+            if langs:
+                mean, lo, hi = bootstrap_corpus_difference({lg: stats[a][lg] for lg in langs},
+                                                           {lg: stats[b][lg] for lg in langs}, metric)
+                up = a if spec.higher_is_better else b
+                better = (up if lo > 0 else ({a, b} - {up}).pop() if hi < 0 else None)
+                row[group] = {"metric": spec.headline, "mean": mean, "ci95": [lo, hi], "better": better}
+        out[f"{a} - {b}"] = row
+    return out
+
+
 def _task_languages(items: list[Item], good: set[tuple[str, str]], task: str, seen: set[str]) -> dict:
     """Per-language facts shared by all systems: items scored, seen flag, chance (intent)."""
     rows: dict[str, dict] = {}
@@ -469,7 +504,7 @@ def _load_batch(task: str, items: list[Item], root: Path | None,
 def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[Item]],
                         root: str | Path | None = None, seen_langs: set[str] | frozenset[str] = frozenset(),
                         batch_size: int = 16, examples: int = 3, agree_with: str = "oracle",
-                        cache: str | Path | None = None) -> dict:
+                        cache: str | Path | None = None, compare: list[tuple[str, str]] = ()) -> dict:
     """Run every system on every task and score the answers per language.
 
     Audio is loaded once per batch (one language of one task) and given to every system; a clip that
@@ -487,12 +522,15 @@ def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[Item]]
             compared with: the ``agreement`` metric, chrF against its answer to the same item.
         cache: a JSONL file of answers (see `AnswerCache`) read and appended to: a killed evaluation resumes, and
             systems that do not depend on the model under test are asked once across evaluations (None: off).
+        compare: (system, baseline) pairs whose paired difference of the headline metric is reported per task,
+            with a bootstrap interval over the items both answered (`bootstrap_corpus_difference`).
 
     Returns:
         A JSON-serialisable dict: ``tasks[task]`` holds ``metrics``, ``headline``, ``higher_is_better``,
         ``languages`` (n, seen, chance), ``averages`` and ``systems[name]`` with ``languages`` (per-language
         metrics), ``averages`` (seen / unseen / all), ``intervals`` (group -> headline metric and agreement
-        -> 95 % bootstrap interval over items) and ``examples``; then ``bad_lines`` (task, id,
+        -> 95 % bootstrap interval over items) and ``examples``, and with `compare` ``differences["a - b"][group]``
+        (``mean``, ``ci95``, ``better``); then ``bad_lines`` (task, id,
         error) and ``seen_langs``.
     """
     check_tasks(list(tasks))
@@ -526,6 +564,8 @@ def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[Item]]
                                  "headline": spec.headline,
                                  "higher_is_better": spec.higher_is_better, "languages": langs,
                                  "averages": macro_averages(langs), "systems": scored}
+        if compare:
+            result["tasks"][task]["differences"] = _differences(task, items, answers[task], list(compare), seen, oracle)
         _log_task(task, spec, scored)
     return result
 

@@ -240,3 +240,29 @@ def bootstrap_corpus_macro(stats: dict[str, np.ndarray], metric: str, n: int = 1
 
     groups = [np.asarray(s, dtype=np.float64) for s in stats.values() if len(s)]
     return _bootstrap(groups, score, n, seed, level)
+
+
+def bootstrap_corpus_difference(system: dict[str, np.ndarray], baseline: dict[str, np.ndarray], metric: str,
+                                n: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """Paired bootstrap of a macro-averaged corpus metric: system minus baseline on the same items.
+
+    Both take group -> (N, K) `item_statistics`, rows of one group being the same items in the same order. Each
+    resample draws one set of item indices per group and scores both systems on it, so what the two share (hard
+    items, a language's difficulty) cancels, and the interval is that of the difference itself.
+
+    Returns:
+        (macro difference, lower bound, upper bound).
+    """
+    if system.keys() != baseline.keys() or any(len(system[g]) != len(baseline[g]) for g in system):
+        raise ValueError("a paired difference needs the same groups and items on both sides")
+    k = next((np.shape(s)[-1] for s in system.values() if len(s)), 0)
+
+    def score(items: np.ndarray) -> np.ndarray:  # (..., N, 2K): the system's statistics, then the baseline's
+        totals = items.sum(-2)
+        flat = totals.reshape(-1, totals.shape[-1])
+        return np.array([score_from_statistics(metric, t[:k]) - score_from_statistics(metric, t[k:])
+                         for t in flat]).reshape(totals.shape[:-1])
+
+    groups = [np.concatenate([np.asarray(system[g], dtype=np.float64), np.asarray(baseline[g], dtype=np.float64)],
+                             axis=-1) for g in system if len(system[g])]
+    return _bootstrap(groups, score, n, seed, level)

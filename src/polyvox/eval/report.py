@@ -120,11 +120,28 @@ def _generation_table(task: str, t: dict) -> list[str]:
     return lines
 
 
+def _differences_table(t: dict) -> list[str]:
+    """Paired differences of the headline metric (system - baseline, same items) with their 95 % intervals;
+    the side an interval favours is named, "–" where it contains 0."""
+    diffs = t.get("differences") or {}
+    if not diffs:
+        return []
+    m = t["headline"]
+    groups = [g for g in ("seen", "unseen", "all") if any(g in d for d in diffs.values())]
+    lines = ["", f"Paired differences of {m} (same items, 95 % bootstrap interval; better: the side it favours)", "",
+             "| difference | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
+    for name, d in diffs.items():
+        cells = [f"{_gfmt(d[g]['mean'], m)} [{_gfmt(d[g]['ci95'][0], m)}, {_gfmt(d[g]['ci95'][1], m)}] "
+                 f"{d[g]['better'] or '–'}" if g in d else "" for g in groups]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def generation_markdown(result: dict, title: str = "Zero-shot speech LLM evaluation") -> str:
     """One table per task (per-language rows, seen / unseen / all averages), then the bad lines, if any."""
     lines = [f"## {title}", ""]
     for task, t in result["tasks"].items():
-        lines += _generation_table(task, t) + [""]
+        lines += _generation_table(task, t) + _differences_table(t) + [""]
     if result.get("bad_lines"):
         lines += [f"{len(result['bad_lines'])} item(s) left out for bad audio:", ""]
         lines += [f"- {b['task']}: {b['error']}" for b in result["bad_lines"]] + [""]
