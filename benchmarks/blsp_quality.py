@@ -109,7 +109,9 @@ def targets(result: dict, system: str) -> dict:
     for task, metric, lower in (("asr", "CER", True), ("translation", "chrF", False), ("intent", "accuracy", False)):
         a, c = avg(task, system, metric, "all"), avg(task, "cascade", metric, "all")
         if a is not None and c is not None:
-            out["beats_cascade"][task] = {"system": a, "cascade": c, "met": a < c if lower else a > c}
+            paired = t[task].get("differences", {}).get(f"{system} - cascade", {}).get("all")
+            out["beats_cascade"][task] = {"system": a, "cascade": c, "met": a < c if lower else a > c,
+                                          "paired_difference": paired}
     out["beats_cascade_on_2_of_3"] = sum(v["met"] for v in out["beats_cascade"].values()) >= 2
     return out
 

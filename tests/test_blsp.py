@@ -519,6 +519,9 @@ def test_cli_blsp_pipeline_and_generate(tiny_corpus: Path, tmp_path: Path,
         assert set(task["systems"]) == ({"blsp"} if name == "asr:telephone" else {"blsp", "untrained", "oracle"})
         assert task["languages"]["pl_pl"]["seen"] is False and task["languages"]["fr_fr"]["seen"] is True
     assert result["tasks"]["continuation"]["headline"] == "agreement"
+    for name, task in result["tasks"].items():  # the trained adapter minus the untrained one, paired on the items
+        assert list(task.get("differences", {})) == ([] if name == "asr:telephone" else ["blsp - untrained"])
+    assert result["tasks"]["asr"]["differences"]["blsp - untrained"]["all"]["metric"] == "CER"
     asked = sum(r["n"] for r in result["tasks"]["asr:telephone"]["languages"].values())
     assert asked == sum(r["n"] for r in result["tasks"]["asr"]["languages"].values())
     assert len(list((run / "degraded" / "telephone").rglob("*.flac"))) == asked

@@ -311,13 +311,15 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
         prepare(model, tasks)
     seen, root = set(meta.get("train_languages", [])), Path(data.manifest).parent
     cache = e.answer_cache or Path(out_dir) / "answers.jsonl"
-    result = evaluate_generation(systems, tasks, root, seen, e.batch_size, cache=cache)
+    compare = [(system, b) for b in ("cascade", "untrained") if b in systems]  # paired, with intervals
+    result = evaluate_generation(systems, tasks, root, seen, e.batch_size, cache=cache, compare=compare)
     if e.conditions:  # degraded clips: only the systems that hear them (the oracle reads text, the untrained adapter noise)
         if "asr" not in tasks:
             raise ValueError("eval.conditions degrade the ASR task's clips: add asr to eval.tasks")
         degraded = {f"asr:{c}": degraded_items(tasks["asr"], root, Path(out_dir) / "degraded", c) for c in e.conditions}
         hearing = {k: v for k, v in systems.items() if k in (system, "cascade")}
-        more = evaluate_generation(hearing, degraded, root, seen, e.batch_size, cache=cache)
+        more = evaluate_generation(hearing, degraded, root, seen, e.batch_size, cache=cache,
+                                   compare=[c for c in compare if c[1] in hearing])
         result["tasks"].update(more["tasks"])
         result["bad_lines"] += more["bad_lines"]
     paths = write_generation_report(result, out_dir, name, config)
