@@ -3,13 +3,51 @@
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
+
+
+def world_size() -> int:
+    """Processes in the default group (1 without torch.distributed)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Every process's rows, in rank order: (n_rank, ...) here -> (sum of n, ...) everywhere.
+
+    Gradient flows back to each process's own rows (open_clip's ``gather_with_grad``): with every process computing
+    the same loss over the gathered rows, the gathered gradient is summed over the processes' copies and DDP's
+    averaging turns it back into the gradient of one process holding the whole batch. Processes may hold different
+    numbers of rows (padded for the collective, cut after). Without torch.distributed, `x` itself.
+    """
+    world = world_size()
+    if world == 1:
+        return x
+    sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([len(x)], device=x.device))
+    most = max(int(n) for n in sizes)
+    padded = torch.cat([x, x.new_zeros(most - len(x), *x.shape[1:])])
+    return torch.cat([part[: int(n)] for part, n in zip(dist_fn.all_gather(padded), sizes)])
+
+
+def mean_over_processes(total: torch.Tensor, count: int) -> torch.Tensor:
+    """`total` / `count` as if one process held every process's items: with N processes, total * N / (the
+    processes' summed count), so that DDP's averaging of gradients gives the gradient of the global mean even when
+    processes hold different numbers of tokens or items. 0 (with a graph) when no process has any."""
+    world = world_size()
+    if world > 1:
+        n = torch.tensor([float(count)], device=total.device)
+        dist.all_reduce(n)
+        count, total = n.item(), total * world
+    return total / count if count else total * 0.0
 
 
 def contrastive_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
     """In-batch softmax contrastive loss over dot products, averaged over both directions.
 
-    Row i of `a` and row i of `b` are a positive pair; every other row of the batch is a negative.
+    Row i of `a` and row i of `b` are a positive pair; every other row of the batch is a negative. With several
+    processes, pass the `gather_with_grad` rows so that every process's rows are negatives.
 
     Args:
         a: (B, E) embeddings, e.g. speech.

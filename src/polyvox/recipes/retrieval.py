@@ -19,7 +19,7 @@ from polyvox.data.degrade import augmentation_subset, write_degraded
 from polyvox.data.manifest import Utterance, read_manifest
 from polyvox.eval.report import write_report
 from polyvox.eval.retrieval import evaluate_retrieval
-from polyvox.losses import contrastive_loss, spread_out
+from polyvox.losses import contrastive_loss, gather_with_grad, spread_out
 from polyvox.models.dual_encoder import DualEncoder, load_backbone
 from polyvox.models.export import read_meta
 from polyvox.models.speech_encoder import SpeechEncoder
@@ -169,23 +169,31 @@ def _batches(cfg: RetrievalConfig, model: DualEncoder, train_set: list[tuple[lis
         return [int(x) for x in epoch_batches(epoch)[i]]
 
     def batches(step: int, rank: int, world: int) -> list[dict]:
-        idx = global_indices(step)[rank::world]
+        """Micro-batch m of the step is the same set of pairs for any number of processes (each holds every
+        world-th); the losses gather the processes' embeddings, so its negatives are the whole micro-batch. An
+        extra loss (translation pairs, speech translation) runs on a micro-batch only where every process holds
+        its items: every process then makes the same collective calls."""
+        g = global_indices(step)
         extra = []
         if cfg.loss.translation_weight > 0 and pairs:
             rng = np.random.default_rng([t.seed, step, 1])
             extra = [pairs[i] for i in rng.choice(len(pairs), min(len(pairs), cfg.loss.translation_batch_size), replace=False)]
         micros = []
         for m in range(t.grad_accum):
-            sel = [train_set[i] for i in idx[m :: t.grad_accum]]
+            shares = [[train_set[i] for i in g[m :: t.grad_accum][r::world]] for r in range(world)]
+            sel = shares[rank]
             mp = extra[m :: t.grad_accum]
-            xl = [j for j, s in enumerate(sel) if s[3]] if cfg.loss.speech_translation_weight > 0 else []
+            mp = mp[rank::world] if len(mp) >= world else []
+            has = [[j for j, s in enumerate(share) if s[3]] for share in shares]
+            xl = has[rank] if (cfg.loss.speech_translation_weight > 0 and sum(map(len, has)) > 1
+                               and all(has)) else []
             micros.append({
                 "speech": model.tokenize_speech([s[0] for s in sel], [s[1] for s in sel]),
                 "text": model.tokenize_text([s[2] for s in sel], [s[1] for s in sel]),
                 "src": model.tokenize_text([p[0] for p in mp], [p[1] for p in mp]) if mp else None,
                 "tgt": model.tokenize_text([p[2] for p in mp], [pivot] * len(mp)) if mp else None,
                 "xl_index": xl,  # items whose translation is in "xl"
-                "xl": model.tokenize_text([sel[j][3] for j in xl], [pivot] * len(xl)) if len(xl) > 1 else None,
+                "xl": model.tokenize_text([sel[j][3] for j in xl], [pivot] * len(xl)) if xl else None,
             })
         return micros
 
@@ -200,18 +208,19 @@ def _loss_fn(cfg: RetrievalConfig):
         xl = batch.get("xl")
         embs = model(*groups, *([xl] if xl is not None else []))
         scale = getattr(model, "module", model).log_scale.clamp(0.0, math.log(100.0)).exp()
-        s, t = embs[0], embs[1]  # (B, E) each
+        local = embs[0]
+        s, t = gather_with_grad(local), gather_with_grad(embs[1])  # (B, E) each: every process's pairs
         main = contrastive_loss(s, t, scale)
         reg = spread_out(s) + spread_out(t)
         loss = main + lc.spread_out * reg
         m = {"contrastive": main.item(), "spread_out": reg.item(), "scale": scale.item(),
              "batch_acc": (s @ t.T).argmax(1).eq(torch.arange(len(s), device=s.device)).float().mean().item()}
         if batch["src"] is not None:
-            tr = contrastive_loss(embs[2], embs[3], scale)
+            tr = contrastive_loss(gather_with_grad(embs[2]), gather_with_grad(embs[3]), scale)
             loss = loss + lc.translation_weight * tr
             m["translation"] = tr.item()
         if xl is not None:
-            st = contrastive_loss(s[batch["xl_index"]], embs[-1], scale)
+            st = contrastive_loss(gather_with_grad(local[batch["xl_index"]]), gather_with_grad(embs[-1]), scale)
             loss = loss + lc.speech_translation_weight * st
             m["speech_translation"] = st.item()
         return loss, m

@@ -27,7 +27,7 @@ from polyvox.config import (
 )
 from polyvox.data.degrade import augmentation_subset, write_degraded
 from polyvox.data.manifest import Utterance, read_manifest
-from polyvox.losses import distill_kl
+from polyvox.losses import distill_kl, mean_over_processes
 from polyvox.models.ctc import EmbeddingCTCHead, aligned_ctc_loss
 from polyvox.models.export import read_meta, save_trainable
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
@@ -94,7 +94,7 @@ def clip_batches(t: TrainConfig, train_set: list[tuple[Utterance, Any]], root: P
     run sees the same data. A micro-batch is ``{"wavs", "utts", "items"}``: the clips (16 kHz audio, or the
     encoder's cached `states` when given), their utterances and the payload paired with each (targets,
     prompts …); a clip that fails to load costs one item. `time_mask` > 0 masks that share of each clip's
-    cached states (`mask_time`, spans of `mask_span` frames), drawn from (seed, step, rank)."""
+    cached states (`mask_time`, spans of `mask_span` frames), drawn from (seed, step, item)."""
     if time_mask > 0 and states is None:
         raise ValueError("time masking works on cached encoder states (not with model.layer_mix)")
     per_epoch = max(1, len(train_set) // t.batch_size)
@@ -105,15 +105,17 @@ def clip_batches(t: TrainConfig, train_set: list[tuple[Utterance, Any]], root: P
 
     def batches(step: int, rank: int, world: int) -> list[dict]:
         epoch, i = divmod(step, per_epoch)
-        idx = order(epoch)[i * t.batch_size : (i + 1) * t.batch_size][rank::world]
-        rng = np.random.default_rng([t.seed, step, rank])
+        idx = order(epoch)[i * t.batch_size : (i + 1) * t.batch_size]
         micros = []
-        for m in range(t.grad_accum):
+        for m in range(t.grad_accum):  # the same micro-batches for any number of processes, each holding a share
             utts, items, wavs = [], [], []
-            for u, item in (train_set[j] for j in idx[m :: t.grad_accum]):
+            for j in idx[m :: t.grad_accum][rank::world]:
+                u, item = train_set[j]
                 if states is not None:
                     if u.id in states:  # else it could not be encoded (reported by `encoder_states`)
-                        wavs.append(mask_time(states[u.id], time_mask, mask_span, rng) if time_mask else states[u.id])
+                        x = states[u.id]
+                        wavs.append(mask_time(x, time_mask, mask_span, np.random.default_rng([t.seed, step, j]))
+                                    if time_mask else x)
                         utts.append(u)
                         items.append(item)
                     continue
@@ -143,8 +145,8 @@ def alignment_loss(lc: AlignConfig):
         logits, ids, teacher = model(batch["wavs"], list(prompts), list(targets),
                                      [u.text for u in batch["utts"]] if lc.kl_weight > 0 else None)
         per_token = F.cross_entropy(logits, ids, reduction="none")  # (N,)
-        ce = per_token.mean()
-        m = {"ce": ce.item(), "token_acc": logits.argmax(-1).eq(ids).float().mean().item(), "tokens": len(ids)}
+        ce = mean_over_processes(per_token.sum(), len(ids))  # per token of every process's micro-batch
+        m = {"ce": per_token.mean().item(), "token_acc": logits.argmax(-1).eq(ids).float().mean().item(), "tokens": len(ids)}
         token_kinds = [k for k, t in zip(kinds, targets) for _ in t]
         for kind in sorted({k for k in kinds if k is not None}):
             sel = torch.tensor([k == kind for k in token_kinds], device=per_token.device)
@@ -152,11 +154,11 @@ def alignment_loss(lc: AlignConfig):
         loss = ce
         if teacher is not None:
             kl = distill_kl(logits, teacher, lc.kl_temperature)
-            loss = loss + lc.kl_weight * kl
+            loss = loss + lc.kl_weight * mean_over_processes(kl * len(ids), len(ids))
             m["kl"] = kl.item()
         if lc.ctc_weight > 0:
             ctc, m["ctc_items"] = transcript_ctc(model, batch)
-            loss = loss + lc.ctc_weight * ctc
+            loss = loss + lc.ctc_weight * mean_over_processes(ctc * m["ctc_items"], m["ctc_items"])
             m["ctc"] = ctc.item()
         return loss, m
 
@@ -223,7 +225,7 @@ class CTCStage(nn.Module):
         """CTC loss of the transcripts' LLM tokens; items too short to align are left out and counted."""
         x, n = self.model.adapter_frames(wavs)  # (B, L, D_llm), (B,)
         loss, kept = aligned_ctc_loss(self.head, x, n, targets)
-        return loss, {"ctc_items": kept, "ctc_skipped": len(targets) - kept}
+        return mean_over_processes(loss * kept, kept), {"ctc_items": kept, "ctc_skipped": len(targets) - kept}
 
     def save(self, folder: str | Path) -> Path:
         return save_trainable(self, folder, {"kind": "ctc_stage"})
