@@ -13,7 +13,7 @@ import argparse
 
 from _common import RESULTS, write_result
 
-from polyvox.data.report import corpus_report, markdown
+from polyvox.eval.corpus_report import corpus_report, markdown
 
 
 def main() -> None:

@@ -32,9 +32,10 @@ import torch
 from _common import RESULTS, peak_rss_mb, write_result
 
 from polyvox.config import BLSPConfig, MITConfig, config_to_dict, load_config
-from polyvox.eval.generation import build_tasks, evaluate_generation
+from polyvox.eval.generation import evaluate_generation
 from polyvox.eval.report import generation_markdown, write_generation_report
 from polyvox.eval.systems import CascadeSystem, EncoderStates, OracleTextSystem, SpeechLLMSystem
+from polyvox.eval.tasks import build_tasks
 from polyvox.models.asr import Transcriber
 from polyvox.models.export import read_meta
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm

@@ -237,8 +237,8 @@ def test_evaluation_systems_share_the_encoders_states(taught: SimpleNamespace,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """`EncoderStates`: the trained and the untrained adapter read one float16 copy of each clip's encoder
     states; the encoder runs once per clip, and the taught adapter still repeats the speech from them."""
-    from polyvox.eval.generation import Item
     from polyvox.eval.systems import EncoderStates, SpeechLLMSystem
+    from polyvox.eval.tasks import Item
     from polyvox.models.speech_encoder import SpeechEncoder
 
     model = taught.model

@@ -431,7 +431,7 @@ def test_cli_imports_a_folder_and_reports_errors(tmp_path: Path, capsys: pytest.
 
 
 def test_report_on_an_imported_corpus(tmp_path: Path) -> None:
-    from polyvox.data.report import corpus_report
+    from polyvox.eval.corpus_report import corpus_report
 
     src = make_folder(tmp_path / "mine", n=6)
     out = tmp_path / "out"

@@ -219,7 +219,7 @@ def test_cli_builds_a_preset_with_overrides(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_report_counts_hours_and_transcribes_samples(tiny_builds: tuple[Path, Path]) -> None:
-    from polyvox.data.report import cer, corpus_report, markdown
+    from polyvox.eval.corpus_report import cer, corpus_report, markdown
 
     assert cer("abc", "abd") == pytest.approx(1 / 3) and cer("Hello", "hello ") == 0.0
     root = tiny_builds[0].parent

@@ -13,18 +13,12 @@ from conftest import WORDS, tone_speech
 from polyvox.audio import load_audio, write_flac
 from polyvox.config import GenerationEvalConfig
 from polyvox.data.manifest import Utterance, read_manifest, write_manifest
-from polyvox.eval.generation import (
-    build_tasks,
-    check_tasks,
-    degraded_items,
-    evaluate_generation,
-    label_name,
-    parse_label,
-    shown_names,
-)
+from polyvox.eval.generation import evaluate_generation
 from polyvox.eval.metrics import accuracy, cer, chrf, normalize_text, wer
 from polyvox.eval.report import generation_markdown, write_generation_report
+from polyvox.eval.scoring import parse_label
 from polyvox.eval.systems import CascadeSystem, OracleTextSystem, SpeechLLMSystem
+from polyvox.eval.tasks import build_tasks, check_tasks, degraded_items, label_name, shown_names
 from polyvox.models.speech_llm import make_instruction
 
 LANGS = ("fr_fr", "de_de", "en_us")

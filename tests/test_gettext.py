@@ -10,17 +10,16 @@ from pathlib import Path
 import pytest
 
 from polyvox.data.languages import FLEURS
-from polyvox.data.sources.gettext import (
+from polyvox.data.sources.catalogs import (
     LOCALE_TO_FLEURS,
     MoError,
-    collect_messages,
     find_catalogs,
-    group_id,
     locale_to_fleurs,
     read_catalog,
     read_mo,
-    reject_reason,
 )
+from polyvox.data.sources.gettext import collect_messages, reject_reason
+from polyvox.data.sources.text import group_id
 
 
 def write_mo(path: Path, entries: dict[str, str], charset: str = "UTF-8", big_endian: bool = False) -> Path:

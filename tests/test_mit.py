@@ -13,8 +13,8 @@ from conftest import char_speech, content_sensitive, tone_speech
 
 from polyvox.cli import main
 from polyvox.config import MITConfig, SpeechLLMConfig, load_config
-from polyvox.eval.generation import build_tasks
 from polyvox.eval.systems import SpeechLLMSystem
+from polyvox.eval.tasks import build_tasks
 from polyvox.models.ctc import EmbeddingCTCHead
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm, make_instruction
 from polyvox.recipes import mit, speech_llm

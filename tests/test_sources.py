@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from polyvox.fileio import default_cache_dir
 from polyvox.models import ct2, sources
 from polyvox.models.sources import (
     PRESETS,
     ModelSourceError,
     PackagedPreset,
-    default_cache_dir,
     fingerprint,
     join_files,
     load_llm,

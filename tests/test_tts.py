@@ -12,6 +12,7 @@ pytest.importorskip("espeakng_loader")
 
 from polyvox.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from polyvox.data import tts  # noqa: E402
+from polyvox.fileio import sha256_file  # noqa: E402
 
 FR = "Le fichier est introuvable, veuillez réessayer plus tard."
 DE = "Die Datei wurde nicht gefunden, bitte später erneut versuchen."
@@ -121,7 +122,7 @@ def test_batch_writes_flac_and_reports_failures(tmp_path: Path) -> None:
     for res, job in ((ok_fr, jobs[0]), (ok_de, jobs[2])):
         assert res.error is None
         wav = load_audio(job.path)
-        assert len(wav) == res.num_samples and res.sha256 == tts.file_sha256(job.path)
+        assert len(wav) == res.num_samples and res.sha256 == sha256_file(job.path)
 
 
 # A real input that makes eSpeak NG's Marathi voice crash its process (a segfault, not an exception).

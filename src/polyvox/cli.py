@@ -46,7 +46,7 @@ def data_report(corpus: str | Path, out: str | Path | None = None, samples: int 
     """Report counts, hours, TTS speed and Whisper transcripts of a corpus into ``report.json`` / ``report.md``."""
     import json
 
-    from polyvox.data.report import corpus_report, markdown
+    from polyvox.eval.corpus_report import corpus_report, markdown
     from polyvox.fileio import atomic_write_text
 
     report = corpus_report(corpus, samples, asr, tts_clips)
@@ -234,8 +234,7 @@ def _manifest_speech_vectors(dual, model: str | Path, manifest: str | Path, spli
     import torch
 
     from polyvox.data.manifest import read_manifest
-    from polyvox.models.units import encode_units
-    from polyvox.recipes.retrieval import encoder_for_units
+    from polyvox.models.units import encode_units, encoder_for_units
 
     tok = dual.unit_tokenizer
     if tok is None:

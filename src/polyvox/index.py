@@ -21,7 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from polyvox.fileio import atomic_write_text
+from polyvox.data.languages import check_lang
+from polyvox.data.manifest import read_manifest
+from polyvox.fileio import atomic_write_text, sha256_file
+from polyvox.models.dual_encoder import DualEncoder
+from polyvox.models.units import encoder_for_units
 
 
 @dataclass(frozen=True)
@@ -265,8 +269,6 @@ def _current(folder: Path) -> Path | None:
 
 def model_fingerprint(model_dir: str | Path) -> str:
     """Identity of a trained checkpoint: SHA-256 of its weights and description."""
-    from polyvox.models.sources import sha256_file
-
     folder = Path(model_dir)
     return sha256_file(folder / "model.safetensors")[:32] + sha256_file(folder / "model.json")[:32]
 
@@ -284,9 +286,6 @@ def recall_at_k(exact: list[list[Hit]], approx: list[list[Hit]], k: int) -> floa
 def read_texts(path: str | Path, lang: str | None = None) -> list[Item]:
     """Texts to index: a manifest (``.jsonl``: each line's id, text and language) or a plain text file (one text
     a line, all in `lang`; ids are ``<file name>:<line number>``; blank lines are skipped)."""
-    from polyvox.data.languages import check_lang
-    from polyvox.data.manifest import read_manifest
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"text file not found: {path}")
@@ -319,8 +318,6 @@ def embed_speech(dual, wavs: list[np.ndarray], langs: str | list[str], encoder=N
     tokenizer was fitted on -> audio units -> the dual encoder. Pass `encoder` to reuse a loaded one."""
     import torch
 
-    from polyvox.recipes.retrieval import encoder_for_units
-
     tok = dual.unit_tokenizer
     if tok is None:
         raise ValueError("this dual-encoder checkpoint has no unit tokenizer, so it cannot embed audio")
@@ -335,8 +332,6 @@ def build_index(model_dir: str | Path, items: list[Item], folder: str | Path, ki
     """Embed `items` with a trained dual encoder and add them to the index in `folder` (made if absent, else
     extended with the ids it lacks: the model must be the one it was built with); saves a new version when
     anything changed."""
-    from polyvox.models.dual_encoder import DualEncoder
-
     fingerprint = model_fingerprint(model_dir)
     index = TextIndex.load(folder) if _current(Path(folder)) is not None else None
     if index is not None:

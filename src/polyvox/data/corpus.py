@@ -30,7 +30,7 @@ from polyvox.data.languages import check_lang
 from polyvox.data.manifest import Utterance, speech_hours, split_counts, write_manifest
 from polyvox.data.sources.gettext import collect_messages
 from polyvox.data.sources.text import ENGLISH, Message
-from polyvox.fileio import atomic_write_text
+from polyvox.fileio import atomic_write_text, sha256_file
 from polyvox.provenance import versions
 
 log = logging.getLogger(__name__)
@@ -360,7 +360,7 @@ def _speak(
     todo = []
     for job in jobs:
         prev, path = old.get(job.id), Path(job.path)
-        if prev and prev.get("key") == keys[job.id] and path.exists() and tts.file_sha256(path) == prev.get("sha256"):
+        if prev and prev.get("key") == keys[job.id] and path.exists() and sha256_file(path) == prev.get("sha256"):
             index[job.id] = prev
         else:
             todo.append(job)

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from polyvox.audio import SAMPLE_RATE, AudioError, to_mono_16k, write_flac
 from polyvox.data.languages import check_lang
+from polyvox.fileio import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -374,11 +375,6 @@ class SynthResult:
     """Why synthesis failed (None on success)."""
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def run_job(job: SynthJob, synth: Synthesizer) -> SynthResult:
     """Speak one job into its file; failures come back as a result with `error` set."""
     try:
@@ -386,7 +382,7 @@ def run_job(job: SynthJob, synth: Synthesizer) -> SynthResult:
     except (TTSError, AudioError) as e:
         return SynthResult(job.id, error=str(e))
     write_flac(job.path, wav, SAMPLE_RATE)
-    return SynthResult(job.id, int(wav.shape[0]), file_sha256(job.path))
+    return SynthResult(job.id, int(wav.shape[0]), sha256_file(job.path))
 
 
 _WORKER: Synthesizer | None = None

@@ -1,6 +1,6 @@
 """The systems that answer evaluation items, and the cache of their answers.
 
-A system is anything with ``answer(items, wavs) -> list[str]`` (`polyvox.eval.generation.System`): the speech LLM
+A system is anything with ``answer(items, wavs) -> list[str]`` (`System`): the speech LLM
 from the speech (`SpeechLLMSystem`), the same LLM behind a Whisper front-end (`CascadeSystem`) or reading the gold
 transcript (`OracleTextSystem`). A system with a ``key`` (what its answers depend on besides the item) has its
 answers kept by `AnswerCache`.
@@ -13,18 +13,21 @@ import hashlib
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from polyvox.eval.tasks import Item
+from polyvox.models.answers import answer_key, read_cache
 from polyvox.models.speech_llm import STYLES
-from polyvox.recipes.answers import answer_key, read_cache
-
-if TYPE_CHECKING:
-    from polyvox.eval.generation import Item, System
-
 
 # -- systems -------------------------------------------------------------------------------------------
+
+
+class System(Protocol):
+    """Anything that answers items from their 16 kHz clips (one answer per item, in order)."""
+
+    def answer(self, items: list[Item], wavs: list[np.ndarray]) -> list[str]: ...
 
 
 def _check_style(style: str) -> str:

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from polyvox.fileio import default_cache_dir, sha256_file
+
 if TYPE_CHECKING:
     from transformers import (
         PreTrainedModel,
@@ -55,22 +57,7 @@ class MissingPackageError(ModelSourceError):
     """A preset's weight package is not installed; the message names the `pip install` that fixes it."""
 
 
-def default_cache_dir() -> Path:
-    """The polyvox model cache: ``$POLYVOX_CACHE`` if set, else ``~/.cache/polyvox``."""
-    env = os.environ.get("POLYVOX_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "polyvox"
-
-
 # --------------------------------------------------------------------------------------- files and hashes
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_sha256(path: str | Path, expected: str, what: str = "") -> None:

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from polyvox.audio import SAMPLE_RATE
+from polyvox.models.sources import load_speech_model
 
 WHISPER_WINDOW_S = 30
 
@@ -36,6 +37,12 @@ class SpeechEncoder(nn.Module):
         self.feature_extractor = feature_extractor
         self.layer, self.pool, self.pad_to_30s = layer, pool, pad_to_30s
         self.requires_grad_(False).eval()
+
+    @classmethod
+    def load(cls, name: str, layer: int, pool: int = 2, pad_to_30s: bool = False) -> SpeechEncoder:
+        """The encoder of a named model (a preset, a folder, a hub id; see `polyvox.models.sources`)."""
+        whisper, fe = load_speech_model(name)
+        return cls(whisper, fe, layer=layer, pool=pool, pad_to_30s=pad_to_30s)
 
     @property
     def dim(self) -> int:

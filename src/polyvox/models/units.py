@@ -148,6 +148,12 @@ def load_speech_tokenizer(folder: str | Path) -> SpeechTokenizer:
     return UnitTokenizer.load(folder)
 
 
+def encoder_for_units(tok: SpeechTokenizer) -> SpeechEncoder:
+    """The speech encoder a unit tokenizer was fitted on (same encoder, layer, pooling and padding)."""
+    s = tok.spec
+    return SpeechEncoder.load(s.encoder, s.layer, s.pool, s.pad_to_30s)
+
+
 @dataclass
 class BadLine:
     """An utterance that could not be encoded, and why."""

@@ -20,8 +20,8 @@ from pathlib import Path
 from polyvox.config import AlignConfig, BLSPConfig, config_to_dict
 from polyvox.data.manifest import Utterance
 from polyvox.fileio import atomic_write_text
+from polyvox.models.answers import Request, answer_key, cached_answers
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm, make_instruction
-from polyvox.recipes.answers import Request, answer_key, cached_answers
 from polyvox.recipes.speech_llm import evaluate_checkpoint, fit, run_ctc, sample_utterances, start_run
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def run_continuations(cfg: BLSPConfig, model: SpeechLLM | None = None,
                       utts: list[Utterance] | None = None) -> dict[str, str]:
     """Step 1: the frozen LLM continues each training transcript (greedy, batched, cached, resumable).
 
-    Rows go to ``continuations.jsonl`` (see `polyvox.recipes.answers.cached_answers`); prompts longer than
+    Rows go to ``continuations.jsonl`` (see `polyvox.models.answers.cached_answers`); prompts longer than
     `continuation.max_input_tokens` are skipped; the counts go to ``continuations.json``. `utts` is
     `train_utterances(cfg)` when the caller already has it. Returns utterance id -> continuation.
     """

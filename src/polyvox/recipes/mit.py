@@ -2,7 +2,7 @@
 
 1. Targets: for each training transcript, instructions are drawn from the template bank (variant T, MI or
    TMI; `polyvox.data.instructions`) and the frozen LLM answers them *from the text* (repeat instructions
-   take the transcript itself by default). Answers are cached (`polyvox.recipes.answers`).
+   take the transcript itself by default). Answers are cached (`polyvox.models.answers`).
 2. Optional CTC stage: the adapter side (layer mix + adapter) learns to put its frames near the LLM input
    embeddings of the tokens said, through a CTC head whose output layer is the LLM's frozen embedding table.
 3. Cross-entropy: ``[prefix; speech; postfix] -> answer`` through the frozen LLM (LoRA optional).
@@ -26,8 +26,8 @@ from polyvox.config import MITConfig, config_to_dict
 from polyvox.data.instructions import VARIANTS, Bank, Instruction, draw_instructions, load_bank
 from polyvox.data.manifest import Utterance
 from polyvox.fileio import atomic_write_text
+from polyvox.models.answers import Request, answer_key, cached_answers
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
-from polyvox.recipes.answers import Request, answer_key, cached_answers
 from polyvox.recipes.speech_llm import evaluate_checkpoint, fit, run_ctc, sample_utterances, start_run
 
 log = logging.getLogger(__name__)

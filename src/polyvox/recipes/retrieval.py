@@ -29,6 +29,7 @@ from polyvox.models.units import (
     SpeechTokenizer,
     UnitSpec,
     encode_units,
+    encoder_for_units,
     fit_units,
     load_speech_tokenizer,
 )
@@ -39,16 +40,7 @@ log = logging.getLogger(__name__)
 
 
 def build_speech_encoder(cfg: UnitsConfig) -> SpeechEncoder:
-    from polyvox.models.sources import load_speech_model
-
-    whisper, fe = load_speech_model(cfg.encoder)
-    return SpeechEncoder(whisper, fe, layer=cfg.layer, pool=cfg.pool, pad_to_30s=cfg.pad_to_30s)
-
-
-def encoder_for_units(tok: SpeechTokenizer) -> SpeechEncoder:
-    """The speech encoder a unit tokenizer was fitted on (same encoder, layer, pooling and padding)."""
-    s = tok.spec
-    return build_speech_encoder(UnitsConfig(encoder=s.encoder, layer=s.layer, pool=s.pool, pad_to_30s=s.pad_to_30s))
+    return SpeechEncoder.load(cfg.encoder, cfg.layer, cfg.pool, cfg.pad_to_30s)
 
 
 def _manifest(cfg: RetrievalConfig, split: str | None) -> tuple[list[Utterance], Path]:

@@ -288,9 +288,10 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
     the baselines in the same style. `prepare(model, tasks)` may complete the items before they are asked
     (the mit recipe writes held-out references with the frozen LLM); `task_kwargs` go to `build_tasks`.
     """
-    from polyvox.eval.generation import build_tasks, degraded_items, evaluate_generation
+    from polyvox.eval.generation import evaluate_generation
     from polyvox.eval.report import write_generation_report
     from polyvox.eval.systems import CascadeSystem, EncoderStates, OracleTextSystem, SpeechLLMSystem
+    from polyvox.eval.tasks import build_tasks, degraded_items
     from polyvox.models.asr import Transcriber
 
     meta = read_meta(folder, "speech-LLM")

@@ -9,6 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
+from polyvox.index import Item, TextIndex, embed_items, embed_speech, model_fingerprint
+from polyvox.models.asr import Transcriber
+from polyvox.models.dual_encoder import DualEncoder
+from polyvox.models.export import read_meta
+from polyvox.models.speech_llm import SpeechLLM
+from polyvox.models.units import encoder_for_units
+
 log = logging.getLogger(__name__)
 
 
@@ -51,9 +58,6 @@ class SearchEngine:
 
     def __init__(self, model: str | Path | None, index: str | Path, speech_llm: str | Path | None = None,
                  max_new_tokens: int = 64):
-        from polyvox.index import TextIndex, model_fingerprint
-        from polyvox.models.dual_encoder import DualEncoder
-
         self.index = TextIndex.load(index)
         model = self.index.model_dir(model)
         self.fingerprint = model_fingerprint(model)
@@ -63,9 +67,6 @@ class SearchEngine:
         self.llm = self.prompt_style = None
         self.max_new_tokens = max_new_tokens
         if speech_llm is not None:
-            from polyvox.models.export import read_meta
-            from polyvox.models.speech_llm import SpeechLLM
-
             self.prompt_style = read_meta(speech_llm, "speech-LLM").get("prompt_style", "instruction")
             self.llm = SpeechLLM.load(speech_llm)
         log.info("serving %d texts (%s index), model %s, speech LLM %s", len(self.index), self.index.kind,
@@ -79,8 +80,6 @@ class SearchEngine:
     @property
     def speech_encoder(self):
         if self._encoder is None:
-            from polyvox.recipes.retrieval import encoder_for_units
-
             self._encoder = encoder_for_units(self.dual.unit_tokenizer)
         return self._encoder
 
@@ -91,8 +90,6 @@ class SearchEngine:
         if not unknown:
             return queries
         if self._lid is None:
-            from polyvox.models.asr import Transcriber
-
             self._lid = Transcriber(self.dual.unit_tokenizer.spec.encoder)
         found = self._lid.detect_language([queries[i].wav for i in unknown])
         queries = list(queries)
@@ -103,8 +100,6 @@ class SearchEngine:
     def embed(self, queries: list[SpeechQuery | TextQuery]) -> list[tuple[SpeechQuery | TextQuery, np.ndarray]]:
         """Each query (its language detected where it had none) and its (D,) embedding; speech and text
         queries may be mixed in one batch."""
-        from polyvox.index import Item, embed_items, embed_speech
-
         queries = self.with_languages(queries)
         out = np.zeros((len(queries), self.dual.embed_dim), dtype=np.float32)  # (B, D)
         speech = [i for i, q in enumerate(queries) if isinstance(q, SpeechQuery)]

@@ -58,8 +58,7 @@ from polyvox.data.sources.corpora_readers import (
     split_name,
     table_kind,
 )
-from polyvox.data.tts import file_sha256
-from polyvox.fileio import atomic_write, atomic_write_text
+from polyvox.fileio import atomic_write, atomic_write_text, sha256_file
 from polyvox.provenance import versions
 
 log = logging.getLogger(__name__)
@@ -473,6 +472,6 @@ def _write_info(out: Path, kind: str, source: str, ctx: ReadContext, limit: int 
         "skipped": ctx.skipped,
         "versions": versions(["polyvox", "numpy", "soundfile", "soxr", "pyarrow"]),
         "manifest": MANIFEST_NAME,
-        "manifest_sha256": file_sha256(manifest),
+        "manifest_sha256": sha256_file(manifest),
     }
     atomic_write_text(out / INFO_NAME, json.dumps(info, indent=2, ensure_ascii=False) + "\n")

@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from polyvox.data.languages import FLEURS
-from polyvox.data.sources.gettext import locale_to_fleurs
+from polyvox.data.sources.catalogs import locale_to_fleurs
 from polyvox.data.sources.text import group_id
 
 log = logging.getLogger(__name__)

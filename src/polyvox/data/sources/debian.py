@@ -20,7 +20,8 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote
 
-from polyvox.data.sources.gettext import Catalog, find_catalogs
+from polyvox.data.sources.catalogs import Catalog, find_catalogs
+from polyvox.fileio import default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ class DebianSourceError(RuntimeError):
 
 def default_dir() -> Path:
     """Where fetched packages and their catalogs are kept: ``<polyvox cache>/sources/debian``."""
-    from polyvox.models.sources import default_cache_dir
-
     return default_cache_dir() / "sources" / "debian"
 
 

@@ -32,9 +32,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from polyvox.data.languages import check_lang
-from polyvox.data.sources.gettext import locale_to_fleurs
+from polyvox.data.sources.catalogs import locale_to_fleurs
 from polyvox.data.sources.text import Message, group_id, normalise
-from polyvox.models.sources import default_cache_dir
+from polyvox.fileio import default_cache_dir
 
 log = logging.getLogger(__name__)
 

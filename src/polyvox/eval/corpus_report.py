@@ -23,6 +23,7 @@ from polyvox.audio import SAMPLE_RATE, load_audio
 from polyvox.data import tts
 from polyvox.data.languages import language_name
 from polyvox.data.manifest import Utterance, read_manifest, speech_hours, split_counts
+from polyvox.models.asr import Transcriber
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,6 @@ def corpus_report(corpus_dir: str | Path, samples_per_lang: int = 3, asr_model: 
     seen = set(info.get("language_sets", {}).get("seen", []))
     asr = None
     if asr_model and samples_per_lang > 0:
-        from polyvox.models.asr import Transcriber
-
         asr = Transcriber(asr_model)
     report: dict[str, Any] = {"corpus": str(root), "manifests": {}}
     main: list[Utterance] = []
