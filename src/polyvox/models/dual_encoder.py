@@ -18,6 +18,8 @@ from polyvox.config import ModelConfig, config_from_dict
 from polyvox.data.languages import language_name
 from polyvox.models.adapter import build_adapter
 from polyvox.models.export import load_trainable, read_meta, save_trainable, trainable_state
+from polyvox.models.sources import fingerprint, load_llm
+from polyvox.models.units import load_speech_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,6 @@ def truncate_layers(backbone: nn.Module, n: int) -> None:
 def load_backbone(cfg: ModelConfig, seed: int = 0):
     """The base model (no LM head) and tokenizer of `cfg.backbone`, truncated / randomised as configured."""
     from transformers import AutoModelForCausalLM
-
-    from polyvox.models.sources import load_llm
 
     lm, tok = load_llm(cfg.backbone)
     if cfg.random_init:
@@ -428,8 +428,6 @@ class DualEncoder(nn.Module):
 
     def save(self, folder: str | Path, extra: dict | None = None) -> Path:
         """Write trainable weights (safetensors) + config JSON; frozen weights are referenced by name."""
-        from polyvox.models.sources import fingerprint
-
         meta = {"model": asdict(self.cfg), "num_units": self.num_units, "feature_dim": self.feature_dim,
                 "seed": self.seed,
                 "backbone_fingerprint": fingerprint(self.cfg.backbone), **(extra or {})}
@@ -439,8 +437,6 @@ class DualEncoder(nn.Module):
 
     @classmethod
     def load(cls, folder: str | Path) -> DualEncoder:
-        from polyvox.models.sources import fingerprint
-
         folder = Path(folder)
         meta = read_meta(folder, "dual-encoder")
         cfg = config_from_dict(meta["model"], ModelConfig)
@@ -451,7 +447,5 @@ class DualEncoder(nn.Module):
         model = cls(backbone, tok, meta["num_units"], cfg, seed, feature_dim=meta.get("feature_dim"))
         load_trainable(model, folder)
         if (folder / "units.json").exists():
-            from polyvox.models.units import load_speech_tokenizer
-
             model.unit_tokenizer = load_speech_tokenizer(folder)
         return model.eval()

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from polyvox.fileio import default_cache_dir, sha256_file
+from polyvox.models import ct2
 
 if TYPE_CHECKING:
     from transformers import (
@@ -434,8 +435,6 @@ def assemble_whisper_base_ct2(dest_dir: str | Path) -> Path:
 def _convert_whisper_ct2(preset: PackagedPreset, out: Path) -> None:
     from transformers import WhisperFeatureExtractor
 
-    from polyvox.models import ct2
-
     logger.info("converting %s from the packaged CTranslate2 weights ...", preset.name)
     work = assemble_whisper_base_ct2(out / ".ct2")
     try:
@@ -472,8 +471,6 @@ def _tiny_whisper_tokenizer() -> PreTrainedTokenizerBase:
 
 def _tiny_whisper_model(config: dict[str, Any], tok: Any) -> Any:
     from transformers import WhisperForConditionalGeneration
-
-    from polyvox.models import ct2
 
     dims = {**config, "vocab_size": len(tok)}
     lang_ids = [i for i in range(len(tok)) if re.fullmatch(r"<\|[a-z]{2,3}\|>", tok.convert_ids_to_tokens(i))]

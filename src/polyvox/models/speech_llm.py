@@ -27,6 +27,7 @@ from polyvox.models.adapter import build_adapter
 from polyvox.models.ctc import CTC_READOUTS, EmbeddingCTCHead, ctc_compress
 from polyvox.models.export import load_trainable, read_meta, save_trainable, trainable_state
 from polyvox.models.layer_mix import WeightedLayerSum
+from polyvox.models.sources import fingerprint, load_llm, load_speech_model
 from polyvox.models.speech_encoder import SpeechEncoder
 from polyvox.models.units import FeatureTokenizer, UnitSpec
 
@@ -209,8 +210,6 @@ class SpeechLLM(nn.Module):
     def state_tokenizer(self) -> FeatureTokenizer:
         """What the frozen encoder gives the adapter, as a feature tokenizer: its (T, D) states of one clip are
         what `encode_units` caches (content-keyed, float16), so training can skip the encoder (`speech_frames`)."""
-        from polyvox.models.sources import fingerprint
-
         spec = UnitSpec(self.cfg.encoder, fingerprint(self.cfg.encoder), self.encoder.layer, self.encoder.pool,
                         self.encoder.pad_to_30s, dedup=False, num_units=0, kind="features")
         return FeatureTokenizer(spec, self.encoder.dim)
@@ -380,8 +379,6 @@ class SpeechLLM(nn.Module):
     def fingerprint(self) -> str:
         """A hash of everything this model's answers depend on: its config, the frozen encoder's and LLM's
         fingerprints and its trained weights (and CTC head). Keys the cached answers of evaluations."""
-        from polyvox.models.sources import fingerprint
-
         h = hashlib.sha256(repr((sorted(asdict(self.cfg).items()), fingerprint(self.cfg.encoder),
                                  fingerprint(self.cfg.llm))).encode())
         for name, t in sorted(self.trainable_state().items()):
@@ -391,8 +388,6 @@ class SpeechLLM(nn.Module):
 
     def save(self, folder: str | Path, extra: dict | None = None) -> Path:
         """Write the adapter (safetensors) + JSON; the frozen encoder and LLM are referenced by name and fingerprint."""
-        from polyvox.models.sources import fingerprint
-
         meta = {"kind": "speech_llm", "model": asdict(self.cfg), "seed": self.seed,
                 "encoder_fingerprint": fingerprint(self.cfg.encoder), "llm_fingerprint": fingerprint(self.cfg.llm),
                 **(extra or {})}
@@ -414,8 +409,6 @@ class SpeechLLM(nn.Module):
     def load_weights(self, folder: str | Path) -> None:
         """Load the trained adapter (and CTC head) of a saved speech LLM whose model config is this one's, refusing
         another config, encoder or LLM."""
-        from polyvox.models.sources import fingerprint
-
         meta = read_meta(folder, "speech-LLM")
         if meta.get("kind") != "speech_llm":
             raise ValueError(f"{folder}: not a speech-LLM checkpoint (kind {meta.get('kind')!r})")
@@ -464,8 +457,6 @@ class _LineEnd(StoppingCriteria):
 
 def build_speech_llm(cfg: SpeechLLMConfig, seed: int = 0) -> SpeechLLM:
     """Load the frozen encoder and LLM named by `cfg` (presets resolve offline) and add a fresh adapter."""
-    from polyvox.models.sources import load_llm, load_speech_model
-
     whisper, fe = load_speech_model(cfg.encoder)
     layer = cfg.encoder_layer or whisper.config.encoder_layers
     encoder = SpeechEncoder(whisper, fe, layer=layer, pool=1)

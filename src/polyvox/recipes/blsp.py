@@ -21,6 +21,7 @@ from polyvox.config import AlignConfig, BLSPConfig, config_to_dict
 from polyvox.data.manifest import Utterance
 from polyvox.fileio import atomic_write_text
 from polyvox.models.answers import Request, answer_key, cached_answers
+from polyvox.models.sources import fingerprint
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm, make_instruction
 from polyvox.recipes.speech_llm import evaluate_checkpoint, fit, run_ctc, sample_utterances, start_run
 
@@ -34,8 +35,6 @@ def train_utterances(cfg: BLSPConfig) -> list[Utterance]:
 
 def _continuation_key(cfg: BLSPConfig) -> str:
     """What a cached continuation depends on: the LLM, the prompt and the decoding bounds."""
-    from polyvox.models.sources import fingerprint
-
     c = cfg.continuation
     return answer_key(fingerprint(cfg.model.llm), cfg.model.prompt_template, c.instruction, c.max_new_tokens,
                       c.stop_at_newline)

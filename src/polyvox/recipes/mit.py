@@ -27,6 +27,7 @@ from polyvox.data.instructions import VARIANTS, Bank, Instruction, draw_instruct
 from polyvox.data.manifest import Utterance
 from polyvox.fileio import atomic_write_text
 from polyvox.models.answers import Request, answer_key, cached_answers
+from polyvox.models.sources import fingerprint
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
 from polyvox.recipes.speech_llm import evaluate_checkpoint, fit, run_ctc, sample_utterances, start_run
 
@@ -84,8 +85,6 @@ def answer(cfg: MITConfig, pairs: list[tuple[str, str, Instruction]], model: Spe
     t = cfg.targets
     if t.repeat_target not in REPEAT_TARGETS:
         raise ValueError(f"targets.repeat_target must be one of {', '.join(REPEAT_TARGETS)}, got {t.repeat_target!r}")
-    from polyvox.models.sources import fingerprint
-
     key = answer_key(fingerprint(cfg.model.llm), t.max_new_tokens, t.stop_at_newline)
     requests: dict[int, Request] = {}
     for i, (uid, text, ins) in enumerate(pairs):

@@ -17,11 +17,13 @@ import torch
 from polyvox.config import RetrievalConfig, UnitsConfig, config_to_dict, save_config
 from polyvox.data.degrade import augmentation_subset, write_degraded
 from polyvox.data.manifest import Utterance, read_manifest
+from polyvox.eval.probe import linear_probe
 from polyvox.eval.report import write_report
 from polyvox.eval.retrieval import evaluate_retrieval
 from polyvox.losses import contrastive_loss, gather_with_grad, spread_out
 from polyvox.models.dual_encoder import DualEncoder, load_backbone
 from polyvox.models.export import read_meta
+from polyvox.models.sources import fingerprint
 from polyvox.models.speech_encoder import SpeechEncoder
 from polyvox.models.units import (
     BadLine,
@@ -55,8 +57,6 @@ def units_dir(cfg: RetrievalConfig) -> Path:
 def run_units_fit(cfg: RetrievalConfig) -> tuple[SpeechTokenizer, list[BadLine]]:
     """Fit the k-means unit tokenizer on (a seeded sample of) the training split and save it; with
     ``units.kind: features`` there is nothing to fit, and the feature tokenizer is saved at once."""
-    from polyvox.models.sources import fingerprint
-
     u = cfg.units
     if u.kind not in ("kmeans", "features"):
         raise ValueError(f"units.kind must be kmeans or features, got {u.kind!r}")
@@ -111,8 +111,6 @@ def run_degraded_encode(cfg: RetrievalConfig, utts: list[Utterance], name: str, 
 def run_units_probe(cfg: RetrievalConfig, name: str = "probe") -> dict:
     """The linear probe (`polyvox.eval.probe`) of the run's units, fitted on the training split and scored on
     the test split; writes ``<out_dir>/<name>.{json,md,png}``."""
-    from polyvox.eval.probe import linear_probe
-
     units, _ = run_units_encode(cfg)
     train_utts, _ = _manifest(cfg, cfg.data.train_split)
     test_utts, _ = _manifest(cfg, cfg.data.test_split)

@@ -27,7 +27,12 @@ from polyvox.config import (
 )
 from polyvox.data.degrade import augmentation_subset, write_degraded
 from polyvox.data.manifest import Utterance, read_manifest
+from polyvox.eval.generation import evaluate_generation
+from polyvox.eval.report import write_generation_report
+from polyvox.eval.systems import CascadeSystem, EncoderStates, OracleTextSystem, SpeechLLMSystem
+from polyvox.eval.tasks import build_tasks, degraded_items
 from polyvox.losses import distill_kl, mean_over_processes
+from polyvox.models.asr import Transcriber
 from polyvox.models.ctc import EmbeddingCTCHead, aligned_ctc_loss
 from polyvox.models.export import read_meta, save_trainable
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
@@ -288,12 +293,6 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
     the baselines in the same style. `prepare(model, tasks)` may complete the items before they are asked
     (the mit recipe writes held-out references with the frozen LLM); `task_kwargs` go to `build_tasks`.
     """
-    from polyvox.eval.generation import evaluate_generation
-    from polyvox.eval.report import write_generation_report
-    from polyvox.eval.systems import CascadeSystem, EncoderStates, OracleTextSystem, SpeechLLMSystem
-    from polyvox.eval.tasks import build_tasks, degraded_items
-    from polyvox.models.asr import Transcriber
-
     meta = read_meta(folder, "speech-LLM")
     gen = {"max_new_tokens": e.max_new_tokens, "stop_at_newline": stop_at_newline,
            "style": meta.get("prompt_style", "instruction")}

@@ -33,6 +33,9 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the install
     raise ImportError("polyvox serve needs FastAPI: pip install 'polyvox[serve]'") from e
 
+from polyvox import __version__
+from polyvox.data.languages import FLEURS, check_lang
+from polyvox.models.speech_llm import PROMPTS, ask
 from polyvox.serve.batcher import Batcher, Busy
 from polyvox.serve.engine import GenerateQuery, SearchEngine, SearchRequest, SpeechQuery, TextQuery
 
@@ -142,8 +145,6 @@ def create_app(model: str | Path | None, index: str | Path, speech_llm: str | Pa
 
     Models load here, before the first request; pass `engine` to share loaded ones.
     """
-    from polyvox.data.languages import FLEURS, check_lang
-
     cfg = config or ServeConfig()
     engine = engine or SearchEngine(model, index, speech_llm, cfg.max_new_tokens)
     lock = threading.Lock()  # one model call at a time: the batchers would only fight over the cores
@@ -261,8 +262,6 @@ def create_app(model: str | Path | None, index: str | Path, speech_llm: str | Pa
         return EmbedOut(query=query_out(q), dim=len(vec), vector=vec.tolist())
 
     if engine.llm is not None:
-        from polyvox.models.speech_llm import PROMPTS, ask
-
         @app.post("/generate", responses=ERRORS)
         async def generate(audio: Annotated[UploadFile, File(description="a clip (WAV, FLAC, OGG, MP3)")],
                            prompt: Annotated[str, Form(description=f"a preset ({', '.join(PROMPTS)}) or any text")]
@@ -302,6 +301,4 @@ def serve(model: str | Path | None, index: str | Path, speech_llm: str | Path | 
 
 
 def _version() -> str:
-    from polyvox import __version__
-
     return __version__
