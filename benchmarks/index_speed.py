@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from _common import median_time, peak_rss_mb, write_result
 
-from polyvox.index import Item, TextIndex, build_index, read_texts, recall_at_k
+from polyvox.index import IndexedText, TextIndex, ann_recall_at_k, build_index, read_texts
 
 THREADS = 1
 K = 10
@@ -88,7 +88,7 @@ def latency(index: TextIndex, queries: np.ndarray, n: int) -> dict:
             "single_queries_per_s": float(n / times.sum())}
 
 
-def bench_kind(kind: str, params: dict, x: np.ndarray, items: list[Item], queries: np.ndarray,
+def bench_kind(kind: str, params: dict, x: np.ndarray, items: list[IndexedText], queries: np.ndarray,
                latency_queries: int, repeats: int) -> tuple[dict, list]:
     index = TextIndex(x.shape[1], "synthetic", kind, params)
     t = time.perf_counter()
@@ -116,7 +116,7 @@ def synthetic(n: int, dim: int, args: argparse.Namespace) -> dict:
     queries = clustered(args.queries, centres, noise_std, rng)
     gen_s = time.perf_counter() - t
     t = time.perf_counter()
-    items = [Item(str(i), "", "xx") for i in range(n)]
+    items = [IndexedText(str(i), "", "xx") for i in range(n)]
     items_s = time.perf_counter() - t
     out: dict = {"vectors": n, "dim": dim, "queries": len(queries), "generate_s": gen_s, "items_build_s": items_s}
     nlist = round(4 * math.sqrt(n))
@@ -135,7 +135,7 @@ def synthetic(n: int, dim: int, args: argparse.Namespace) -> dict:
         if exact is None:
             exact = hits
         else:
-            res[f"recall@{K}"] = recall_at_k(exact, hits, K)
+            res[f"recall@{K}"] = ann_recall_at_k(exact, hits, K)
         res["peak_rss_mb_so_far"] = peak_rss_mb()
         out[kind] = res
         print(f"  build {res['build_s']:.1f} s, p50 {res['p50_ms']:.3f} ms, "

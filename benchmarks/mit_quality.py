@@ -32,6 +32,7 @@ import torch
 from _common import RESULTS, peak_rss_mb, write_result
 
 from polyvox.config import BLSPConfig, MITConfig, config_to_dict, load_config
+from polyvox.data.instructions import MIT_VARIANTS
 from polyvox.eval.generation import evaluate_generation
 from polyvox.eval.report import generation_markdown, write_generation_report
 from polyvox.eval.systems import CascadeSystem, EncoderStates, OracleTextSystem, SpeechLLMSystem
@@ -42,7 +43,7 @@ from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
 from polyvox.recipes import blsp, mit
 from polyvox.recipes.speech_llm import run_ctc, sample_utterances, untrained_like
 
-VARIANTS = ("T", "MI", "TMI")
+VARIANTS = tuple(MIT_VARIANTS)  # T, MI, TMI
 BASELINES = ("cascade", "cascade front-end", "untrained", "oracle")
 
 

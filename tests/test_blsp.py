@@ -238,11 +238,11 @@ def test_evaluation_systems_share_the_encoders_states(taught: SimpleNamespace,
     """`EncoderStates`: the trained and the untrained adapter read one float16 copy of each clip's encoder
     states; the encoder runs once per clip, and the taught adapter still repeats the speech from them."""
     from polyvox.eval.systems import EncoderStates, SpeechLLMSystem
-    from polyvox.eval.tasks import Item
+    from polyvox.eval.tasks import EvalItem
     from polyvox.models.speech_encoder import SpeechEncoder
 
     model = taught.model
-    items = [Item(f"c{i}", "fr_fr", "", SAY, t) for i, t in enumerate(TEXTS)]
+    items = [EvalItem(f"c{i}", "fr_fr", "", SAY, t) for i, t in enumerate(TEXTS)]
     calls = []
     real = SpeechEncoder.forward
     monkeypatch.setattr(SpeechEncoder, "forward", lambda self, *a: calls.append(len(a[0])) or real(self, *a))

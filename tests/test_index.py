@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from polyvox.index import Item, TextIndex, model_fingerprint, recall_at_k
+from polyvox.index import IndexedText, TextIndex, ann_recall_at_k, model_fingerprint
 
 
 def unit_vectors(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
@@ -14,8 +14,8 @@ def unit_vectors(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def items(n: int, start: int = 0) -> list[Item]:
-    return [Item(f"t{i}", f"text {i}", "fr_fr" if i % 2 else "de_de") for i in range(start, start + n)]
+def items(n: int, start: int = 0) -> list[IndexedText]:
+    return [IndexedText(f"t{i}", f"text {i}", "fr_fr" if i % 2 else "de_de") for i in range(start, start + n)]
 
 
 def test_exact_search_equals_brute_force() -> None:
@@ -70,7 +70,7 @@ def test_approximate_indexes_recall_against_exact(kind: str, params: dict, floor
     approx.add(docs, items(2000))
     approx = TextIndex.load(approx.save(tmp_path / kind).parent)
     assert approx.kind == kind and approx.params == params
-    assert recall_at_k(exact.search(queries, 10), approx.search(queries, 10), 10) >= floor
+    assert ann_recall_at_k(exact.search(queries, 10), approx.search(queries, 10), 10) >= floor
 
 
 def test_refusals() -> None:
@@ -82,7 +82,7 @@ def test_refusals() -> None:
     with pytest.raises(ValueError, match=r"ids already in the index \(or given twice\): \['t1'\]"):
         index.add(unit_vectors(1), items(1, start=1))
     with pytest.raises(ValueError, match=r"given twice\): \['t9'\]"):
-        index.add(unit_vectors(2), [Item("t9", "a", "fr_fr"), Item("t9", "b", "fr_fr")])
+        index.add(unit_vectors(2), [IndexedText("t9", "a", "fr_fr"), IndexedText("t9", "b", "fr_fr")])
     with pytest.raises(ValueError, match=r"expected vectors of shape \(N, 16\), got \(2, 8\)"):
         index.add(unit_vectors(2, 8), items(2, start=10))
     with pytest.raises(ValueError, match="NaN or infinity"):
@@ -100,7 +100,7 @@ def test_recall_and_fingerprint(tmp_path) -> None:
     from polyvox.index import Hit
 
     exact = [[Hit("a", "", "", 1.0), Hit("b", "", "", 0.9)]]
-    assert recall_at_k(exact, [[Hit("b", "", "", 0.9), Hit("c", "", "", 0.8)]], 2) == 0.5
+    assert ann_recall_at_k(exact, [[Hit("b", "", "", 0.9), Hit("c", "", "", 0.8)]], 2) == 0.5
     (tmp_path / "model.safetensors").write_bytes(b"weights")
     (tmp_path / "model.json").write_text(json.dumps({"kind": "x"}))
     fp = model_fingerprint(tmp_path)
@@ -161,7 +161,7 @@ def test_margin_search_matches_the_formula_and_demotes_hubs(kind: str) -> None:
 def test_a_language_filter_equals_brute_force_over_those_languages(kind: str, params: dict) -> None:
     x = unit_vectors(300)
     langs = ["fr_fr", "de_de", "en_us"]
-    its = [Item(str(i), f"t{i}", langs[i % 3]) for i in range(300)]
+    its = [IndexedText(str(i), f"t{i}", langs[i % 3]) for i in range(300)]
     index = TextIndex(16, "fp", kind, params)
     index.add(x, its)
     q = unit_vectors(6, seed=1)

@@ -14,7 +14,7 @@ import torch
 from polyvox.fileio import default_cache_dir
 from polyvox.models import ct2, sources
 from polyvox.models.sources import (
-    PRESETS,
+    MODEL_PRESETS,
     ModelSourceError,
     PackagedPreset,
     fingerprint,
@@ -42,7 +42,7 @@ def _no_temp_dirs(root: Path) -> bool:
 
 @pytest.mark.parametrize("name", ["tiny-whisper", "tiny-gemma3"])
 def test_tiny_presets_are_deterministic_and_leave_global_rng_alone(name):
-    load = load_speech_model if PRESETS[name].kind == "speech" else load_llm
+    load = load_speech_model if MODEL_PRESETS[name].kind == "speech" else load_llm
     torch.manual_seed(123)
     expected_next = torch.rand(3)
     torch.manual_seed(123)
@@ -85,8 +85,8 @@ def test_tiny_whisper_tokenizer_and_generation():
 
 
 def test_fingerprints_are_short_stable_and_distinct():
-    prints = {name: fingerprint(name) for name in PRESETS}
-    assert len(set(prints.values())) == len(PRESETS)
+    prints = {name: fingerprint(name) for name in MODEL_PRESETS}
+    assert len(set(prints.values())) == len(MODEL_PRESETS)
     for name, fp in prints.items():
         assert fp == fingerprint(name)
         assert len(fp) == 16 and int(fp, 16) >= 0
@@ -135,7 +135,7 @@ def test_file_instead_of_directory_and_wrong_kind(tmp_path):
 def test_missing_package_names_the_pip_command(tmp_path, monkeypatch, name, module, needs):
     monkeypatch.setitem(sys.modules, module, None)  # `import module` now fails as if it were not installed
     monkeypatch.setattr(sources, "_in_hub_cache", lambda hub_id: False)
-    load = load_speech_model if PRESETS[name].kind == "speech" else load_llm
+    load = load_speech_model if MODEL_PRESETS[name].kind == "speech" else load_llm
     with pytest.raises(ModelSourceError) as err:
         load(name, cache_dir=tmp_path / "cache")
     msg = str(err.value)
@@ -208,7 +208,7 @@ def test_packaged_preset_converts_once_then_reuses_the_cache(tmp_path, monkeypat
 
     preset = PackagedPreset(name="fake-llm", kind="llm", description="test", source_sha256="0" * 64,
                             requires=("fake-weights==1.0",), convert=convert)
-    monkeypatch.setitem(PRESETS, "fake-llm", preset)
+    monkeypatch.setitem(MODEL_PRESETS, "fake-llm", preset)
     cache = tmp_path / "cache"
     first, _ = load_llm("fake-llm", cache_dir=cache)
     second, tok = load_llm("fake-llm", cache_dir=cache)

@@ -104,7 +104,7 @@ def test_voice_choice_is_deterministic_and_varied() -> None:
     assert specs == [tts.voice_for("fr_fr", f"fr_fr/{i:06d}", seed=0) for i in range(60)]
     assert specs != [tts.voice_for("fr_fr", f"fr_fr/{i:06d}", seed=1) for i in range(60)]
     assert len({s.voice for s in specs}) >= 8
-    assert all(s.voice.startswith("fr+") and s.voice[3:] in tts.VARIANTS for s in specs)
+    assert all(s.voice.startswith("fr+") and s.voice[3:] in tts.VOICE_VARIANTS for s in specs)
     assert all(tts.RATE_RANGE[0] <= s.rate <= tts.RATE_RANGE[1] for s in specs)
     assert all(tts.PITCH_RANGE[0] <= s.pitch <= tts.PITCH_RANGE[1] for s in specs)
 

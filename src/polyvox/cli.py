@@ -251,14 +251,14 @@ def mine(model: str | Path, src: str | Path, tgt: str | Path, out: str | Path, s
          tgt_lang: str | None = None, src_speech: bool = False, k: int = 4, threshold: float = 1.0) -> list:
     """Mine pairs between two collections by ratio margin: text<->text, or the speech of a manifest (`src_speech`)
     <->text. Writes a TSV (margin, cosine, source id, target id, source text, target text), best first."""
-    from polyvox.index import Item, embed_items, mine_pairs, read_texts
+    from polyvox.index import IndexedText, embed_items, mine_pairs, read_texts
     from polyvox.models.dual_encoder import DualEncoder
 
     targets = read_texts(tgt, tgt_lang)
     dual = DualEncoder.load(model).eval()
     if src_speech:
         utts, x = _manifest_speech_vectors(dual, model, src)
-        sources = [Item(u.id, u.text, u.lang) for u in utts]
+        sources = [IndexedText(u.id, u.text, u.lang) for u in utts]
     else:
         sources = read_texts(src, src_lang)
         x = embed_items(dual, sources)

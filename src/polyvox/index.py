@@ -29,7 +29,7 @@ from polyvox.models.units import encoder_for_units
 
 
 @dataclass(frozen=True)
-class Item:
+class IndexedText:
     """One indexed text."""
 
     id: str
@@ -77,7 +77,7 @@ def _ivf(dim: int, params: dict):
     return index
 
 
-KINDS: dict[str, Callable] = {"flat": _flat, "hnsw": _hnsw, "ivf": _ivf}
+INDEX_KINDS: dict[str, Callable] = {"flat": _flat, "hnsw": _hnsw, "ivf": _ivf}
 """Index kind -> builder(dim, params). ``ivf`` is trained on the first vectors added (at least ``nlist``)."""
 
 
@@ -87,17 +87,17 @@ class TextIndex:
     Args:
         dim: embedding size.
         model_fingerprint: identity of the model whose vectors go in (see `polyvox.index.model_fingerprint`).
-        kind: a key of `KINDS`.
+        kind: a key of `INDEX_KINDS`.
         params: the kind's parameters (hnsw: m, ef_construction, ef_search; ivf: nlist, nprobe).
     """
 
     def __init__(self, dim: int, model_fingerprint: str, kind: str = "flat", params: dict | None = None):
-        if kind not in KINDS:
-            raise ValueError(f"unknown index kind {kind!r}; known: {', '.join(KINDS)}")
+        if kind not in INDEX_KINDS:
+            raise ValueError(f"unknown index kind {kind!r}; known: {', '.join(INDEX_KINDS)}")
         self.dim, self.model_fingerprint, self.kind, self.params = dim, model_fingerprint, kind, dict(params or {})
         self.model_path: str | None = None  # where the model was when the index was built (a default for queries)
-        self.index = KINDS[kind](dim, self.params)
-        self.items: list[Item] = []
+        self.index = INDEX_KINDS[kind](dim, self.params)
+        self.items: list[IndexedText] = []
         self._pos: dict[str, int] = {}  # id -> position (the faiss id)
         self._by_lang: dict[str, np.ndarray] | None = None  # language -> positions, made when first filtered
 
@@ -131,7 +131,7 @@ class TextIndex:
             raise ValueError("vectors contain NaN or infinity")
         return x
 
-    def add(self, vectors: np.ndarray, items: list[Item]) -> None:
+    def add(self, vectors: np.ndarray, items: list[IndexedText]) -> None:
         """Append (N, D) vectors and their items; ids must be new."""
         x = self._vectors(vectors)
         if len(x) != len(items):
@@ -251,7 +251,7 @@ class TextIndex:
         self = cls(meta["dim"], meta["model_fingerprint"], meta["kind"], meta["params"])
         self.model_path = meta.get("model_path")
         self.index = faiss.read_index(str(version / "index.faiss"))
-        self.items = [Item(**json.loads(line)) for line in (version / "items.jsonl").read_text().splitlines()]
+        self.items = [IndexedText(**json.loads(line)) for line in (version / "items.jsonl").read_text().splitlines()]
         self._pos = {it.id: n for n, it in enumerate(self.items)}
         if len(self.items) != meta["count"] or self.index.ntotal != meta["count"]:
             raise ValueError(f"{version}: {self.index.ntotal} vectors and {len(self.items)} items, expected "
@@ -273,7 +273,7 @@ def model_fingerprint(model_dir: str | Path) -> str:
     return sha256_file(folder / "model.safetensors")[:32] + sha256_file(folder / "model.json")[:32]
 
 
-def recall_at_k(exact: list[list[Hit]], approx: list[list[Hit]], k: int) -> float:
+def ann_recall_at_k(exact: list[list[Hit]], approx: list[list[Hit]], k: int) -> float:
     """Share of the exact top-k ids that the approximate search also returns in its top k, over all queries."""
     found = sum(len({h.id for h in e[:k]} & {h.id for h in a[:k]}) for e, a in zip(exact, approx))
     total = sum(min(k, len(e)) for e in exact)
@@ -283,22 +283,22 @@ def recall_at_k(exact: list[list[Hit]], approx: list[list[Hit]], k: int) -> floa
 # -- text collections and models ---------------------------------------------------------------------------
 
 
-def read_texts(path: str | Path, lang: str | None = None) -> list[Item]:
+def read_texts(path: str | Path, lang: str | None = None) -> list[IndexedText]:
     """Texts to index: a manifest (``.jsonl``: each line's id, text and language) or a plain text file (one text
     a line, all in `lang`; ids are ``<file name>:<line number>``; blank lines are skipped)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"text file not found: {path}")
     if path.suffix == ".jsonl":
-        return [Item(u.id, u.text, u.lang) for u in read_manifest(path)]
+        return [IndexedText(u.id, u.text, u.lang) for u in read_manifest(path)]
     if lang is None:
         raise ValueError(f"{path}: a plain text file needs a language (--lang)")
     check_lang(lang)
     lines = path.read_text(encoding="utf-8").splitlines()
-    return [Item(f"{path.name}:{i}", line.strip(), lang) for i, line in enumerate(lines, 1) if line.strip()]
+    return [IndexedText(f"{path.name}:{i}", line.strip(), lang) for i, line in enumerate(lines, 1) if line.strip()]
 
 
-def embed_items(dual, items: list[Item], batch_size: int = 64, progress: bool = True) -> np.ndarray:
+def embed_items(dual, items: list[IndexedText], batch_size: int = 64, progress: bool = True) -> np.ndarray:
     """(N, D) text embeddings of `items` (each in its own language) from a `DualEncoder`, in batches (with a
     progress bar on a terminal when `progress`)."""
     import torch
@@ -327,7 +327,7 @@ def embed_speech(dual, wavs: list[np.ndarray], langs: str | list[str], encoder=N
         return dual.encode_speech(seqs, langs).float().numpy()
 
 
-def build_index(model_dir: str | Path, items: list[Item], folder: str | Path, kind: str = "flat",
+def build_index(model_dir: str | Path, items: list[IndexedText], folder: str | Path, kind: str = "flat",
                 params: dict | None = None, batch_size: int = 64) -> TextIndex:
     """Embed `items` with a trained dual encoder and add them to the index in `folder` (made if absent, else
     extended with the ids it lacks: the model must be the one it was built with); saves a new version when

@@ -160,9 +160,9 @@ class CorpusConfig:
     @classmethod
     def from_preset(cls, name: str) -> CorpusConfig:
         """A named preset: ``tiny``, ``demo`` or ``full``."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown corpus preset {name!r}; known: {', '.join(sorted(PRESETS))}")
-        return PRESETS[name]()
+        if name not in CORPUS_PRESETS:
+            raise ValueError(f"unknown corpus preset {name!r}; known: {', '.join(sorted(CORPUS_PRESETS))}")
+        return CORPUS_PRESETS[name]()
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> CorpusConfig:
@@ -213,7 +213,7 @@ class CorpusConfig:
                 raise CorpusError(f"cannot speak {code}: {why}")
 
 
-PRESETS = {"tiny": CorpusConfig.tiny, "demo": CorpusConfig.demo, "full": CorpusConfig.full}
+CORPUS_PRESETS = {"tiny": CorpusConfig.tiny, "demo": CorpusConfig.demo, "full": CorpusConfig.full}
 """Preset name -> config factory."""
 
 

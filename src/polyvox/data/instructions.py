@@ -61,14 +61,14 @@ TASKS: dict[str, TaskSpec] = {
 }
 """Known tasks; a template's ``kind`` must equal its task's."""
 
-VARIANTS: dict[str, frozenset[str]] = {
+MIT_VARIANTS: dict[str, frozenset[str]] = {
     "T": frozenset({"T"}),
     "MI": frozenset({"MI"}),
     "TMI": frozenset({"T", "MI"}),
 }
 """Training variant -> template kinds it draws from."""
 
-KINDS: frozenset[str] = frozenset({"T", "MI"})
+INSTRUCTION_KINDS: frozenset[str] = frozenset({"T", "MI"})
 SPLITS: tuple[str, ...] = ("train", "heldout")
 SLOTS: frozenset[str] = frozenset({"source", "target", "labels"})
 """Slots allowed in a prefix or postfix."""
@@ -185,8 +185,8 @@ def _check_task(t: Template) -> None:
 
 
 def _check_kind(t: Template) -> None:
-    if t.kind not in KINDS:
-        raise ValueError(f"unknown kind {t.kind!r} (known: {', '.join(sorted(KINDS))})")
+    if t.kind not in INSTRUCTION_KINDS:
+        raise ValueError(f"unknown kind {t.kind!r} (known: {', '.join(sorted(INSTRUCTION_KINDS))})")
     expected = TASKS[t.task].kind
     if t.kind != expected:
         raise ValueError(f"task {t.task!r} is kind {expected!r}, not {t.kind!r}")
@@ -416,11 +416,11 @@ class Bank:
 
     def select(self, variant: str, split: str = "train") -> list[Template]:
         """Templates of a variant (``T``, ``MI``, ``TMI``) and split, in bank order."""
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown variant {variant!r} (known: {', '.join(VARIANTS)})")
+        if variant not in MIT_VARIANTS:
+            raise ValueError(f"unknown variant {variant!r} (known: {', '.join(MIT_VARIANTS)})")
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
-        kinds = VARIANTS[variant]
+        kinds = MIT_VARIANTS[variant]
         return [t for t in self if t.kind in kinds and t.split == split]
 
     def applicable(

@@ -56,7 +56,7 @@ RATE_RANGE = (145, 195)
 """Range of speaking rates drawn per utterance (words per minute, inclusive)."""
 PITCH_RANGE = (35, 65)
 """Range of base pitches drawn per utterance (inclusive)."""
-VARIANTS: tuple[str, ...] = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4")
+VOICE_VARIANTS: tuple[str, ...] = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4")
 """eSpeak voice variants (speaker timbres) drawn per utterance."""
 
 ESPEAK_VOICES: dict[str, str] = {
@@ -195,7 +195,7 @@ def voice_for(lang: str, key: str, seed: int = 0) -> VoiceSpec:
         raise TTSError(f"{key}: eSpeak NG has no voice for {lang}")
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
     rng = random.Random(int.from_bytes(digest[:8], "big"))
-    variant = rng.choice(VARIANTS)
+    variant = rng.choice(VOICE_VARIANTS)
     return VoiceSpec(
         voice=f"{ESPEAK_VOICES[lang]}+{variant}",
         rate=rng.randint(*RATE_RANGE),

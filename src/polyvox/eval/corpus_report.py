@@ -23,6 +23,7 @@ from polyvox.audio import SAMPLE_RATE, load_audio
 from polyvox.data import tts
 from polyvox.data.languages import language_name
 from polyvox.data.manifest import Utterance, read_manifest, speech_hours, split_counts
+from polyvox.eval.metrics import cer, normalize_text
 from polyvox.models.asr import Transcriber
 
 log = logging.getLogger(__name__)
@@ -56,11 +57,9 @@ def tts_speed(utts: list[Utterance], n: int = 60, repeats: int = 3, seed: int = 
             "real_time_factor_per_process": round(audio_s / wall, 1), "repeats": repeats}
 
 
-def cer(reference: str, hypothesis: str) -> float:
-    """Character error rate (jiwer), ignoring case and surrounding whitespace."""
-    import jiwer
-
-    return float(jiwer.cer(reference.casefold().strip() or " ", hypothesis.casefold().strip() or " "))
+def _median_cer(rows: list[dict]) -> float | None:
+    scored = [r["cer"] for r in rows if r["cer"] is not None]
+    return round(statistics.median(scored), 3) if scored else None
 
 
 def asr_samples(utts: list[Utterance], root: Path, per_lang: int, asr: Any, seed: int = 0) -> dict[str, list[dict]]:
@@ -73,10 +72,10 @@ def asr_samples(utts: list[Utterance], root: Path, per_lang: int, asr: Any, seed
     for lang, us in sorted(by_lang.items()):
         pick = sorted(random.Random(f"{seed}:{lang}").sample(us, min(per_lang, len(us))), key=lambda u: u.id)
         texts = asr.transcribe([load_audio(u.audio_path(root)) for u in pick], lang)
-        out[lang] = [{"id": u.id, "text": u.text, "transcript": t, "cer": round(cer(u.text, t), 3)}
+        out[lang] = [{"id": u.id, "text": u.text, "transcript": t,  # CER as the evaluations score it
+                      "cer": round(cer([u.text], [t]), 3) if normalize_text(u.text) else None}
                      for u, t in zip(pick, texts)]
-        log.info("%s: median CER %.2f  e.g. %r -> %r", lang, statistics.median(s["cer"] for s in out[lang]),
-                 pick[0].text, texts[0])
+        log.info("%s: median CER %s  e.g. %r -> %r", lang, _median_cer(out[lang]), pick[0].text, texts[0])
     return out
 
 
@@ -115,7 +114,7 @@ def corpus_report(corpus_dir: str | Path, samples_per_lang: int = 3, asr_model: 
             samples = asr_samples(utts, root, samples_per_lang, asr)
             for lang, rows in samples.items():
                 part["languages"][lang]["samples"] = rows
-                part["languages"][lang]["sample_cer"] = round(statistics.median(r["cer"] for r in rows), 3)
+                part["languages"][lang]["sample_cer"] = _median_cer(rows)
         report["manifests"][name] = part
     report["languages"] = {"total": len(report["manifests"][present[0]]["languages"]),
                            "seen": sorted(seen), "skipped": info.get("skipped_languages", {})}

@@ -20,7 +20,7 @@ from polyvox.audio import AudioError, load_audio
 from polyvox.eval.retrieval import macro_averages
 from polyvox.eval.scoring import paired_differences, score_answers, task_languages
 from polyvox.eval.systems import AnswerCache, System, ask
-from polyvox.eval.tasks import Item, TaskSpec, base_task, check_tasks, task_spec
+from polyvox.eval.tasks import EvalItem, TaskScoring, base_task, check_tasks, task_scoring
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +28,11 @@ log = logging.getLogger(__name__)
 # -- running -----------------------------------------------------------------------------------------
 
 
-def _batches(tasks: dict[str, list[Item]], batch_size: int) -> list[tuple[str, list[Item]]]:
+def _batches(tasks: dict[str, list[EvalItem]], batch_size: int) -> list[tuple[str, list[EvalItem]]]:
     """(task, items) batches, each from one language."""
     out = []
     for task, items in tasks.items():
-        by_lang: dict[str, list[Item]] = defaultdict(list)
+        by_lang: dict[str, list[EvalItem]] = defaultdict(list)
         for it in items:
             by_lang[it.lang].append(it)
         for lang in sorted(by_lang):
@@ -41,8 +41,8 @@ def _batches(tasks: dict[str, list[Item]], batch_size: int) -> list[tuple[str, l
     return out
 
 
-def _load_batch(task: str, items: list[Item], root: Path | None,
-                bad: list[dict]) -> tuple[list[Item], list[np.ndarray]]:
+def _load_batch(task: str, items: list[EvalItem], root: Path | None,
+                bad: list[dict]) -> tuple[list[EvalItem], list[np.ndarray]]:
     """The items whose audio loads, and their clips; the others go to `bad` with their error."""
     good, wavs = [], []
     for it in items:
@@ -56,7 +56,7 @@ def _load_batch(task: str, items: list[Item], root: Path | None,
     return good, wavs
 
 
-def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[Item]],
+def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[EvalItem]],
                         root: str | Path | None = None, seen_langs: set[str] | frozenset[str] = frozenset(),
                         batch_size: int = 16, examples: int = 3, agree_with: str = "oracle",
                         cache: str | Path | None = None, compare: list[tuple[str, str]] = ()) -> dict:
@@ -89,7 +89,7 @@ def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[Item]]
         error) and ``seen_langs``.
     """
     check_tasks(list(tasks))
-    need = [t for t in tasks if task_spec(t).headline == "agreement"]
+    need = [t for t in tasks if task_scoring(t).headline == "agreement"]
     if need and agree_with not in systems:
         raise ValueError(f"task(s) {', '.join(need)} are scored by agreement with the {agree_with!r} system, "
                          f"which is not among the systems ({', '.join(systems)}); add it (eval.baselines)")
@@ -108,7 +108,7 @@ def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[Item]]
             answers[task][name].update({it.id: str(a) for it, a in zip(ok, outs)})
     result: dict[str, Any] = {"tasks": {}, "bad_lines": bad, "seen_langs": sorted(seen)}
     for task, items in tasks.items():
-        spec = task_spec(task)
+        spec = task_scoring(task)
         langs = task_languages(items, good, task, seen)
         oracle = answers[task].get(agree_with) or None
         scored = {name: score_answers(task, items, answers[task][name], seen, examples, oracle) for name in systems
@@ -125,7 +125,7 @@ def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[Item]]
     return result
 
 
-def _front_ends(systems: dict[str, System], items: list[Item], answered: dict[str, dict[str, str]],
+def _front_ends(systems: dict[str, System], items: list[EvalItem], answered: dict[str, dict[str, str]],
                 seen: set[str], examples: int) -> dict[str, dict]:
     """ASR scores of the transcripts that cascade systems made of the asr items."""
     out = {}
@@ -138,7 +138,7 @@ def _front_ends(systems: dict[str, System], items: list[Item], answered: dict[st
     return out
 
 
-def _log_task(task: str, spec: TaskSpec, scored: dict[str, dict]) -> None:
+def _log_task(task: str, spec: TaskScoring, scored: dict[str, dict]) -> None:
     for name, r in scored.items():
         avg = r["averages"].get("all", {})
         log.info("%s / %s: %s %s", task, name, spec.headline,

@@ -23,7 +23,7 @@ from polyvox.eval.metrics import (
     wer,
 )
 from polyvox.eval.retrieval import macro_averages
-from polyvox.eval.tasks import Item, base_task, task_spec
+from polyvox.eval.tasks import EvalItem, base_task, task_scoring
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +50,17 @@ def parse_label(answer: str, shown: list[str]) -> tuple[int | None, bool]:
     return int(np.argmax(ratios)), True
 
 
-def _score_asr(items: list[Item], answers: list[str]) -> dict[str, float]:
+def _score_asr(items: list[EvalItem], answers: list[str]) -> dict[str, float]:
     refs = [it.reference for it in items]
     return {"WER": wer(refs, answers), "CER": cer(refs, answers)}
 
 
-def _score_translation(items: list[Item], answers: list[str]) -> dict[str, float]:
+def _score_translation(items: list[EvalItem], answers: list[str]) -> dict[str, float]:
     refs = [it.reference for it in items]
     return {"BLEU": corpus_bleu(answers, refs), "chrF": chrf(answers, refs)}
 
 
-def _score_intent(items: list[Item], answers: list[str]) -> dict[str, float]:
+def _score_intent(items: list[EvalItem], answers: list[str]) -> dict[str, float]:
     """Accuracy of the parsed labels; ``parsed``: share naming a label outright; ``fuzzy``: count matched by
     similarity only (empty answers are neither, and wrong)."""
     parsed = [parse_label(a, it.shown) for it, a in zip(items, answers)]
@@ -70,24 +70,24 @@ def _score_intent(items: list[Item], answers: list[str]) -> dict[str, float]:
             "parsed": sum(i is not None and not f for i, f in parsed) / len(items), "fuzzy": fuzzy}
 
 
-def _score_heldout(items: list[Item], answers: list[str]) -> dict[str, float]:
+def _score_heldout(items: list[EvalItem], answers: list[str]) -> dict[str, float]:
     refs = [it.reference for it in items]
     return {"chrF": chrf(answers, refs), "BLEU": corpus_bleu(answers, refs)}
 
 
-SCORERS: dict[str, Callable[[list[Item], list[str]], dict[str, float]]] = {
+SCORERS: dict[str, Callable[[list[EvalItem], list[str]], dict[str, float]]] = {
     "asr": _score_asr, "translation": _score_translation, "intent": _score_intent, "heldout": _score_heldout,
     "continuation": lambda items, answers: {},  # agreement only, added by `score_answers`
 }
 
 
-def _headline_statistics(task: str, items: list[Item], answers: list[str]) -> np.ndarray:
+def _headline_statistics(task: str, items: list[EvalItem], answers: list[str]) -> np.ndarray:
     """Per-item statistics of the task's headline metric (`item_statistics`), for bootstrap intervals."""
     if task == "intent":
         picked = [parse_label(a, it.shown)[0] for it, a in zip(items, answers)]
         pred = [it.labels[i] if i is not None else None for it, i in zip(items, picked)]
         return item_statistics("accuracy", pred, [it.reference for it in items])
-    return item_statistics(task_spec(task).headline, answers, [it.reference for it in items])
+    return item_statistics(task_scoring(task).headline, answers, [it.reference for it in items])
 
 
 def _intervals(rows: dict[str, dict], stats: dict[str, tuple[str, dict[str, np.ndarray]]]
@@ -103,17 +103,17 @@ def _intervals(rows: dict[str, dict], stats: dict[str, tuple[str, dict[str, np.n
     return out
 
 
-def score_answers(task: str, items: list[Item], answers: dict[str, str], seen: set[str],
+def score_answers(task: str, items: list[EvalItem], answers: dict[str, str], seen: set[str],
                   examples: int, oracle: dict[str, str] | None = None) -> dict:
     """Per-language scores, seen / unseen / all averages with 95 % bootstrap intervals of the headline metric,
     and a few (reference, answer) examples; with the `oracle` system's answers, also ``agreement``: the chrF
     of these answers against the oracle's."""
-    by_lang: dict[str, list[Item]] = defaultdict(list)
+    by_lang: dict[str, list[EvalItem]] = defaultdict(list)
     for it in items:
         if it.id in answers:
             by_lang[it.lang].append(it)
     rows, shown = {}, {}
-    headline = task_spec(task).headline
+    headline = task_scoring(task).headline
     stats: dict[str, tuple[str, dict[str, np.ndarray]]] = {
         headline: (headline, {}), **({"agreement": ("chrF", {})} if oracle else {})}
     for lang in sorted(by_lang):
@@ -131,12 +131,12 @@ def score_answers(task: str, items: list[Item], answers: dict[str, str], seen: s
             "examples": shown}
 
 
-def paired_differences(task: str, items: list[Item], answers: dict[str, dict[str, str]], pairs: list[tuple[str, str]],
+def paired_differences(task: str, items: list[EvalItem], answers: dict[str, dict[str, str]], pairs: list[tuple[str, str]],
                  seen: set[str], oracle: dict[str, str] | None) -> dict:
     """Paired differences of the headline metric, system minus baseline on the items both answered, per group
     (seen / unseen / all), with 95 % intervals from `bootstrap_corpus_difference`; ``better`` names the side
     the interval favours (None when it contains 0)."""
-    spec = task_spec(task)
+    spec = task_scoring(task)
     metric = "chrF" if spec.headline == "agreement" else spec.headline
     out: dict[str, dict] = {}
     for a, b in pairs:
@@ -144,7 +144,7 @@ def paired_differences(task: str, items: list[Item], answers: dict[str, dict[str
         if not both or (spec.headline == "agreement" and not oracle):
             continue
         stats: dict[str, dict[str, list[np.ndarray]]] = {a: defaultdict(list), b: defaultdict(list)}
-        by_lang: dict[str, list[Item]] = defaultdict(list)
+        by_lang: dict[str, list[EvalItem]] = defaultdict(list)
         for it in both:
             by_lang[it.lang].append(it)
         for name in (a, b):
@@ -165,7 +165,7 @@ def paired_differences(task: str, items: list[Item], answers: dict[str, dict[str
     return out
 
 
-def task_languages(items: list[Item], good: set[tuple[str, str]], task: str, seen: set[str]) -> dict:
+def task_languages(items: list[EvalItem], good: set[tuple[str, str]], task: str, seen: set[str]) -> dict:
     """Per-language facts shared by all systems: items scored, seen flag, chance (intent)."""
     rows: dict[str, dict] = {}
     for it in items:

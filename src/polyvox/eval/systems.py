@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from polyvox.eval.tasks import Item
+from polyvox.eval.tasks import EvalItem
 from polyvox.models.answers import answer_key, read_cache
 from polyvox.models.sources import fingerprint
 from polyvox.models.speech_llm import STYLES
@@ -28,7 +28,7 @@ from polyvox.models.speech_llm import STYLES
 class System(Protocol):
     """Anything that answers items from their 16 kHz clips (one answer per item, in order)."""
 
-    def answer(self, items: list[Item], wavs: list[np.ndarray]) -> list[str]: ...
+    def answer(self, items: list[EvalItem], wavs: list[np.ndarray]) -> list[str]: ...
 
 
 def _check_style(style: str) -> str:
@@ -50,7 +50,7 @@ class EncoderStates:
         self.model = model
         self.states: dict[str, np.ndarray] = {}
 
-    def __call__(self, items: list[Item], wavs: list[np.ndarray]) -> list[np.ndarray]:
+    def __call__(self, items: list[EvalItem], wavs: list[np.ndarray]) -> list[np.ndarray]:
         if self.model.layer_mix is not None:
             return wavs
         todo = {it.id: w for it, w in zip(items, wavs) if it.id not in self.states}
@@ -79,7 +79,7 @@ class SpeechLLMSystem:
         fp = getattr(self.model, "fingerprint", None)
         return None if fp is None else answer_key("speech", fp(), self.style, sorted(self.gen_kwargs.items()))
 
-    def answer(self, items: list[Item], wavs: list[np.ndarray]) -> list[str]:
+    def answer(self, items: list[EvalItem], wavs: list[np.ndarray]) -> list[str]:
         clips = self.states(items, wavs) if self.states is not None else wavs
         return self.model.generate(clips, [it.prompt(self.style) for it in items], **self.gen_kwargs)
 
@@ -110,7 +110,7 @@ class CascadeSystem:
         """What its answers depend on besides the item (None: not cached; see `AnswerCache`)."""
         return _text_key("cascade", self.model, self.style, self.gen_kwargs, getattr(self.transcriber, "key", None))
 
-    def _transcribe(self, items: list[Item], wavs: list[np.ndarray]) -> None:
+    def _transcribe(self, items: list[EvalItem], wavs: list[np.ndarray]) -> None:
         todo: dict[str, dict[str, int]] = defaultdict(dict)  # lang -> item id -> index of its clip
         for i, it in enumerate(items):
             if it.id not in self.transcripts:
@@ -120,7 +120,7 @@ class CascadeSystem:
             texts = self.transcriber.transcribe(clips, lang, batch_size=self.asr_batch_size)
             self.transcripts.update(zip(idx, texts))
 
-    def answer(self, items: list[Item], wavs: list[np.ndarray]) -> list[str]:
+    def answer(self, items: list[EvalItem], wavs: list[np.ndarray]) -> list[str]:
         self._transcribe(items, wavs)
         texts = [self.transcripts[it.id] for it in items]
         return self.model.generate_text(texts, [it.prompt(self.style) for it in items], **self.gen_kwargs)
@@ -145,9 +145,9 @@ class OracleTextSystem:
         """What its answers depend on besides the item (None: not cached; see `AnswerCache`)."""
         return _text_key("oracle", self.model, self.style, self.gen_kwargs, "")
 
-    def answer(self, items: list[Item], wavs: list[np.ndarray]) -> list[str]:
+    def answer(self, items: list[EvalItem], wavs: list[np.ndarray]) -> list[str]:
         if any(not it.text for it in items):
-            raise ValueError("the oracle-text system needs each item's transcript (Item.text)")
+            raise ValueError("the oracle-text system needs each item's transcript (EvalItem.text)")
         return self.model.generate_text([it.text for it in items], [it.prompt(self.style) for it in items],
                                         **self.gen_kwargs)
 
@@ -165,7 +165,7 @@ def _text_key(kind: str, model, style: str, gen_kwargs: dict, front_end: str | N
 # -- the answer cache ------------------------------------------------------------------------------
 
 
-def ask(name: str, system: System, task: str, items: list[Item], wavs: list[np.ndarray]) -> list[str]:
+def ask(name: str, system: System, task: str, items: list[EvalItem], wavs: list[np.ndarray]) -> list[str]:
     """The system's answers to the items, refusing a wrong count."""
     outs = system.answer(items, wavs)
     if len(outs) != len(items):
@@ -187,7 +187,7 @@ class AnswerCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rows = read_cache(self.path)
 
-    def ask(self, name: str, system: System, task: str, items: list[Item], wavs: list[np.ndarray]) -> list[str]:
+    def ask(self, name: str, system: System, task: str, items: list[EvalItem], wavs: list[np.ndarray]) -> list[str]:
         """The system's answers to the items, from the cache where it has them."""
         key = getattr(system, "key", None)
         if key is None:

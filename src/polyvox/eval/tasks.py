@@ -1,6 +1,6 @@
 """The items of a zero-shot speech LLM evaluation: a seeded per-language sample of the test split for each task
 (ASR, X -> pivot translation, intent classification, BLSP's continuation prompt, held-out instruction templates),
-how each task is scored (`TASKS`), and degraded copies of the ASR clips."""
+how each task is scored (`EVAL_TASKS`), and degraded copies of the ASR clips."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Item:
+class EvalItem:
     """One question put to every system: a clip, an instruction and the expected answer."""
 
     id: str
@@ -57,7 +57,7 @@ class Item:
         return self.pair if style == "pair" else self.instruction
 
 @dataclass(frozen=True)
-class TaskSpec:
+class TaskScoring:
     """How one task is scored."""
 
     metrics: tuple[str, ...]
@@ -68,12 +68,12 @@ class TaskSpec:
     """Direction of the headline metric."""
 
 
-TASKS: dict[str, TaskSpec] = {
-    "asr": TaskSpec(("WER", "CER"), "CER", False),
-    "translation": TaskSpec(("BLEU", "chrF"), "chrF", True),
-    "intent": TaskSpec(("accuracy", "parsed"), "accuracy", True),
-    "heldout": TaskSpec(("chrF", "BLEU"), "chrF", True),
-    "continuation": TaskSpec((), "agreement", True),
+EVAL_TASKS: dict[str, TaskScoring] = {
+    "asr": TaskScoring(("WER", "CER"), "CER", False),
+    "translation": TaskScoring(("BLEU", "chrF"), "chrF", True),
+    "intent": TaskScoring(("accuracy", "parsed"), "accuracy", True),
+    "heldout": TaskScoring(("chrF", "BLEU"), "chrF", True),
+    "continuation": TaskScoring((), "agreement", True),
 }
 """Known tasks (``asr:<condition>`` is the ASR task on degraded copies of its clips, see `degraded_items`).
 CER is the ASR headline as it stays meaningful for scripts written without spaces. The
@@ -82,13 +82,13 @@ continuation of the transcript: it is scored by ``agreement`` with the oracle-te
 
 
 def base_task(task: str) -> str:
-    """The task of `TASKS` a task name is scored as: ``asr:<condition>`` -> ``asr``."""
+    """The task of `EVAL_TASKS` a task name is scored as: ``asr:<condition>`` -> ``asr``."""
     return task.partition(":")[0]
 
 
-def task_spec(task: str) -> TaskSpec:
-    """The spec of a task name of `TASKS`, or of ``asr:<condition>`` (scored as ASR)."""
-    return TASKS[base_task(task)]
+def task_scoring(task: str) -> TaskScoring:
+    """The spec of a task name of `EVAL_TASKS`, or of ``asr:<condition>`` (scored as ASR)."""
+    return EVAL_TASKS[base_task(task)]
 
 
 # -- building the tasks ------------------------------------------------------------------------------
@@ -141,26 +141,26 @@ def shown_names(labels: list[str]) -> list[str]:
     return out
 
 
-def _asr_items(by_lang: dict[str, list[Utterance]], root: Path, cfg: GenerationEvalConfig) -> list[Item]:
+def _asr_items(by_lang: dict[str, list[Utterance]], root: Path, cfg: GenerationEvalConfig) -> list[EvalItem]:
     items = []
     for lang, utts in by_lang.items():
         for u in _sample(utts, cfg.per_lang, f"{cfg.seed}:{lang}"):
-            items.append(Item(u.id, lang, str(u.audio_path(root)), make_instruction("transcribe", lang), u.text,
+            items.append(EvalItem(u.id, lang, str(u.audio_path(root)), make_instruction("transcribe", lang), u.text,
                               pair=make_instruction("transcribe", lang, style="pair"), text=u.text))
     return items
 
 
-def _continuation_items(by_lang: dict[str, list[Utterance]], root: Path, cfg: GenerationEvalConfig) -> list[Item]:
+def _continuation_items(by_lang: dict[str, list[Utterance]], root: Path, cfg: GenerationEvalConfig) -> list[EvalItem]:
     items = []
     for lang, utts in by_lang.items():
         for u in _sample(utts, cfg.per_lang, f"{cfg.seed}:{lang}"):  # the ASR sample's clips
-            items.append(Item(u.id, lang, str(u.audio_path(root)), make_instruction("continue", lang), "",
+            items.append(EvalItem(u.id, lang, str(u.audio_path(root)), make_instruction("continue", lang), "",
                               pair=make_instruction("continue", lang, style="pair"), text=u.text))
     return items
 
 
 def _translation_items(by_lang: dict[str, list[Utterance]], root: Path, cfg: GenerationEvalConfig,
-                       pivot: str) -> list[Item]:
+                       pivot: str) -> list[EvalItem]:
     def has_pivot(u: Utterance) -> bool:
         return bool(u.translations.get(pivot))
 
@@ -170,13 +170,13 @@ def _translation_items(by_lang: dict[str, list[Utterance]], root: Path, cfg: Gen
             continue
         # the ASR sample's seed and order: both tasks ask about the same clips where they can
         for u in _sample(utts, cfg.per_lang, f"{cfg.seed}:{lang}", keep=has_pivot):
-            items.append(Item(u.id, lang, str(u.audio_path(root)), make_instruction("translate", lang, target=pivot),
+            items.append(EvalItem(u.id, lang, str(u.audio_path(root)), make_instruction("translate", lang, target=pivot),
                               u.translations[pivot], pair=make_instruction("translate", lang, pivot, style="pair"),
                               text=u.text))
     return items
 
 
-def _intent_items(path: Path, cfg: GenerationEvalConfig) -> list[Item]:
+def _intent_items(path: Path, cfg: GenerationEvalConfig) -> list[EvalItem]:
     """Test-split intent questions; distractors come from the labels the manifest has in that language."""
     everything = _by_lang([u for u in read_manifest(path) if u.intent])
     items = []
@@ -192,14 +192,14 @@ def _intent_items(path: Path, cfg: GenerationEvalConfig) -> list[Item]:
             rng.shuffle(labels)
             shown = shown_names(labels)
             audio = str(u.audio_path(path.parent))
-            items.append(Item(u.id, lang, audio, make_instruction("intent", lang, labels=shown), u.intent, labels=labels,
+            items.append(EvalItem(u.id, lang, audio, make_instruction("intent", lang, labels=shown), u.intent, labels=labels,
                               shown=shown, pair=make_instruction("intent", lang, labels=shown, style="pair"),
                               text=u.text))
     return items
 
 
 def _heldout_items(by_lang: dict[str, list[Utterance]], root: Path, cfg: GenerationEvalConfig, bank,
-                   pivot: str, other_langs: list[str]) -> list[Item]:
+                   pivot: str, other_langs: list[str]) -> list[EvalItem]:
     """One held-out template per clip (seeded), the same xP3 pair for every style; references come later."""
     items = []
     for lang, utts in by_lang.items():
@@ -207,7 +207,7 @@ def _heldout_items(by_lang: dict[str, list[Utterance]], root: Path, cfg: Generat
             (ins,) = draw_instructions(bank, u.id, lang, "TMI", 1, cfg.seed, split="heldout", pivot_lang=pivot,
                                        other_langs=other_langs, balance="task")
             pair = (ins.prefix, ins.postfix)
-            items.append(Item(u.id, lang, str(u.audio_path(root)), pair, "", pair=pair, text=u.text,
+            items.append(EvalItem(u.id, lang, str(u.audio_path(root)), pair, "", pair=pair, text=u.text,
                               template=ins.template_id, kind=ins.kind))
     return items
 
@@ -227,13 +227,13 @@ def _intents_path(manifest_path: Path, cfg: GenerationEvalConfig) -> Path | None
 
 def check_tasks(tasks: list[str]) -> None:
     """Raise ValueError naming the known tasks if any of `tasks` is unknown."""
-    unknown = [t for t in tasks if t not in TASKS and not (t.startswith("asr:") and t[4:] in CONDITIONS)]
+    unknown = [t for t in tasks if t not in EVAL_TASKS and not (t.startswith("asr:") and t[4:] in CONDITIONS)]
     if unknown:
-        raise ValueError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}, "
+        raise ValueError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(EVAL_TASKS)}, "
                          f"and asr:<condition> for a condition of {', '.join(CONDITIONS)}")
 
 
-def degraded_items(items: list[Item], root: Path, folder: Path, condition: str) -> list[Item]:
+def degraded_items(items: list[EvalItem], root: Path, folder: Path, condition: str) -> list[EvalItem]:
     """The `items` again, about copies of their clips degraded by `condition` (`polyvox.data.degrade.CONDITIONS`),
     written once under ``folder/condition`` (same paths relative to `root`, the data folder); ids get
     ``#condition``, so caches keyed by item id keep the copies apart."""
@@ -248,7 +248,7 @@ def degraded_items(items: list[Item], root: Path, folder: Path, condition: str) 
 
 
 def build_tasks(manifest_path: str | Path, cfg: GenerationEvalConfig, pivot_lang: str, bank=None,
-                other_langs: list[str] | None = None) -> dict[str, list[Item]]:
+                other_langs: list[str] | None = None) -> dict[str, list[EvalItem]]:
     """The items of each task in ``cfg.tasks``, from the test split (seeded: the same call, the same items).
 
     Args:
@@ -270,7 +270,7 @@ def build_tasks(manifest_path: str | Path, cfg: GenerationEvalConfig, pivot_lang
         raise ValueError("the heldout task needs an instruction template bank (it is a task of the mit recipe)")
     manifest_path = Path(manifest_path).resolve()
     by_lang = _by_lang(read_manifest(manifest_path, split="test"))
-    builders: dict[str, Callable[[], list[Item]]] = {
+    builders: dict[str, Callable[[], list[EvalItem]]] = {
         "asr": lambda: _asr_items(by_lang, manifest_path.parent, cfg),
         "translation": lambda: _translation_items(by_lang, manifest_path.parent, cfg, pivot_lang),
         "intent": lambda: _intent_items(p.resolve(), cfg) if (p := _intents_path(manifest_path, cfg)) else [],

@@ -1,6 +1,6 @@
 """Named model presets -> weights, offline.
 
-A model is named by a preset (see `PRESETS`), a local directory or a Hugging Face hub id. Presets resolve
+A model is named by a preset (see `MODEL_PRESETS`), a local directory or a Hugging Face hub id. Presets resolve
 without network, in this order:
 
 1. the polyvox cache (`default_cache_dir()` / <preset>), written once by step 2;
@@ -282,7 +282,7 @@ _LOADERS: dict[str, Callable[..., tuple[Any, Any]]] = {SPEECH: _speech_from_pret
 
 def _classify(name: str) -> str:
     """``preset``, ``dir`` or ``hub``; anything else raises a clear error."""
-    if name in PRESETS:
+    if name in MODEL_PRESETS:
         return "preset"
     path = Path(name).expanduser()
     if path.is_dir():
@@ -292,7 +292,7 @@ def _classify(name: str) -> str:
     if _HUB_ID.fullmatch(name) and not name.startswith("."):
         return "hub"
     raise ModelSourceError(
-        f"{name!r} is not a preset ({', '.join(PRESETS)}), an existing local directory, "
+        f"{name!r} is not a preset ({', '.join(MODEL_PRESETS)}), an existing local directory, "
         "or a Hugging Face hub id of the form owner/name"
     )
 
@@ -300,7 +300,7 @@ def _classify(name: str) -> str:
 def _load(name: str, kind: str, cache_dir: str | Path | None) -> tuple[Any, Any]:
     how = _classify(name)
     if how == "preset":
-        preset = PRESETS[name]
+        preset = MODEL_PRESETS[name]
         if preset.kind != kind:
             other = {SPEECH: "load_speech_model", LLM: "load_llm"}[preset.kind]
             raise ModelSourceError(f"preset {name!r} is a {preset.kind} model; load it with {other}()")
@@ -344,7 +344,7 @@ def load_speech_tokenizer(name: str, cache_dir: str | Path | None = None) -> Pre
     """The text tokenizer that goes with a speech model (for decoding its generated ids)."""
     how = _classify(name)
     if how == "preset":
-        return PRESETS[name].tokenizer(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+        return MODEL_PRESETS[name].tokenizer(Path(cache_dir) if cache_dir is not None else default_cache_dir())
     from transformers import AutoTokenizer
 
     try:
@@ -360,7 +360,7 @@ def fingerprint(name: str) -> str:
     """
     how = _classify(name)
     if how == "preset":
-        ident = PRESETS[name].identity()
+        ident = MODEL_PRESETS[name].identity()
     elif how == "dir":
         ident = "dir|" + _directory_identity(Path(name).expanduser())
     else:
@@ -544,7 +544,7 @@ def _tiny_gemma3_model(config: dict[str, Any], tok: Any) -> Any:
 
 # ------------------------------------------------------------------------------ registry
 
-PRESETS: dict[str, Preset] = {
+MODEL_PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         PackagedPreset(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from polyvox.config import MITConfig, config_to_dict
-from polyvox.data.instructions import VARIANTS, Bank, Instruction, draw_instructions, load_bank
+from polyvox.data.instructions import MIT_VARIANTS, Bank, Instruction, draw_instructions, load_bank
 from polyvox.data.manifest import Utterance
 from polyvox.fileio import atomic_write_text
 from polyvox.models.answers import Request, answer_key, cached_answers
@@ -62,11 +62,11 @@ def draw(cfg: MITConfig, bank: Bank, utts: list[Utterance]) -> list[tuple[Uttera
     seed (and the T ones those of a T run): variants share their answers.
     """
     t = cfg.targets
-    if t.variant not in VARIANTS:
-        raise ValueError(f"targets.variant must be one of {', '.join(VARIANTS)}, got {t.variant!r}")
+    if t.variant not in MIT_VARIANTS:
+        raise ValueError(f"targets.variant must be one of {', '.join(MIT_VARIANTS)}, got {t.variant!r}")
     out = []
     for u in utts:
-        for kind in sorted(VARIANTS[t.variant], reverse=True):  # T before MI
+        for kind in sorted(MIT_VARIANTS[t.variant], reverse=True):  # T before MI
             out += [(u, ins) for ins in draw_instructions(bank, u.id, u.lang, kind, t.per_kind, cfg.train.seed,
                                                           pivot_lang=cfg.data.pivot_lang, other_langs=t.other_langs,
                                                           balance=t.balance)]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from polyvox.index import Item, TextIndex, embed_items, embed_speech, model_fingerprint
+from polyvox.index import IndexedText, TextIndex, embed_items, embed_speech, model_fingerprint
 from polyvox.models.asr import Transcriber
 from polyvox.models.dual_encoder import DualEncoder
 from polyvox.models.export import read_meta
@@ -108,7 +108,7 @@ class SearchEngine:
             out[speech] = embed_speech(self.dual, [queries[i].wav for i in speech],
                                        [queries[i].lang for i in speech], self.speech_encoder)
         if text:
-            items = [Item(str(i), queries[i].text, queries[i].lang) for i in text]
+            items = [IndexedText(str(i), queries[i].text, queries[i].lang) for i in text]
             out[text] = embed_items(self.dual, items, batch_size=len(items), progress=False)
         return list(zip(queries, out))
 
