@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import platform
 import resource
@@ -16,10 +15,13 @@ from pathlib import Path
 
 import httpx
 
-from polyvox.eval.report import versions
+from polyvox.progress import setup_logging
+
+setup_logging()  # before transformers is imported
+
+from polyvox.eval.report import versions  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
 def median_time(fn, repeats: int = 5, warmup: int = 1) -> tuple[float, list[float]]:

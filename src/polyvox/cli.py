@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from polyvox.config import BLSPConfig, MITConfig, RetrievalConfig, ServeConfig, load_config
+from polyvox.progress import setup_logging
 from polyvox.sysmem import release_memory, stage_peak_mb
 
 log = logging.getLogger("polyvox")
@@ -492,8 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    setup_logging(args.verbose)
     try:
         match (args.cmd, getattr(args, "sub", None)):
             case ("data", "build"):

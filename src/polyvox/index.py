@@ -26,6 +26,7 @@ from polyvox.data.manifest import read_manifest
 from polyvox.fileio import atomic_write_text, sha256_file
 from polyvox.models.dual_encoder import DualEncoder
 from polyvox.models.units import encoder_for_units
+from polyvox.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -302,12 +303,11 @@ def embed_items(dual, items: list[IndexedText], batch_size: int = 64, progress: 
     """(N, D) text embeddings of `items` (each in its own language) from a `DualEncoder`, in batches (with a
     progress bar on a terminal when `progress`)."""
     import torch
-    from tqdm import tqdm
 
     out = []
     with torch.no_grad():
         batches = range(0, len(items), batch_size)
-        for s in tqdm(batches, desc="embedding", unit="batch", disable=None if progress else True):  # None: on a TTY
+        for s in Progress(batches, desc="embedding", unit="batch", enabled=progress):
             batch = items[s : s + batch_size]
             out.append(dual.encode_text([it.text for it in batch], [it.lang for it in batch]).float().numpy())
     return np.concatenate(out) if out else np.zeros((0, dual.embed_dim), dtype=np.float32)

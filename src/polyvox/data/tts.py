@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from polyvox.audio import SAMPLE_RATE, AudioError, to_mono_16k, write_flac
 from polyvox.data.languages import check_lang
 from polyvox.fileio import sha256_file
+from polyvox.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -445,7 +445,7 @@ def synthesize_batch(jobs: Sequence[SynthJob], num_workers: int = 2, progress: b
     """
     if not jobs:
         return []
-    bar = tqdm(total=len(jobs), desc="speech", unit="utt", disable=not progress)
+    bar = Progress(total=len(jobs), desc="speech", unit="utt", enabled=progress)
     results: list[SynthResult] = []
     if num_workers > 1 and len(jobs) >= 8:
         results = _pooled(jobs, num_workers, bar)

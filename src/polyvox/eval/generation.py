@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from polyvox.audio import AudioError, load_audio
 from polyvox.eval.retrieval import macro_averages
 from polyvox.eval.scoring import paired_differences, score_answers, task_languages
 from polyvox.eval.systems import AnswerCache, System, ask
 from polyvox.eval.tasks import EvalItem, TaskScoring, base_task, check_tasks, task_scoring
+from polyvox.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[EvalIt
     answers: dict[str, dict[str, dict[str, str]]] = {t: {name: {} for name in systems} for t in tasks}
     bad: list[dict] = []
     good: set[tuple[str, str]] = set()
-    for task, items in tqdm(_batches(tasks, batch_size), desc="generation", unit="batch", disable=None):
+    for task, items in Progress(_batches(tasks, batch_size), desc="generation", unit="batch"):
         ok, wavs = _load_batch(task, items, Path(root) if root is not None else None, bad)
         if not ok:
             continue

@@ -7,10 +7,10 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from polyvox.data.manifest import Utterance
 from polyvox.eval.metrics import best_ranks, chance_recall, corpus_bleu, recall_from_ranks
+from polyvox.progress import Progress
 from polyvox.sysmem import trim_heap
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ def embed_all(encode, items: list, langs: list[str], batch_size: int = 64, desc:
     """Embed items in length-sorted batches with `encode(items, langs)`; returns (N, E) in input order."""
     order = sorted(range(len(items)), key=lambda i: len(items[i]))
     out: list[np.ndarray | None] = [None] * len(items)
-    for s in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", disable=None, leave=False):
+    for s in Progress(range(0, len(order), batch_size), desc=desc, unit="batch"):
         idx = order[s : s + batch_size]
         vecs = encode([items[i] for i in idx], [langs[i] for i in idx]).float().cpu().numpy()
         for i, v in zip(idx, vecs):

@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from polyvox.fileio import atomic_write_text
 from polyvox.models.speech_llm import Prompt, SpeechLLM
+from polyvox.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +93,7 @@ def cached_answers(requests: list[Request], cache: str | Path, model: SpeechLLM 
         fits = sorted((r for r in todo if sizes[r.id] <= max_input_tokens), key=lambda r: sizes[r.id])
         counts["too_long"] = len(todo) - len(fits)
         with cache.open("a") as f:
-            for s in tqdm(range(0, len(fits), batch_size), desc=desc, unit="batch", disable=None):
+            for s in Progress(range(0, len(fits), batch_size), desc=desc, unit="batch"):
                 batch = fits[s : s + batch_size]
                 texts = model.generate_text([r.text for r in batch], [r.prompt for r in batch],
                                             max_new_tokens=max_new_tokens, stop_at_newline=stop_at_newline)

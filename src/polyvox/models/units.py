@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
-from tqdm import tqdm
 
 from polyvox.audio import AudioError, load_audio
 from polyvox.data.manifest import ManifestError, Utterance
 from polyvox.fileio import atomic_write, atomic_write_text
 from polyvox.models.speech_encoder import SpeechEncoder
+from polyvox.progress import Progress
 from polyvox.sysmem import trim_heap
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def iter_features(utts: list[Utterance], root: str | Path, encoder: SpeechEncode
     on the corpus. Unreadable audio is reported as an error for that utterance; the rest go on.
     """
     order = sorted(utts, key=lambda u: u.duration or 0.0)
-    bar = tqdm(total=len(order), desc=desc, unit="utt", disable=None)
+    bar = Progress(total=len(order), desc=desc, unit="utt")
     for c in range(0, len(order), chunk):
         loaded: list[tuple[Utterance, np.ndarray]] = []
         for u in order[c : c + chunk]:

@@ -34,7 +34,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from polyvox.audio import SAMPLE_RATE, AudioError, load_audio, to_mono_16k, write_flac
 from polyvox.data.languages import check_lang
@@ -59,6 +58,7 @@ from polyvox.data.sources.corpora_readers import (
     table_kind,
 )
 from polyvox.fileio import atomic_write, atomic_write_text, sha256_file
+from polyvox.progress import Progress
 from polyvox.provenance import versions
 
 log = logging.getLogger(__name__)
@@ -251,7 +251,7 @@ def _convert(job: _Job) -> tuple[_Job, int, str | None]:
 
 def _run(jobs: Iterable[_Job], total: int, num_workers: int, progress: bool) -> list[tuple[_Job, int, str | None]]:
     """Convert jobs in `num_workers` processes (in this one for few jobs); results in completion order."""
-    bar = tqdm(total=total, desc="import", unit="clip", disable=not progress)
+    bar = Progress(total=total, desc="import", unit="clip", enabled=progress)
     results: list[tuple[_Job, int, str | None]] = []
 
     def done(res: tuple[_Job, int, str | None]) -> None:

@@ -19,12 +19,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from polyvox.data.languages import check_lang
 from polyvox.data.sources.catalogs import Catalog, MoError, find_catalogs, locale_to_fleurs, read_catalog
 from polyvox.data.sources.debian import debian_catalogs
 from polyvox.data.sources.text import ENGLISH, Message, group_id, normalise
+from polyvox.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +210,7 @@ def collect_messages(
     en_source: dict[str, set[str]] = defaultdict(set)
     rejected: Counter[str] = Counter()
     unreadable: list[str] = []
-    for cat, lang, rank in tqdm(cats, desc="catalogs", unit="file", disable=not progress):
+    for cat, lang, rank in Progress(cats, desc="catalogs", unit="file", enabled=progress):
         try:
             entries = read_catalog(cat.path)
         except (MoError, OSError) as e:

