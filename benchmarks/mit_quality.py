@@ -120,7 +120,7 @@ def stage_eval(base: MITConfig, variants: list[str], blsp_config: tuple[str, lis
     systems["cascade"] = CascadeSystem(any_model, Transcriber(e.asr_model), style="pair", **gen)
     systems["untrained"] = SpeechLLMSystem(untrained_like(any_model), style="pair", states=states, **gen)
     systems["oracle"] = OracleTextSystem(any_model, style="pair", **gen)
-    seen = set(read_meta(Path(base.out_dir) / variants[0] / "model", "speech-LLM")["train_languages"])
+    seen = set(read_meta(Path(base.out_dir) / variants[0] / "model", "speech_llm")["train_languages"])
     tasks = build_tasks(base.data.manifest, e, base.data.pivot_lang, bank=mit.bank_of(base),
                         other_langs=base.targets.other_langs)
     mit.fill_heldout_references(variant_cfg(base, "TMI"), any_model, tasks)
@@ -179,7 +179,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "mit_quality.md").write_text(generation_markdown(result, "T, MI, TMI and BLSP on the demo corpus"))
     timing = json.loads((root / "targets_timing.json").read_text())
-    ctc_run = Path(read_meta(root / variants[0] / "model", "speech-LLM").get("init_from") or root / "ctc" / "model").parent
+    ctc_run = Path(read_meta(root / variants[0] / "model", "speech_llm").get("init_from") or root / "ctc" / "model").parent
     ctc_stage = training_stats(ctc_run) if (ctc_run / "metrics.jsonl").exists() else {}
     write_result("mit_quality", {
         "config": args.config, "blsp_config": args.blsp_config, "overrides": args.set,

@@ -19,6 +19,7 @@ from polyvox.data.manifest import Utterance, read_manifest
 from polyvox.losses import distill_kl
 from polyvox.models.adapter import build_adapter
 from polyvox.models.ctc import ctc_loss
+from polyvox.models.dual_encoder import DualEncoder
 from polyvox.models.speech_llm import IGNORE, SpeechLLM, build_speech_llm, make_instruction
 from polyvox.recipes import blsp
 from polyvox.recipes import speech_llm as speech_llm_recipes
@@ -313,8 +314,10 @@ def test_checkpoint_round_trip_and_refusals(tmp_path: Path) -> None:
         SpeechLLM.load(tmp_path / "empty")
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "model.json").write_text(json.dumps({"kind": "dual_encoder"}))
-    with pytest.raises(ValueError, match=r"not a speech-LLM checkpoint \(kind 'dual_encoder'\)"):
+    with pytest.raises(ValueError, match=r"holds a dual encoder checkpoint, not a speech LLM"):
         SpeechLLM.load(tmp_path / "other")
+    with pytest.raises(ValueError, match=r"holds a speech LLM checkpoint, not a dual encoder"):
+        DualEncoder.load(folder)
 
 
 # -- the KL term ---------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ def test_cli_pipeline_writes_reports(tiny_corpus, tmp_path, capsys):
     result = json.loads((run / "eval.json").read_text())
     assert result["languages"]["pl_pl"]["seen"] is False and result["languages"]["fr_fr"]["seen"] is True
     assert result["config"]["model"]["backbone"] == "tiny-gemma3" and "torch" in result["versions"]
+    assert json.loads((run / "model" / "model.json").read_text())["kind"] == "dual_encoder"
     assert (run / "eval.png").stat().st_size > 1000
     rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 7))

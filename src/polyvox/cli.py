@@ -188,7 +188,7 @@ def generate(model: str | Path, audio: list[str], prompt: str = "transcribe", la
 
     if lang is not None:
         check_lang(lang)
-    style = read_meta(model, "speech-LLM").get("prompt_style", "instruction")  # as the model was trained
+    style = read_meta(model, "speech_llm").get("prompt_style", "instruction")  # as the model was trained
     instruction = ask(prompt, lang, target, labels, style)
     wavs = [load_audio(a) for a in audio]  # a bad file fails here, named, before the model loads
     llm = SpeechLLM.load(model)

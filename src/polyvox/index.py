@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -23,7 +22,7 @@ import numpy as np
 
 from polyvox.data.languages import check_lang
 from polyvox.data.manifest import read_manifest
-from polyvox.fileio import atomic_write_text, sha256_file
+from polyvox.fileio import atomic_write_text, sha256_file, temp_dir
 from polyvox.models.dual_encoder import DualEncoder
 from polyvox.models.units import encoder_for_units
 from polyvox.progress import Progress
@@ -227,7 +226,7 @@ class TextIndex:
         folder.mkdir(parents=True, exist_ok=True)
         previous = _current(folder)
         n = int(previous.name.split("-")[1]) + 1 if previous else 1
-        tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".tmp-"))
+        tmp = temp_dir(folder)
         faiss.write_index(self.index, str(tmp / "index.faiss"))
         (tmp / "items.jsonl").write_text("".join(json.dumps(asdict(it), ensure_ascii=False) + "\n" for it in self.items))
         meta = {"dim": self.dim, "kind": self.kind, "params": self.params, "model_fingerprint": self.model_fingerprint,

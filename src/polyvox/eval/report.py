@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from polyvox import provenance
+from polyvox.fileio import atomic_write, atomic_write_text
 
 COLUMNS = ("R@1", "R@5", "R@10", "chance_R@1", "xling_R@1", "xling_BLEU")
 
@@ -57,7 +58,7 @@ def plot(result: dict, path: str | Path, metric: str = "R@1") -> Path:
     ax.legend(loc="upper right")
     plt.xticks(rotation=45, ha="right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return Path(path)
 
@@ -72,8 +73,9 @@ def write_report(result: dict, out_dir: str | Path, name: str = "eval", config: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / f"{name}.json", "md": out_dir / f"{name}.md", "png": out_dir / f"{name}.png"}
-    paths["json"].write_text(json.dumps({**result, "config": config, "versions": versions()}, indent=2, ensure_ascii=False))
-    paths["md"].write_text(markdown(result))
+    atomic_write_text(paths["json"], json.dumps({**result, "config": config, "versions": versions()}, indent=2,
+                                                ensure_ascii=False))
+    atomic_write_text(paths["md"], markdown(result))
     draw(result, paths["png"])
     return paths
 
@@ -177,7 +179,7 @@ def generation_plot(result: dict, path: str | Path) -> Path:
         ax.set_title(_task_title(task))
         ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return Path(path)
 

@@ -428,7 +428,7 @@ class DualEncoder(nn.Module):
 
     def save(self, folder: str | Path, extra: dict | None = None) -> Path:
         """Write trainable weights (safetensors) + config JSON; frozen weights are referenced by name."""
-        meta = {"model": asdict(self.cfg), "num_units": self.num_units, "feature_dim": self.feature_dim,
+        meta = {"kind": "dual_encoder", "model": asdict(self.cfg), "num_units": self.num_units, "feature_dim": self.feature_dim,
                 "seed": self.seed,
                 "backbone_fingerprint": fingerprint(self.cfg.backbone), **(extra or {})}
         if self.unit_tokenizer is not None:
@@ -438,7 +438,7 @@ class DualEncoder(nn.Module):
     @classmethod
     def load(cls, folder: str | Path) -> DualEncoder:
         folder = Path(folder)
-        meta = read_meta(folder, "dual-encoder")
+        meta = read_meta(folder, "dual_encoder")
         cfg = config_from_dict(meta["model"], ModelConfig)
         if fingerprint(cfg.backbone) != meta["backbone_fingerprint"]:
             raise ValueError(f"{folder}: backbone {cfg.backbone!r} is not the one this checkpoint was trained on")

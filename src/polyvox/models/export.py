@@ -31,12 +31,22 @@ def save_trainable(model: nn.Module, folder: str | Path, meta: dict[str, Any]) -
     return folder
 
 
-def read_meta(folder: str | Path, what: str) -> dict[str, Any]:
-    """``model.json`` of an exported `what` (for the error message), or FileNotFoundError."""
+CHECKPOINT_KINDS = {"dual_encoder": "dual encoder", "speech_llm": "speech LLM", "ctc_stage": "CTC stage"}
+"""The ``kind`` an exported ``model.json`` records -> its name in messages."""
+
+
+def read_meta(folder: str | Path, kind: str) -> dict[str, Any]:
+    """``model.json`` of an exported model of `kind` (a key of `CHECKPOINT_KINDS`); FileNotFoundError without one,
+    ValueError for another kind. A file without ``kind`` is a dual encoder (exports before it was recorded)."""
     path = Path(folder) / "model.json"
     if not path.exists():
-        raise FileNotFoundError(f"no {what} checkpoint in {folder} (model.json missing)")
-    return json.loads(path.read_text())
+        raise FileNotFoundError(f"no {CHECKPOINT_KINDS[kind]} checkpoint in {folder} (model.json missing)")
+    meta = json.loads(path.read_text())
+    found = meta.get("kind", "dual_encoder")
+    if found != kind:
+        raise ValueError(f"{folder} holds a {CHECKPOINT_KINDS.get(found, found)} checkpoint, not a "
+                         f"{CHECKPOINT_KINDS[kind]}")
+    return meta
 
 
 def load_trainable(model: nn.Module, folder: str | Path) -> None:

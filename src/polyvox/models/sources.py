@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from polyvox.fileio import default_cache_dir, sha256_file
+from polyvox.fileio import default_cache_dir, sha256_file, temp_dir
 from polyvox.models import ct2
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ class _Atomic:
 
     def __enter__(self) -> Path:
         self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=self.target.parent))
+        self.tmp = temp_dir(self.target.parent, f".{self.target.name}.tmp-")
         self.tmp.chmod(0o755)  # mkdtemp's 0700 would make a shared cache unreadable to other users
         return self.tmp
 

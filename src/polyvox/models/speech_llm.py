@@ -399,9 +399,7 @@ class SpeechLLM(nn.Module):
     @classmethod
     def load(cls, folder: str | Path) -> SpeechLLM:
         """Rebuild the model from a saved folder, refusing an encoder or LLM that is not the one it was trained with."""
-        meta = read_meta(folder, "speech-LLM")
-        if meta.get("kind") != "speech_llm":
-            raise ValueError(f"{folder}: not a speech-LLM checkpoint (kind {meta.get('kind')!r})")
+        meta = read_meta(folder, "speech_llm")
         model = build_speech_llm(config_from_dict(meta["model"], SpeechLLMConfig), meta.get("seed", 0))
         model.load_weights(folder)
         return model.eval()
@@ -409,9 +407,7 @@ class SpeechLLM(nn.Module):
     def load_weights(self, folder: str | Path) -> None:
         """Load the trained adapter (and CTC head) of a saved speech LLM whose model config is this one's, refusing
         another config, encoder or LLM."""
-        meta = read_meta(folder, "speech-LLM")
-        if meta.get("kind") != "speech_llm":
-            raise ValueError(f"{folder}: not a speech-LLM checkpoint (kind {meta.get('kind')!r})")
+        meta = read_meta(folder, "speech_llm")
         for part in ("encoder", "llm"):
             if fingerprint(getattr(self.cfg, part)) != meta[f"{part}_fingerprint"]:
                 raise ValueError(f"{folder}: {part} {getattr(self.cfg, part)!r} is not the one this adapter was trained with")

@@ -314,7 +314,7 @@ def run_eval(cfg: RetrievalConfig, checkpoint: str | Path | None = None, name: s
     """
     folder = Path(checkpoint or Path(cfg.out_dir) / "model")
     model = DualEncoder.load(folder)
-    seen = set(read_meta(folder, "dual-encoder").get("train_languages", []))
+    seen = set(read_meta(folder, "dual_encoder").get("train_languages", []))
     bad = []
     if units is None:
         units, bad = run_units_encode(cfg, cfg.data.test_split, tok=model.unit_tokenizer)

@@ -293,7 +293,7 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
     the baselines in the same style. `prepare(model, tasks)` may complete the items before they are asked
     (the mit recipe writes held-out references with the frozen LLM); `task_kwargs` go to `build_tasks`.
     """
-    meta = read_meta(folder, "speech-LLM")
+    meta = read_meta(folder, "speech_llm")
     gen = {"max_new_tokens": e.max_new_tokens, "stop_at_newline": stop_at_newline,
            "style": meta.get("prompt_style", "instruction")}
     baselines = {  # each built from the trained model, sharing its frozen encoder (and its states) and LLM

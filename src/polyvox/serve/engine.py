@@ -67,7 +67,7 @@ class SearchEngine:
         self.llm = self.prompt_style = None
         self.max_new_tokens = max_new_tokens
         if speech_llm is not None:
-            self.prompt_style = read_meta(speech_llm, "speech-LLM").get("prompt_style", "instruction")
+            self.prompt_style = read_meta(speech_llm, "speech_llm").get("prompt_style", "instruction")
             self.llm = SpeechLLM.load(speech_llm)
         log.info("serving %d texts (%s index), model %s, speech LLM %s", len(self.index), self.index.kind,
                  self.fingerprint[:12], speech_llm)

@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from polyvox.fileio import atomic_write_text
+from polyvox.fileio import atomic_write, atomic_write_text, temp_dir
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -42,11 +41,11 @@ def save_checkpoint(run_dir: str | Path, step: int, model, optimizer, scheduler,
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    tmp = temp_dir(root)
     model.save(tmp)
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
     opt_tensors["rng.torch"] = torch.get_rng_state()
-    save_file(opt_tensors, str(tmp / "trainer.safetensors"))
+    atomic_write(tmp / "trainer.safetensors", lambda f: save_file(opt_tensors, f))  # safetensors writes 0600
     meta = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict()}
     (tmp / "trainer.json").write_text(json.dumps(meta))
     if final.exists():

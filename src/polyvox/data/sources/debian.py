@@ -16,12 +16,11 @@ import re
 import shutil
 import subprocess
 import tarfile
-import tempfile
 from pathlib import Path
 from urllib.parse import unquote
 
 from polyvox.data.sources.catalogs import Catalog, find_catalogs
-from polyvox.fileio import default_cache_dir
+from polyvox.fileio import default_cache_dir, temp_dir
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +85,7 @@ def unpack_locale(deb: Path, dest: Path) -> Path:
     res = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True)
     if res.returncode != 0:
         raise DebianSourceError(f"{deb}: dpkg-deb cannot read it: {res.stderr.decode(errors='replace').strip()}")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=dest))
+    tmp = temp_dir(dest, f".{name}-")
     try:
         with tarfile.open(fileobj=io.BytesIO(res.stdout)) as tar:
             members = [m for m in tar.getmembers() if m.isfile() and m.name.lstrip("./").startswith(_LOCALE_PREFIX)]

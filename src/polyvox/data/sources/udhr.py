@@ -31,7 +31,7 @@ from pathlib import Path
 
 from polyvox.data.languages import FLEURS, check_lang
 from polyvox.data.sources.text import ENGLISH, Message, normalise
-from polyvox.fileio import default_cache_dir, sha256_file
+from polyvox.fileio import default_cache_dir, sha256_file, temp_dir
 from polyvox.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ def _install_tarball(tgz: Path, dest: Path, expected_sha256: str | None = None) 
     if not hasattr(tarfile, "data_filter"):
         raise UdhrSourceError("unpacking safely needs Python 3.10.12+, 3.11.4+ or 3.12+ (tarfile filters)")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    tmp = temp_dir(dest.parent, f".{dest.name}-")
     try:
         try:
             with tarfile.open(tgz, "r:*") as tar:
