@@ -61,6 +61,10 @@ class SpeechEncoder(nn.Module):
         lengths = torch.tensor([min(len(w) // hop, max_len // hop) for w in wavs])
         lengths = lengths + lengths % 2  # the stride-2 conv halves T
         wavs = [np.asarray(w, dtype=np.float32) for w in wavs]
+        with torch.autocast("cpu", enabled=False):  # the extractor's STFT is float32 numpy work, even in a bf16 step
+            return self._mel(wavs, lengths)
+
+    def _mel(self, wavs: list[np.ndarray], lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.pad_to_30s:
             mel = self.feature_extractor(wavs, sampling_rate=SAMPLE_RATE, padding="max_length", return_tensors="pt",
                                          truncation=True)["input_features"]  # (B, n_mels, 3000)
