@@ -14,10 +14,11 @@ import torch
 from safetensors.torch import load_file
 
 from polyvox.cli import main
-from polyvox.config import load_config, save_config
+from polyvox.config import BLSPConfig, load_config, save_config
 from polyvox.recipes.retrieval import run_train, run_units_encode, run_units_fit
 
-TINY = Path(__file__).parents[1] / "configs" / "tiny.yaml"
+CONFIGS = Path(__file__).parents[1] / "configs"
+TINY = CONFIGS / "tiny.yaml"
 
 
 def tiny_cfg(manifest, out, *overrides):
@@ -59,6 +60,19 @@ def test_cli_errors_are_clear(tiny_corpus, tmp_path, capsys):
     assert "unknown key(s) stepz" in capsys.readouterr().err
     assert main(["embed", "--model", str(tmp_path), "--lang", "xx_xx", "--out", "x.npy", "--text", "a"]) == 2
     assert "unknown language code 'xx_xx'" in capsys.readouterr().err
+    assert main(["embed", "--model", str(tmp_path), "--out", "x.npy", "--text", "a"]) == 2
+    assert "--audio and --text need their language (--lang)" in capsys.readouterr().err
+    assert main(["demo", "--config", str(TINY), "--corpus-dir", str(tmp_path), "--manifest", str(tiny_corpus)]) == 2
+    assert "not both" in capsys.readouterr().err
+    blsp = CONFIGS / "blsp-tiny.yaml"
+    unnamed = tmp_path / "unnamed.yaml"
+    unnamed.write_text(blsp.read_text().replace("recipe: blsp", ""))
+    assert main(["eval", "generate", "--config", str(unnamed)]) == 2
+    assert "say which recipe it is for" in capsys.readouterr().err
+    assert main(["eval", "generate", "--config", str(blsp), "--recipe", "mit"]) == 2
+    assert "blsp-tiny.yaml is a blsp config (its recipe: field), not --recipe mit" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="recipe: this is a blsp config, not 'mit'"):
+        load_config(blsp, ["recipe=mit"], BLSPConfig)
 
 
 def test_loss_goes_down(tiny_corpus, tmp_path):

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import logging
+import re
 import sys
 import time
+import types
+import typing
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,9 +48,17 @@ def data_build(cfg, out: str | Path) -> Path:
     return build_corpus(cfg, out)
 
 
-def data_report(corpus: str | Path, out: str | Path | None = None, samples: int = 3, asr: str | None = "whisper-base",
+def data_report(corpus: str | Path, out: str | Path | None = None, samples: int = 3, asr: str = "whisper-base",
                 tts_clips: int = 60) -> dict:
-    """Report counts, hours, TTS speed and Whisper transcripts of a corpus into ``report.json`` / ``report.md``."""
+    """Report counts, hours, TTS speed and Whisper transcripts of a corpus into ``report.json`` / ``report.md``.
+
+    Args:
+        corpus: corpus folder (with manifest.jsonl).
+        out: where report.json and report.md go (default: the corpus folder).
+        samples: test clips per language transcribed (0: none).
+        asr: Whisper model for the samples.
+        tts_clips: sentences spoken again to time eSpeak (0: none).
+    """
     import json
 
     from polyvox.eval.corpus_report import corpus_report, markdown
@@ -58,11 +72,29 @@ def data_report(corpus: str | Path, out: str | Path | None = None, samples: int 
     return report
 
 
-def data_import(kind: str, src: str | Path, out: str | Path, **options) -> Path:
-    """Convert a real speech corpus (see `polyvox.data.sources.corpora.READERS`) into a manifest."""
+def data_import(kind: str, src: str, out: str, lang: str | None = None, langs: list[str] | None = None,
+                splits: list[str] | None = None, limit: int | None = None, translation_lang: str = "en_us",
+                workers: int = 2) -> Path:
+    """Convert a real speech corpus (FLEURS, CoVoST 2, Common Voice, or a folder of audio with a table) into a
+    manifest.
+
+    Args:
+        kind: the corpus layout, a key of `polyvox.data.sources.corpora.READERS`.
+        src: corpus folder (released layout or Hugging Face arrow/parquet files).
+        out: output folder (manifest.jsonl, import.json, audio/).
+        lang: FLEURS code of every clip (overrides the corpus's own language names).
+        langs: only these FLEURS codes.
+        splits: only these splits (default: train dev test).
+        limit: most clips per language and split.
+        translation_lang: FLEURS code of the translation column.
+        workers: processes converting audio.
+    """
     from polyvox.data.sources.corpora import import_corpus
 
-    return import_corpus(kind, src, out, **options)
+    path = import_corpus(kind, src, out, lang=lang, langs=langs, splits=splits, limit=limit,
+                         translation_lang=translation_lang, num_workers=workers)
+    print(path)
+    return path
 
 
 def units_fit(cfg: RetrievalConfig) -> Path:
@@ -162,24 +194,40 @@ SPEECH_LLM_RECIPES: dict[str, type] = {"blsp": BLSPConfig, "mit": MITConfig}
 
 
 def _recipe_cfg(args) -> BLSPConfig | MITConfig:
-    """The config of ``--recipe``; by default mit when the config file has a ``targets`` section, else blsp."""
+    """The config of ``--recipe``, else of the config file's ``recipe:`` field."""
     import yaml
 
-    name = args.recipe
-    if name is None:
-        raw = yaml.safe_load(Path(args.config).read_text()) if args.config and Path(args.config).exists() else None
-        name = "mit" if isinstance(raw, dict) and "targets" in raw else "blsp"
+    raw = yaml.safe_load(Path(args.config).read_text()) if args.config and Path(args.config).exists() else None
+    named = raw.get("recipe") if isinstance(raw, dict) else None
+    if args.recipe and named and args.recipe != named:
+        raise ValueError(f"{args.config} is a {named} config (its recipe: field), not --recipe {args.recipe}")
+    name = args.recipe or named
+    if name not in SPEECH_LLM_RECIPES:
+        raise ValueError(f"{args.config or 'the default config'}: say which recipe it is for, with a `recipe: blsp` or "
+                         f"`recipe: mit` line or --recipe (got {name!r})")
     return _cfg(args, SPEECH_LLM_RECIPES[name])
 
 
-def generate(model: str | Path, audio: list[str], prompt: str = "transcribe", lang: str | None = None,
+def generate(model: str, audio: list[str], prompt: str = "transcribe", lang: str | None = None,
              target: str = "en_us", labels: list[str] | None = None, max_new_tokens: int = 64,
-             sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, stop_at_newline: bool = True,
+             sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, multiline: bool = False,
              batch_size: int = 8) -> list[str]:
-    """Answer a prompt about each audio file with a trained speech LLM.
+    """Answer a prompt about each audio file with a trained speech LLM, prompted in the style it was trained with
+    (an instruction, or an xP3 prefix/postfix pair); prints one tab-separated line per file.
 
-    `prompt` is a preset (transcribe, translate, intent, continue) or any other text, asked as is; the
-    model is prompted in the style it was trained with (an instruction, or an xP3 prefix/postfix pair).
+    Args:
+        model: trained speech-LLM folder.
+        audio: audio files.
+        prompt: transcribe, translate, intent, continue, or any other text (asked as is).
+        lang: FLEURS code of the speech (named in the prompt).
+        target: translate: FLEURS code of the target language.
+        labels: intent: the labels to choose from.
+        max_new_tokens: bound on the tokens of each answer.
+        sample: sample instead of greedy decoding.
+        temperature: sampling temperature.
+        top_p: nucleus sampling mass.
+        multiline: do not stop at the first line break.
+        batch_size: clips per generation batch.
     """
     from polyvox.audio import load_audio
     from polyvox.data.languages import check_lang
@@ -196,15 +244,26 @@ def generate(model: str | Path, audio: list[str], prompt: str = "transcribe", la
     for s in range(0, len(wavs), batch_size):
         answers += llm.generate(wavs[s : s + batch_size], instruction, max_new_tokens=max_new_tokens,
                                 do_sample=sample, temperature=temperature, top_p=top_p,
-                                stop_at_newline=stop_at_newline)
+                                stop_at_newline=not multiline)
     for a, text in zip(audio, answers):
         print(f"{a}\t{text}")
     return answers
 
 
-def embed(model: str | Path, out: str | Path, lang: str, audio: list[str] | None = None,
+def embed(model: str, out: str, lang: str | None = None, audio: list[str] | None = None,
           text: list[str] | None = None, manifest: str | None = None, split: str | None = None) -> np.ndarray:
-    """Embed audio files or texts in `lang`, or a manifest's speech (each line in its own language); saves .npy."""
+    """Embed audio files or texts in one language, or a manifest's speech (each line in its own language), into an
+    .npy file (a manifest's ids go beside it, in .ids.txt).
+
+    Args:
+        model: trained dual-encoder folder.
+        out: output .npy file.
+        lang: FLEURS code of --audio / --text (a manifest carries its own).
+        audio: audio files to embed.
+        text: texts to embed.
+        manifest: a manifest whose speech to embed.
+        split: only this split of the manifest.
+    """
     import torch
 
     from polyvox.audio import load_audio
@@ -212,9 +271,12 @@ def embed(model: str | Path, out: str | Path, lang: str, audio: list[str] | None
     from polyvox.index import embed_speech
     from polyvox.models.dual_encoder import DualEncoder
 
-    check_lang(lang)
     if sum(x is not None for x in (audio, text, manifest)) != 1:
         raise ValueError("give exactly one of --audio, --text or --manifest")
+    if manifest is None:
+        if lang is None:
+            raise ValueError("--audio and --text need their language (--lang)")
+        check_lang(lang)
     dual = DualEncoder.load(model)
     with torch.no_grad():
         if text is not None:
@@ -248,10 +310,22 @@ def _manifest_speech_vectors(dual, model: str | Path, manifest: str | Path, spli
         return ok, dual.encode_speech([units[u.id] for u in ok], [u.lang for u in ok]).numpy()
 
 
-def mine(model: str | Path, src: str | Path, tgt: str | Path, out: str | Path, src_lang: str | None = None,
-         tgt_lang: str | None = None, src_speech: bool = False, k: int = 4, threshold: float = 1.0) -> list:
-    """Mine pairs between two collections by ratio margin: text<->text, or the speech of a manifest (`src_speech`)
-    <->text. Writes a TSV (margin, cosine, source id, target id, source text, target text), best first."""
+def mine(model: str, src: str, tgt: str, out: str, src_lang: str | None = None, tgt_lang: str | None = None,
+         src_speech: bool = False, k: int = 4, threshold: float = 1.0) -> list:
+    """Mine pairs between two collections by ratio margin: text<->text, or the speech of a manifest <->text. Writes a
+    TSV (margin, cosine, source id, target id, source text, target text), best first.
+
+    Args:
+        model: trained dual-encoder folder.
+        src: manifest (.jsonl) or text file.
+        tgt: manifest (.jsonl) or text file.
+        out: output TSV.
+        src_lang: FLEURS code of a source text file.
+        tgt_lang: FLEURS code of a target text file.
+        src_speech: use the speech of the source manifest, not its text.
+        k: neighbours in the margin's denominators.
+        threshold: lowest margin kept.
+    """
     from polyvox.index import IndexedText, embed_items, mine_pairs, read_texts
     from polyvox.models.dual_encoder import DualEncoder
 
@@ -271,22 +345,46 @@ def mine(model: str | Path, src: str | Path, tgt: str | Path, out: str | Path, s
     return pairs
 
 
-def index_build(model: str | Path, texts: str | Path, out: str | Path, lang: str | None = None, kind: str = "flat",
-                params: dict | None = None, batch_size: int = 64):
-    """Embed a text collection (a manifest, or a text file in `lang`) into a FAISS index in `out`; an existing
-    index gets the texts it does not hold yet."""
+def index_build(model: str, texts: str, out: str, lang: str | None = None, kind: str = "flat",
+                param: list[str] | None = None, batch_size: int = 64):
+    """Embed a text collection (a manifest, or a text file in one language) into a FAISS index; an existing index
+    gets the texts it does not hold yet.
+
+    Args:
+        model: trained dual-encoder folder.
+        texts: manifest (.jsonl) or text file, one text a line.
+        out: index folder.
+        lang: FLEURS code of a text file's lines.
+        kind: flat (exact), hnsw or ivf (approximate).
+        param: index parameters as key=value, e.g. m=32 ef_search=64 (hnsw) or nlist=256 nprobe=16 (ivf).
+        batch_size: texts per embedding batch.
+    """
     from polyvox.index import build_index, read_texts
+
+    if any("=" not in item for item in param or []):
+        raise ValueError("--param must look like key=value, e.g. --param nlist=256")
+    params = dict(item.split("=", 1) for item in param or [])
 
     index = build_index(model, read_texts(texts, lang), out, kind, params, batch_size)
     print(f"{len(index)} texts in the {index.kind} index {out}")
     return index
 
 
-def search(index: str | Path, model: str | Path | None = None, lang: str | None = None, audio: str | None = None,
-           text: str | None = None, k: int = 10, margin_k: int = 0, result_langs: list[str] | None = None) -> list:
-    """Search an index with a clip (speech -> text) or a text (text -> text) in `lang` (detected from a clip
-    when None); prints rank, score, language, id and text of each hit. `margin_k` > 0 re-ranks by ratio margin
-    over that many neighbours (the score is then the margin). `result_langs`: only hits in these languages."""
+def search(index: str, model: str | None = None, lang: str | None = None, audio: str | None = None,
+           text: str | None = None, k: int = 10, margin: int = 0, result_langs: str | None = None) -> list:
+    """Search an index with a clip (speech -> text) or a text (text -> text); prints rank, score, language, id and
+    text of each hit.
+
+    Args:
+        index: index folder.
+        model: the dual-encoder folder the index was built with (default: where it was then).
+        lang: FLEURS code of the query (left out, a clip's language is detected).
+        audio: a clip to search with.
+        text: a text to search with.
+        k: hits to return.
+        margin: re-rank by ratio margin over this many neighbours, as in bitext mining (0: plain cosine).
+        result_langs: only hits in these languages (FLEURS codes, comma-separated).
+    """
     from polyvox.audio import load_audio
     from polyvox.data.languages import check_lang, language_name
     from polyvox.serve.engine import SearchEngine, SearchRequest, SpeechQuery, TextQuery
@@ -298,8 +396,8 @@ def search(index: str | Path, model: str | Path | None = None, lang: str | None 
     if text is not None and lang is None:
         raise ValueError("a text query needs its language (--lang)")
     query = SpeechQuery(load_audio(audio), lang) if audio is not None else TextQuery(text, lang)  # bad audio fails here
-    only = frozenset(check_lang(c) for c in result_langs) if result_langs else None
-    query, hits = SearchEngine(model, index).search([SearchRequest(query, k, margin_k, only)])[0]
+    only = frozenset(check_lang(c.strip()) for c in result_langs.split(",")) if result_langs else None
+    query, hits = SearchEngine(model, index).search([SearchRequest(query, k, margin, only)])[0]
     if lang is None:
         print(f"detected language: {language_name(query.lang)} ({query.lang}), p = {query.lang_probability:.2f}",
               file=sys.stderr)
@@ -308,8 +406,9 @@ def search(index: str | Path, model: str | Path | None = None, lang: str | None 
     return hits
 
 
-def demo(cfg: RetrievalConfig, corpus_dir: str | Path = "data/demo") -> dict:
-    """Build the offline corpus, fit units, train, evaluate and print the table."""
+def demo(cfg: RetrievalConfig, corpus_dir: str | Path | None = None) -> dict:
+    """Build the offline corpus (the config's ``corpus`` preset, in `corpus_dir` or the folder of its
+    ``data.manifest``, when it is not there yet), fit units, train, evaluate and print the table."""
     from polyvox.eval.report import markdown_table
     from polyvox.recipes.retrieval import run_eval, run_train, run_units_encode, run_units_fit
 
@@ -320,12 +419,13 @@ def demo(cfg: RetrievalConfig, corpus_dir: str | Path = "data/demo") -> dict:
         stages[stage], peaks[stage] = time.perf_counter() - t0, stage_peak_mb()
 
     stage_peak_mb()
-    manifest = Path(corpus_dir) / "manifest.jsonl"
+    if corpus_dir is not None:
+        cfg.data.manifest = str(Path(corpus_dir) / "manifest.jsonl")
+    manifest = Path(cfg.data.manifest)
     if cfg.corpus and not manifest.exists():
-        log.info("building the %s corpus in %s", cfg.corpus, corpus_dir)
-        data_build(corpus_config(cfg.corpus), corpus_dir)
+        log.info("building the %s corpus in %s", cfg.corpus, manifest.parent)
+        data_build(corpus_config(cfg.corpus), manifest.parent)
         release_memory()
-    cfg.data.manifest = str(manifest)
     run_units_fit(cfg)
     done("units_fit")
     units, bad = run_units_encode(cfg)
@@ -348,6 +448,56 @@ def _report_bad(bad) -> None:
 
 
 # -- argument parsing --------------------------------------------------------------------------------
+def _arg_docs(fn: Callable) -> dict[str, str]:
+    """Parameter -> its description, from the ``Args:`` section of a Google-style docstring."""
+    doc, out, name = inspect.getdoc(fn) or "", {}, None
+    lines = doc.split("Args:", 1)[1].splitlines() if "Args:" in doc else []
+    for line in lines:
+        if line and not line.startswith(" "):  # the next section
+            break
+        m = re.match(r"\s{4}(\w+)(?: \(.*?\))?: (.*)", line)
+        if m:
+            name, out[m.group(1)] = m.group(1), m.group(2)
+        elif name and line.strip():
+            out[name] += " " + line.strip()
+    return out
+
+
+def _typed(sub, name: str, fn: Callable, help: str, positional: tuple[str, ...] = (),
+           flags: dict[str, tuple[str, ...]] | None = None,
+           choices: dict[str, list[str]] | None = None) -> argparse.ArgumentParser:
+    """A subcommand whose flags come from `fn`'s typed signature: one flag per parameter (``--max-new-tokens`` for
+    ``max_new_tokens``; `positional` ones bare), its type, default and help from the signature and docstring, so
+    each is written once; the command calls ``fn(**flags)``. `flags` adds aliases (e.g. ``-k``), `choices` the
+    allowed values of a parameter."""
+    p = sub.add_parser(name, help=help, description=(inspect.getdoc(fn) or "").split("Args:")[0].strip())
+    docs, hints = _arg_docs(fn), typing.get_type_hints(fn)
+    for pname, param in inspect.signature(fn).parameters.items():
+        kind, required = hints[pname], param.default is inspect.Parameter.empty
+        args = typing.get_args(kind)
+        if type(None) in args:  # X | None
+            kind = next(a for a in args if a is not type(None))
+        if kind is Path or (typing.get_origin(kind) in (typing.Union, types.UnionType) and Path in typing.get_args(kind)):
+            kind = str
+        opts: dict[str, Any] = {"help": docs.get(pname, ""), "choices": (choices or {}).get(pname)}
+        if kind is bool:
+            opts |= {"action": argparse.BooleanOptionalAction, "default": param.default}
+        elif typing.get_origin(kind) is list:
+            opts |= {"nargs": "+", "action": "extend", "type": typing.get_args(kind)[0]}
+        else:
+            opts["type"] = kind
+        if pname in positional:
+            p.add_argument(pname, **{k: v for k, v in opts.items() if k != "default"})
+            continue
+        if kind is not bool:
+            opts |= {"required": True} if required else {"default": param.default}
+        if not required and param.default is not None and kind is not bool:
+            opts["help"] += " (default: %(default)s)"
+        p.add_argument(*(flags or {}).get(pname, ()), "--" + pname.replace("_", "-"), dest=pname, **opts)
+    p.set_defaults(call=lambda a: fn(**{k: getattr(a, k) for k in inspect.signature(fn).parameters}))
+    return p
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config (see configs/)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. train.steps=10")
@@ -369,23 +519,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. test_per_lang=200")
     p.add_argument("--out", required=True)
 
-    p = data.add_parser("import", help="FLEURS, CoVoST 2, Common Voice or a folder + table -> manifest")
-    p.add_argument("kind", choices=sorted(READERS))
-    p.add_argument("src", help="corpus folder (released layout or Hugging Face arrow/parquet files)")
-    p.add_argument("--out", required=True, help="output folder (manifest.jsonl, import.json, audio/)")
-    p.add_argument("--lang", help="FLEURS code of every clip (overrides the corpus's own language names)")
-    p.add_argument("--langs", nargs="+", help="only these FLEURS codes")
-    p.add_argument("--splits", nargs="+", help="only these splits (default: train dev test)")
-    p.add_argument("--limit", type=int, help="most clips per language and split")
-    p.add_argument("--translation-lang", default="en_us", help="FLEURS code of the translation column")
-    p.add_argument("--workers", type=int, default=2, help="processes converting audio")
+    _typed(data, "import", data_import, "FLEURS, CoVoST 2, Common Voice or a folder + table -> manifest",
+           positional=("kind", "src"), choices={"kind": sorted(READERS)})
 
-    p = data.add_parser("report", help="counts, hours, TTS speed and Whisper transcripts of a built corpus")
-    p.add_argument("--corpus", required=True, help="corpus folder (with manifest.jsonl)")
-    p.add_argument("--out", help="where report.json and report.md go (default: the corpus folder)")
-    p.add_argument("--samples", type=int, default=3, help="test clips per language transcribed (0: none)")
-    p.add_argument("--asr", default="whisper-base", help="Whisper model for the samples")
-    p.add_argument("--tts-clips", type=int, default=60, help="sentences spoken again to time eSpeak (0: none)")
+    _typed(data, "report", data_report, "counts, hours, TTS speed and Whisper transcripts of a built corpus")
 
     p = data.add_parser("continuations", help="BLSP step 1: the LLM continues each training transcript")
     _common(p)
@@ -411,56 +548,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = ev.add_parser("generate", help="zero-shot ASR, translation and intents by prompting a speech LLM")
     _common(p)
     p.add_argument("--checkpoint", help="model folder (default: <out_dir>/model)")
-    p.add_argument("--recipe", choices=sorted(SPEECH_LLM_RECIPES),
-                   help="the config's recipe (default: mit if the config has a targets section, else blsp)")
+    p.add_argument("--recipe", choices=sorted(SPEECH_LLM_RECIPES), help="the config's recipe (default: its recipe: field)")
 
-    p = sub.add_parser("generate", help="prompt a trained speech LLM about audio files")
-    p.add_argument("--model", required=True, help="trained speech-LLM folder")
-    p.add_argument("--audio", nargs="+", required=True)
-    p.add_argument("--prompt", default="transcribe",
-                   help="transcribe, translate, intent, continue, or any other text (asked as is)")
-    p.add_argument("--lang", help="FLEURS code of the speech (named in the prompt)")
-    p.add_argument("--target", default="en_us", help="translate: FLEURS code of the target language")
-    p.add_argument("--labels", nargs="+", help="intent: the labels to choose from")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--multiline", action="store_true", help="do not stop at the first line break")
-
-    p = sub.add_parser("embed", help="speech or text -> vectors (.npy)")
-    p.add_argument("--model", required=True, help="trained model folder")
-    p.add_argument("--lang", required=True, help="FLEURS code of --audio / --text (a manifest carries its own)")
-    p.add_argument("--out", required=True, help="output .npy")
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--audio", nargs="+")
-    g.add_argument("--text", nargs="+")
-    g.add_argument("--manifest")
-    p.add_argument("--split")
+    _typed(sub, "generate", generate, "prompt a trained speech LLM about audio files")
+    _typed(sub, "embed", embed, "speech or text -> vectors (.npy)")
 
     ix = sub.add_parser("index", help="a searchable index of texts").add_subparsers(dest="sub", required=True)
-    p = ix.add_parser("build", help="embed texts into a FAISS index (an existing index gets the new texts)")
-    p.add_argument("--model", required=True, help="trained dual-encoder folder")
-    p.add_argument("--texts", required=True, help="manifest (.jsonl) or text file, one text a line")
-    p.add_argument("--lang", help="FLEURS code of a text file's lines")
-    p.add_argument("--out", required=True, help="index folder")
-    p.add_argument("--kind", default="flat", help="flat (exact, default), hnsw or ivf (approximate)")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="index parameter, e.g. m=32, ef_search=64 (hnsw) or nlist=256, nprobe=16 (ivf)")
-    p.add_argument("--batch-size", type=int, default=64)
-
-    p = sub.add_parser("search", help="search an index with speech or text")
-    p.add_argument("--index", required=True)
-    p.add_argument("--model", help="the dual-encoder folder the index was built with (default: where it was then)")
-    p.add_argument("--lang", help="FLEURS code of the query (left out, a clip's language is detected)")
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--audio")
-    g.add_argument("--text")
-    p.add_argument("-k", type=int, default=10)
-    p.add_argument("--margin", type=int, default=0, metavar="K",
-                   help="re-rank by ratio margin over K neighbours (as in bitext mining); 0: plain cosine")
-    p.add_argument("--result-langs", type=lambda v: v.split(","), metavar="xx_xx,yy_yy",
-                   help="only hits in these languages (FLEURS codes, comma-separated)")
+    _typed(ix, "build", index_build, "embed texts into a FAISS index (an existing index gets the new texts)")
+    _typed(sub, "search", search, "search an index with speech or text", flags={"k": ("-k",)})
 
     p = sub.add_parser("serve", help="HTTP API and web page: search (and generation with --speech-llm)")
     p.add_argument("--index", required=True)
@@ -474,20 +569,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
                            help="default: %(default)s")
 
-    p = sub.add_parser("mine", help="mine speech<->text or text<->text pairs between two collections by margin")
-    p.add_argument("--model", required=True, help="trained dual-encoder folder")
-    p.add_argument("--src", required=True, help="manifest (.jsonl) or text file")
-    p.add_argument("--src-lang", help="FLEURS code of a source text file")
-    p.add_argument("--src-speech", action="store_true", help="use the speech of the source manifest, not its text")
-    p.add_argument("--tgt", required=True, help="manifest (.jsonl) or text file")
-    p.add_argument("--tgt-lang", help="FLEURS code of a target text file")
-    p.add_argument("-k", type=int, default=4, help="neighbours in the margin's denominators")
-    p.add_argument("--threshold", type=float, default=1.0, help="lowest margin kept")
-    p.add_argument("--out", required=True, help="output TSV")
+    _typed(sub, "mine", mine, "mine speech<->text or text<->text pairs between two collections by margin",
+           flags={"k": ("-k",)})
 
     p = sub.add_parser("demo", help="offline end-to-end demo: corpus, units, training, evaluation")
     _common(p)
-    p.add_argument("--corpus-dir", default="data/demo")
+    p.set_defaults(config="configs/demo.yaml")
+    p.add_argument("--corpus-dir", help="where the config's corpus preset is built if missing (default: the folder of "
+                                        "the config's data.manifest)")
     return ap
 
 
@@ -495,14 +584,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
+        if hasattr(args, "call"):  # a command wired from its function's signature
+            args.call(args)
+            return 0
         match (args.cmd, getattr(args, "sub", None)):
             case ("data", "build"):
                 print(data_build(corpus_config(args.preset, args.config, args.set), args.out))
-            case ("data", "import"):
-                print(data_import(args.kind, args.src, args.out, lang=args.lang, langs=args.langs, splits=args.splits,
-                                  limit=args.limit, translation_lang=args.translation_lang, num_workers=args.workers))
-            case ("data", "report"):
-                data_report(args.corpus, args.out, args.samples, args.asr, args.tts_clips)
             case ("data", "continuations"):
                 continuations(_cfg(args, BLSPConfig))
             case ("data", "targets"):
@@ -523,33 +610,16 @@ def main(argv: list[str] | None = None) -> int:
                 eval_retrieval(_cfg(args), args.checkpoint)
             case ("eval", "generate"):
                 eval_generate(_recipe_cfg(args), args.checkpoint)
-            case ("generate", _):
-                generate(args.model, args.audio, args.prompt, args.lang, args.target, args.labels, args.max_new_tokens,
-                         args.sample, args.temperature, args.top_p, not args.multiline)
-            case ("index", "build"):
-                if any("=" not in item for item in args.param):
-                    raise ValueError("--param must look like key=value, e.g. --param nlist=256")
-                params = dict(item.split("=", 1) for item in args.param)
-                index_build(args.model, args.texts, args.out, args.lang, args.kind, params, args.batch_size)
-            case ("search", _):
-                search(args.index, args.model, args.lang, args.audio, args.text, args.k, args.margin, args.result_langs)
             case ("serve", _):
                 from polyvox.serve import serve
 
                 fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig)}
                 serve(args.model, args.index, args.speech_llm, ServeConfig(**fields))
-            case ("mine", _):
-                mine(args.model, args.src, args.tgt, args.out, args.src_lang, args.tgt_lang, args.src_speech, args.k,
-                     args.threshold)
-            case ("embed", _):
-                embed(args.model, args.out, args.lang, args.audio, args.text, args.manifest, args.split)
             case ("demo", _):
-                if args.config is None:
-                    args.config = str(Path("configs/demo.yaml"))
-                cfg = _cfg(args)
-                if not getattr(args, "out", None) and cfg.out_dir == RetrievalConfig().out_dir:
-                    cfg.out_dir = "runs/demo"
-                demo(cfg, args.corpus_dir)
+                if args.manifest and args.corpus_dir:
+                    raise ValueError("give --corpus-dir (the demo corpus, built there if missing) or --manifest "
+                                     "(a corpus of your own), not both")
+                demo(_cfg(args), args.corpus_dir)
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
         print(f"polyvox: error: {e}", file=sys.stderr)
         return 2

@@ -400,6 +400,12 @@ class BLSPConfig:
     set it to that stage's export and ``ctc.steps`` to 0."""
     out_dir: str = "runs/blsp"
     """Run folder: continuations, checkpoints, the exported adapter, metrics and reports."""
+    recipe: str = "blsp"
+    """The recipe this config is for (``blsp``); `polyvox eval generate` reads it from the file."""
+
+    def __post_init__(self) -> None:
+        if self.recipe != "blsp":
+            raise ValueError(f"recipe: this is a blsp config, not {self.recipe!r}")
 
 
 # ------------------------------------------------------------------------ multi-instruction training
@@ -455,6 +461,12 @@ class MITConfig:
     set it to that stage's export and ``ctc.steps`` to 0."""
     out_dir: str = "runs/mit"
     """Run folder: answer cache, the CTC stage (``ctc/``), checkpoints, the exported model, metrics, reports."""
+    recipe: str = "mit"
+    """The recipe this config is for (``mit``); `polyvox eval generate` reads it from the file."""
+
+    def __post_init__(self) -> None:
+        if self.recipe != "mit":
+            raise ValueError(f"recipe: this is a mit config, not {self.recipe!r}")
 
 
 def _build(cls: Any, raw: dict[str, Any], where: str) -> Any:
