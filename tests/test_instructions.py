@@ -223,3 +223,29 @@ def test_bad_json_and_missing_file(tmp_path):
         load_bank([path])
     with pytest.raises(TemplateBankError, match=r"nope\.yaml: cannot read"):
         load_bank([tmp_path / "nope.yaml"])
+
+
+def test_prompt_presets_come_from_the_bank(bank, tmp_path):
+    """`generate --prompt transcribe` and the evaluation ask the bank's presets: a pair-style transcribe prompt is
+    the repeat-en-01 template itself (one copy), and a user file may replace a preset."""
+    from polyvox.models.speech_llm import make_instruction
+
+    assert list(bank.presets) == ["transcribe", "translate", "intent", "continue", "chat"]
+    t = bank["repeat-en-01"]
+    assert (bank.presets["transcribe"].prefix, bank.presets["transcribe"].postfix) == (t.prefix, t.postfix)
+    german = language_name("de_de")
+    assert make_instruction("transcribe", "de_de", style="pair") == (t.prefix.format(source=german),
+                                                                     t.postfix.format(source=german))
+    assert make_instruction("translate", "fr_fr", "en_us") == "Translate the following French input into English."
+    mine = tmp_path / "mine.yaml"
+    mine.write_text('templates: []\npresets:\n  transcribe: {instruction: "Repeat the {source} input.", '
+                    'prefix: "", postfix: "\\nSame:"}\n')
+    ours = load_bank([mine]).presets
+    assert ours["transcribe"].instruction == "Repeat the {source} input." and ours["translate"] == bank.presets["translate"]
+    for body, pattern in (('{x: {prefix: "", postfix: ""}}', "needs 'instruction'"),
+                          ('{x: {instruction: "{lang}", postfix: ""}}', "unknown slot 'lang'"),
+                          ('{x: {instruction: "", template: nope}}', "no template 'nope'"),
+                          ('{x: {instruction: "", postfix: "", colour: red}}', "unknown key 'colour'")):
+        mine.write_text(f"templates: []\npresets: {body}\n")
+        with pytest.raises(TemplateBankError, match=rf"mine\.yaml: preset 'x': {pattern}"):
+            load_bank([mine])

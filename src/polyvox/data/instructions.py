@@ -15,6 +15,7 @@ regenerated on any machine and in any process order.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.resources
 import io
@@ -82,7 +83,10 @@ DEFAULT_BANK = "templates/bank.yaml"
 _REQUIRED = ("id", "task", "kind", "split")
 _OPTIONAL: dict[str, Any] = {"prefix": "", "postfix": "", "lang": "en", "target": None}
 _LANG_TAG = re.compile(r"^[a-z]{2,3}$")
-_FILE_KEYS = frozenset({"templates", "topics"})
+_FILE_KEYS = frozenset({"templates", "topics", "presets"})
+PRESET_SLOTS = frozenset({"source", "target", "labels", "prompt"})
+"""Slots of a prompt preset: the input's language name, the target language name, the offered labels, and the
+user's own text (the ``chat`` preset)."""
 
 
 class TemplateBankError(ValueError):
@@ -116,6 +120,20 @@ class Template:
     def slots(self) -> frozenset[str]:
         """Slot names used in the prefix and postfix."""
         return frozenset(_slot_names(self.prefix) + _slot_names(self.postfix))
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named prompt (``transcribe``, ``translate`` …) in both styles a speech LLM may be prompted in: what
+    `polyvox generate --prompt NAME`, the server and the evaluation's tasks ask."""
+
+    name: str
+    instruction: str
+    """The instruction an instruction-style model (BLSP) reads, placed by its prompt template."""
+    prefix: str
+    """Text before the input for a pair-style model (mit), as in a template."""
+    postfix: str
+    """Text after the input."""
 
 
 @dataclass(frozen=True)
@@ -308,29 +326,61 @@ _LOADERS: dict[str, Callable[[str, str], Any]] = {".json": _load_json, ".yaml": 
 """File suffix -> parser; anything else is read as YAML (a superset of JSON)."""
 
 
-def _read_file(source: Any) -> tuple[list[Template], dict[str, tuple[str, ...]] | None]:
-    """A bank file -> (templates, topics or None). `source` is a Path or an importlib Traversable."""
+def _parse_presets(raw: Any, origin: str, templates: Mapping[str, Template]) -> dict[str, Preset]:
+    """``presets:`` -> name -> `Preset`; a preset's pair is its own ``prefix`` / ``postfix`` or a ``template``'s."""
+    if not isinstance(raw, Mapping):
+        raise TemplateBankError(f"{origin}: 'presets:' must map preset names to their prompts")
+    out = {}
+    for name, p in raw.items():
+        where = f"{origin}: preset {name!r}"
+        if not isinstance(p, Mapping) or "instruction" not in p or not (("template" in p) ^ ("postfix" in p)):
+            raise TemplateBankError(f"{where}: needs 'instruction' and either 'template' (an id) or 'prefix' / "
+                                    "'postfix'")
+        extra = sorted(set(p) - {"instruction", "template", "prefix", "postfix"})
+        if extra:
+            raise TemplateBankError(f"{where}: unknown key {extra[0]!r}")
+        if "template" in p and p["template"] not in templates:
+            raise TemplateBankError(f"{where}: no template {p['template']!r}")
+        pair = templates[p["template"]] if "template" in p else None
+        preset = Preset(str(name), str(p["instruction"]), pair.prefix if pair else str(p.get("prefix", "")),
+                        pair.postfix if pair else str(p["postfix"]))
+        for text in (preset.instruction, preset.prefix, preset.postfix):
+            try:
+                unknown = set(_slot_names(text)) - PRESET_SLOTS
+            except ValueError as e:
+                raise TemplateBankError(f"{where}: {e}") from e
+            if unknown:
+                raise TemplateBankError(f"{where}: unknown slot {sorted(unknown)[0]!r}; known: "
+                                        f"{', '.join(sorted(PRESET_SLOTS))}")
+        out[preset.name] = preset
+    return out
+
+
+def _read_file(source: Any) -> tuple[list[Template], dict[str, tuple[str, ...]] | None, Any]:
+    """A bank file -> (templates, topics or None, raw presets or None). `source` is a Path or an importlib
+    Traversable."""
     origin = str(source)
     try:
         text = source.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise TemplateBankError(f"{origin}: cannot read template file: {e}") from e
     data = _LOADERS.get(Path(source.name).suffix.lower(), _load_yaml)(text, origin)
-    topics = None
+    topics = presets = None
     if isinstance(data, Mapping):
         extra = sorted(set(map(str, data)) - _FILE_KEYS)
         if extra or "templates" not in data:
             what = f"unknown key {extra[0]!r}" if extra else "no 'templates:' key"
             raise TemplateBankError(f"{origin}: {what}; a bank file is a list of templates or a mapping "
-                                    "with 'templates:' (and optional 'topics:')")
+                                    "with 'templates:' (and optional 'topics:', 'presets:')")
         topics = _parse_topics(data["topics"], origin) if "topics" in data else None
+        presets = data.get("presets")
         data = data["templates"]
     if not isinstance(data, list):
         raise TemplateBankError(f"{origin}: expected a list of templates or a mapping with 'templates:', "
                                 f"got {type(data).__name__}")
     templates = [_parse_template(raw, origin, i) for i, raw in enumerate(data)]
     _check_unique(templates, origin)
-    return templates, topics
+    return templates, topics, presets
 
 
 def _check_unique(templates: Iterable[Template], origin: str) -> None:
@@ -371,15 +421,24 @@ def load_bank(paths: Sequence[str | Path] | None = None, *, default: bool = True
     sources = ([default_bank_file()] if default else []) + [Path(p) for p in paths or ()]
     templates: dict[str, Template] = {}
     topics: dict[str, tuple[str, ...]] = {}
+    presets: dict[str, Preset] = {}
     for source in sources:
-        file_templates, file_topics = _read_file(source)
+        file_templates, file_topics, file_presets = _read_file(source)
         for t in file_templates:
             if t.id in templates:
                 log.info("%s: template %r replaces the one from %s", t.origin, t.id, templates[t.id].origin)
             templates[t.id] = t
         topics = file_topics if file_topics is not None else topics
+        if file_presets is not None:  # a preset of a later file replaces the one of the same name
+            presets |= _parse_presets(file_presets, str(source), templates)
     _check_labels(templates.values(), topics)
-    return Bank(templates, topics)
+    return Bank(templates, topics, presets)
+
+
+@functools.cache
+def default_bank() -> Bank:
+    """The bank shipped with polyvox, loaded once."""
+    return load_bank()
 
 
 # --- the bank --------------------------------------------------------------------------------------
@@ -404,6 +463,8 @@ class Bank:
     """Id -> template."""
     topics: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Template language -> candidate topics (parallel translations of one list)."""
+    presets: dict[str, Preset] = field(default_factory=dict)
+    """Name -> prompt preset (see `Preset`)."""
 
     def __len__(self) -> int:
         return len(self.templates)

@@ -22,6 +22,7 @@ from transformers import StoppingCriteria
 
 from polyvox.audio import SAMPLE_RATE
 from polyvox.config import SpeechLLMConfig, config_from_dict
+from polyvox.data.instructions import default_bank
 from polyvox.data.languages import language_name
 from polyvox.models.adapter import build_adapter
 from polyvox.models.ctc import CTC_READOUTS, EmbeddingCTCHead, ctc_compress
@@ -36,53 +37,41 @@ log = logging.getLogger(__name__)
 IGNORE = -100
 _SLOT = "\x00INPUT\x00"  # stands for the input while a prompt template is split
 
-# Prompt presets: the instruction placed before the input. {language} is the input's language name.
-PROMPTS: dict[str, str] = {
-    "transcribe": "Write down, word for word, what is said in the following {language} input.",
-    "translate": "Translate the following {language} input into {target}.",
-    "intent": "Which one of these labels fits the following {language} request: {labels}? Answer with the label only.",
-    "continue": "Continue the following text in a coherent and engaging style with less than 40 words.",
-    "chat": "{prompt}",
-}
-
-# The same presets as xP3-style (prefix, postfix) pairs around the input, for models trained on such pairs
-# (the mit recipe): transcribe and translate are the template bank's repeat-en-01 and translate-en-01.
-PAIRS: dict[str, tuple[str, str]] = {
-    "transcribe": ("A text in {language}: ", " The same text in {language}:"),
-    "translate": ("A text in {language}: ", " The same text in {target}:"),
-    "intent": ("A request in {language}: ", "\nWhich one of these labels fits the request above: {labels}?\nLabel:"),
-    "continue": ("", "\nContinue the text above:"),
-    "chat": ("", "\n{prompt}"),
-}
-
 STYLES = ("instruction", "pair")
 """How a model is prompted: an instruction placed by its prompt template, or a raw (prefix, postfix) pair."""
+
+
+def preset_names() -> list[str]:
+    """The prompt presets of the template bank (``transcribe``, ``translate``, ``intent``, ``continue``, ``chat``)."""
+    return list(default_bank().presets)
 
 
 def make_instruction(task: str, lang: str | None = None, target: str | None = None,
                      labels: list[str] | None = None, prompt: str | None = None,
                      style: str = "instruction") -> Prompt:
-    """The prompt of a preset (see `PROMPTS` and `PAIRS`) in a style of `STYLES`; languages are FLEURS codes."""
-    if task not in PROMPTS:
-        raise ValueError(f"unknown prompt preset {task!r}; known: {', '.join(PROMPTS)}")
+    """The prompt of a preset of the template bank (`polyvox.data.instructions.Preset`) in a style of `STYLES`;
+    languages are FLEURS codes."""
+    presets = default_bank().presets
+    if task not in presets:
+        raise ValueError(f"unknown prompt preset {task!r}; known: {', '.join(presets)}")
     if style not in STYLES:
         raise ValueError(f"unknown prompt style {style!r}; known: {', '.join(STYLES)}")
     need = {"translate": ("target", target), "intent": ("labels", labels), "chat": ("prompt", prompt)}
     if task in need and not need[task][1]:
         raise ValueError(f"prompt preset {task!r} needs {need[task][0]}")
-    values = {"language": language_name(lang) if lang else "spoken", "target": language_name(target) if target else "",
+    values = {"source": language_name(lang) if lang else "spoken", "target": language_name(target) if target else "",
               "labels": ", ".join(labels or []), "prompt": prompt or ""}
+    p = presets[task]
     if style == "pair":
-        before, after = PAIRS[task]
-        return before.format(**values), after.format(**values)
-    return PROMPTS[task].format(**values)
+        return p.prefix.format(**values), p.postfix.format(**values)
+    return p.instruction.format(**values)
 
 
 def ask(prompt: str, lang: str | None = None, target: str | None = "en_us", labels: list[str] | None = None,
         style: str = "instruction") -> Prompt:
-    """A user's prompt: a preset name of `PROMPTS` (filled in with the language, target and labels) or any
-    other text, asked as is."""
-    if prompt in PROMPTS:
+    """A user's prompt: a preset name (filled in with the language, target and labels) or any other text, asked
+    as is."""
+    if prompt in default_bank().presets:
         return make_instruction(prompt, lang, target, labels, style=style)
     return make_instruction("chat", prompt=prompt, style=style)
 

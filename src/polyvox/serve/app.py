@@ -35,7 +35,7 @@ except ImportError as e:  # pragma: no cover - depends on the install
 
 from polyvox import __version__
 from polyvox.data.languages import FLEURS, check_lang
-from polyvox.models.speech_llm import PROMPTS, ask
+from polyvox.models.speech_llm import ask, preset_names
 from polyvox.serve.batcher import Batcher, Busy
 from polyvox.serve.engine import GenerateQuery, SearchEngine, SearchRequest, SpeechQuery, TextQuery
 
@@ -264,7 +264,7 @@ def create_app(model: str | Path | None, index: str | Path, speech_llm: str | Pa
     if engine.llm is not None:
         @app.post("/generate", responses=ERRORS)
         async def generate(audio: Annotated[UploadFile, File(description="a clip (WAV, FLAC, OGG, MP3)")],
-                           prompt: Annotated[str, Form(description=f"a preset ({', '.join(PROMPTS)}) or any text")]
+                           prompt: Annotated[str, Form(description=f"a preset ({', '.join(preset_names())}) or any text")]
                            = "transcribe",
                            lang: Annotated[str | None, Form(description="FLEURS code of the speech (for presets)")] = None,
                            target: Annotated[str, Form(description="target language of `translate`")] = "en_us",
