@@ -223,8 +223,15 @@ def test_run_train_records_both_kinds_and_the_model_meta(tiny_corpus: Path, tmp_
     rows = metric_rows(run)
     assert [r["step"] for r in rows] == [1, 2, 3] and any("ce_T" in r and "ce_MI" in r for r in rows)
     meta = json.loads((run / "model" / "model.json").read_text())
-    assert meta["recipe"] == "mit" and meta["prompt_style"] == "pair" and meta["variant"] == "TMI"
+    assert meta["recipe"] == "mit" and meta["model"]["prompt_style"] == "pair" and meta["variant"] == "TMI"
     assert meta["train_languages"] == ["de_de", "fr_fr"]
+    model = SpeechLLM.load(run / "model")
+    assert model.cfg.prompt_style == "pair"
+    # an export from before the config field recorded the style beside it: read as before, same fingerprint
+    meta["prompt_style"] = meta["model"].pop("prompt_style")
+    (run / "model" / "model.json").write_text(json.dumps(meta))
+    older = SpeechLLM.load(run / "model")
+    assert older.cfg.prompt_style == "pair" and older.fingerprint() == model.fingerprint()
 
 
 # -- evaluation -----------------------------------------------------------------------------------------------------

@@ -231,15 +231,13 @@ def generate(model: str, audio: list[str], prompt: str = "transcribe", lang: str
     """
     from polyvox.audio import load_audio
     from polyvox.data.languages import check_lang
-    from polyvox.models.export import read_meta
     from polyvox.models.speech_llm import SpeechLLM, ask
 
     if lang is not None:
         check_lang(lang)
-    style = read_meta(model, "speech_llm").get("prompt_style", "instruction")  # as the model was trained
-    instruction = ask(prompt, lang, target, labels, style)
     wavs = [load_audio(a) for a in audio]  # a bad file fails here, named, before the model loads
     llm = SpeechLLM.load(model)
+    instruction = ask(prompt, lang, target, labels, llm.cfg.prompt_style)  # asked as the model was trained
     answers: list[str] = []
     for s in range(0, len(wavs), batch_size):
         answers += llm.generate(wavs[s : s + batch_size], instruction, max_new_tokens=max_new_tokens,

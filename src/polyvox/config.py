@@ -264,6 +264,9 @@ class SpeechLLMConfig:
     prompt_template: str = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
     """How an instruction and its input (speech or text) become the LLM's prompt; the answer follows.
     ``chat`` uses the tokenizer's chat template (instruction-tuned LLMs)."""
+    prompt_style: str = "instruction"
+    """How the model is prompted: ``instruction`` (an instruction placed by `prompt_template`, as BLSP trains) or
+    ``pair`` (an xP3 prefix / postfix around the speech, as the mit recipe trains; a mit config sets it)."""
     max_speech_seconds: float = 30.0
     """Longer clips are refused with a clear error (Whisper's window)."""
     layer_mix: bool = False
@@ -280,6 +283,10 @@ class SpeechLLMConfig:
     """LoRA scaling numerator (the update is scaled by alpha / rank)."""
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     """Module names LoRA is put on (Hugging Face names; these fit Gemma, Llama, Qwen, Mistral …)."""
+
+    def __post_init__(self) -> None:
+        if self.prompt_style not in ("instruction", "pair"):
+            raise ValueError(f"model.prompt_style must be instruction or pair, got {self.prompt_style!r}")
 
 
 @dataclass
@@ -467,6 +474,7 @@ class MITConfig:
     def __post_init__(self) -> None:
         if self.recipe != "mit":
             raise ValueError(f"recipe: this is a mit config, not {self.recipe!r}")
+        self.model.prompt_style = "pair"  # the recipe trains on xP3 pairs: its models are prompted with them
 
 
 def _build(cls: Any, raw: dict[str, Any], where: str) -> Any:

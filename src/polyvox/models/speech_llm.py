@@ -368,7 +368,8 @@ class SpeechLLM(nn.Module):
     def fingerprint(self) -> str:
         """A hash of everything this model's answers depend on: its config, the frozen encoder's and LLM's
         fingerprints and its trained weights (and CTC head). Keys the cached answers of evaluations."""
-        h = hashlib.sha256(repr((sorted(asdict(self.cfg).items()), fingerprint(self.cfg.encoder),
+        cfg = {k: v for k, v in asdict(self.cfg).items() if k != "prompt_style"}  # systems key the style themselves
+        h = hashlib.sha256(repr((sorted(cfg.items()), fingerprint(self.cfg.encoder),
                                  fingerprint(self.cfg.llm))).encode())
         for name, t in sorted(self.trainable_state().items()):
             h.update(name.encode())
@@ -389,7 +390,8 @@ class SpeechLLM(nn.Module):
     def load(cls, folder: str | Path) -> SpeechLLM:
         """Rebuild the model from a saved folder, refusing an encoder or LLM that is not the one it was trained with."""
         meta = read_meta(folder, "speech_llm")
-        model = build_speech_llm(config_from_dict(meta["model"], SpeechLLMConfig), meta.get("seed", 0))
+        raw = {"prompt_style": meta.get("prompt_style", "instruction"), **meta["model"]}  # older exports: top level
+        model = build_speech_llm(config_from_dict(raw, SpeechLLMConfig), meta.get("seed", 0))
         model.load_weights(folder)
         return model.eval()
 
@@ -401,7 +403,8 @@ class SpeechLLM(nn.Module):
             if fingerprint(getattr(self.cfg, part)) != meta[f"{part}_fingerprint"]:
                 raise ValueError(f"{folder}: {part} {getattr(self.cfg, part)!r} is not the one this adapter was trained with")
         theirs = asdict(config_from_dict(meta["model"], SpeechLLMConfig))
-        differ = {k: (v, theirs[k]) for k, v in asdict(self.cfg).items() if theirs[k] != v}
+        differ = {k: (v, theirs[k]) for k, v in asdict(self.cfg).items()
+                  if theirs[k] != v and k != "prompt_style"}  # the style is how it is asked, not what it computes
         if differ:
             raise ValueError(f"{folder}: saved with another model config: "
                              + ", ".join(f"{k} {b!r} (here {a!r})" for k, (a, b) in differ.items()))

@@ -143,7 +143,7 @@ def run_train(cfg: MITConfig, examples: list[Example] | None = None) -> Path:
                           model.text_ids(e.target)[: cfg.loss.max_target_tokens] + [eos], e.instruction.kind))
                  for e in examples]
     return fit(model, train_set, cfg.loss, cfg.train, cfg.data, out, f"variant {cfg.targets.variant}",
-               {"recipe": "mit", "prompt_style": "pair", "variant": cfg.targets.variant, "ctc_steps": cfg.ctc.steps,
+               {"recipe": "mit", "variant": cfg.targets.variant, "ctc_steps": cfg.ctc.steps,
                 "init_from": cfg.init_from})
 
 

@@ -289,13 +289,14 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
     """Evaluate a trained speech LLM with the baselines of `e.baselines` on the same items; writes
     ``out_dir/name.{json,md,png}``.
 
-    The model is prompted in the style its checkpoint records (``prompt_style``: instruction or pair), and
-    the baselines in the same style. `prepare(model, tasks)` may complete the items before they are asked
+    The model is prompted in its style (``model.prompt_style``: instruction or pair), and the baselines in the
+    same style. `prepare(model, tasks)` may complete the items before they are asked
     (the mit recipe writes held-out references with the frozen LLM); `task_kwargs` go to `build_tasks`.
     """
     meta = read_meta(folder, "speech_llm")
+    model = SpeechLLM.load(folder)
     gen = {"max_new_tokens": e.max_new_tokens, "stop_at_newline": stop_at_newline,
-           "style": meta.get("prompt_style", "instruction")}
+           "style": model.cfg.prompt_style}
     baselines = {  # each built from the trained model, sharing its frozen encoder (and its states) and LLM
         "cascade": lambda m, _: CascadeSystem(m, Transcriber(e.asr_model), **gen),
         "untrained": lambda m, states: SpeechLLMSystem(untrained_like(m), states=states, **gen),
@@ -304,7 +305,6 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
     unknown = sorted(set(e.baselines) - set(baselines))
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}; known: {sorted(baselines)}")
-    model = SpeechLLM.load(folder)
     states = EncoderStates(model)  # the encoder runs once per clip for every speech system
     systems = {system: SpeechLLMSystem(model, states=states, **gen),
                **{b: baselines[b](model, states) for b in e.baselines}}

@@ -276,7 +276,7 @@ def create_app(model: str | Path | None, index: str | Path, speech_llm: str | Pa
                 lang = lang_of(lang)
             try:
                 instruction = ask(prompt, lang, lang_of(target), [x.strip() for x in labels.split(",") if x.strip()],
-                                  engine.prompt_style)
+                                  engine.llm.cfg.prompt_style)
             except ValueError as e:
                 raise HTTPException(422, str(e)) from None
             wav = await read_audio(audio)

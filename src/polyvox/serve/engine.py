@@ -12,7 +12,6 @@ import numpy as np
 from polyvox.index import IndexedText, TextIndex, embed_items, embed_speech, model_fingerprint
 from polyvox.models.asr import Transcriber
 from polyvox.models.dual_encoder import DualEncoder
-from polyvox.models.export import read_meta
 from polyvox.models.speech_llm import SpeechLLM
 from polyvox.models.units import encoder_for_units
 
@@ -64,10 +63,9 @@ class SearchEngine:
         self.index.check_model(self.fingerprint)
         self.dual = DualEncoder.load(model).eval()
         self._encoder = self._lid = None  # the speech encoder, and Whisper for language detection: loaded when needed
-        self.llm = self.prompt_style = None
+        self.llm = None
         self.max_new_tokens = max_new_tokens
         if speech_llm is not None:
-            self.prompt_style = read_meta(speech_llm, "speech_llm").get("prompt_style", "instruction")
             self.llm = SpeechLLM.load(speech_llm)
         log.info("serving %d texts (%s index), model %s, speech LLM %s", len(self.index), self.index.kind,
                  self.fingerprint[:12], speech_llm)

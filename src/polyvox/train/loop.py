@@ -51,9 +51,13 @@ def train(model: nn.Module, param_groups: list[dict], batches: BatchFn, loss_fn:
     logged step to ``run_dir/metrics.jsonl``. Returns the last step's metrics.
     """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    # accelerate keeps one precision per process; a process may train again with another (a benchmark's arms), so
+    # that setting is cleared (the processes and their group, accelerate's PartialState, are kept)
+    AcceleratorState._reset_state()
     acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     optimizer = torch.optim.AdamW(param_groups, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
