@@ -12,6 +12,21 @@ from typing import Any
 import yaml
 
 
+def _at_least(cfg: Any, minimum: float, *names: str) -> None:
+    """Refuse a field below `minimum`, naming it (`_build` adds the section)."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and value < minimum:
+            raise ValueError(f"{name} must be at least {minimum}, got {value}")
+
+
+def _above_zero(cfg: Any, *names: str) -> None:
+    for name in names:
+        if not getattr(cfg, name) > 0:
+            raise ValueError(f"{name} must be above 0, got {getattr(cfg, name)}")
+
+
+
 @dataclass
 class DataConfig:
     manifest: str = "data/demo/manifest.jsonl"
@@ -53,6 +68,10 @@ class UnitsConfig:
     """Clips per encoder batch (clips are sorted by length so a batch pads little)."""
     seed: int = 0
     """Seed for frame sampling and k-means."""
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "layer", "pool", "num_units", "kmeans_iters", "max_fit_utterances", "max_fit_frames",
+                  "batch_size")
 
 
 @dataclass
@@ -127,6 +146,11 @@ class ModelConfig:
     adapter_dropout: float = 0.3
     """conv-res: dropout on each block's output."""
 
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "num_layers", "proj_dim", "max_speech_tokens", "max_text_tokens", "adapter_hidden",
+                  "adapter_stride")
+        _at_least(self, 0, "lora_rank", "spelling_buckets", "text_ngram_buckets", "direct_dim")
+
 
 @dataclass
 class LossConfig:
@@ -143,6 +167,10 @@ class LossConfig:
     speech_translation_weight: float = 0.0
     """Weight of a speech↔pivot-language loss: each clip also against the translation of its transcript
     (`data.pivot_lang`, where the manifest has one), in-batch negatives (0: off)."""
+
+    def __post_init__(self) -> None:
+        _above_zero(self, "temperature")
+        _at_least(self, 1, "translation_batch_size")
 
 
 @dataclass
@@ -187,6 +215,14 @@ class TrainConfig:
     seed: int = 0
     """Seed for initialisation and data order."""
 
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "steps", "batch_size", "grad_accum", "save_every", "log_every")
+        _above_zero(self, "lr")
+        _at_least(self, 0, "warmup_steps", "new_params_lr", "closed_form_lr", "weight_decay", "grad_clip")
+        if self.grad_accum > self.batch_size:
+            raise ValueError(f"grad_accum ({self.grad_accum}) must not exceed batch_size ({self.batch_size}): "
+                             "every micro-batch needs a pair")
+
 
 @dataclass
 class EvalConfig:
@@ -194,6 +230,9 @@ class EvalConfig:
     """Items per embedding batch."""
     ks: list[int] = field(default_factory=lambda: [1, 5, 10])
     """Recall cut-offs."""
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "batch_size")
 
 
 @dataclass
@@ -304,6 +343,9 @@ class ContinuationConfig:
     max_utterances: int | None = None
     """Use at most this many training utterances (a seeded sample; None: all)."""
 
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "max_new_tokens", "max_input_tokens", "batch_size", "max_utterances")
+
 
 @dataclass
 class AlignConfig:
@@ -317,6 +359,10 @@ class AlignConfig:
     """Weight of the CTC loss of each clip's transcript on the adapter's frames (the model's CTC head, with
     ``model.ctc_readout``), added in the stages through the LLM: it keeps the compressor's alignment while the
     LLM's loss trains through it; 0: off."""
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "max_target_tokens")
+        _at_least(self, 0, "kl_weight", "ctc_weight")
 
 
 @dataclass
@@ -350,6 +396,10 @@ class GenerationEvalConfig:
     seed: int = 0
     """Seed of the per-language sample and the intent distractors."""
 
+    def __post_init__(self) -> None:
+        _at_least(self, 0, "per_lang")
+        _at_least(self, 1, "max_new_tokens", "batch_size", "intent_choices")
+
 
 @dataclass
 class ASRWarmupConfig:
@@ -363,6 +413,10 @@ class ASRWarmupConfig:
     """Peak learning rate."""
     warmup_steps: int = 10
     """Linear warm-up of the learning rate, then cosine decay."""
+
+    def __post_init__(self) -> None:
+        _at_least(self, 0, "steps", "warmup_steps")
+        _above_zero(self, "lr")
 
 
 @dataclass
@@ -386,6 +440,11 @@ class CTCStageConfig:
     (SpecAugment's time masking, on the cached states): a regulariser against memorising the transcripts."""
     mask_span: int = 5
     """Frames per masked span (whisper: 50 frames/s, so 5 is 100 ms)."""
+
+    def __post_init__(self) -> None:
+        _at_least(self, 0, "steps", "warmup_steps")
+        _at_least(self, 1, "batch_size", "mask_span")
+        _above_zero(self, "lr")
 
 
 @dataclass
@@ -448,6 +507,9 @@ class TargetConfig:
     """Answer cache (JSONL, keyed by LLM, prompt, transcript and decoding bounds; runs may share one);
     None: ``targets.jsonl`` in the run folder."""
 
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "per_kind", "max_new_tokens", "max_input_tokens", "batch_size", "max_utterances")
+
 
 @dataclass
 class MITConfig:
@@ -491,7 +553,10 @@ def _build(cls: Any, raw: dict[str, Any], where: str) -> Any:
         if dataclasses.is_dataclass(hint):
             v = _build(hint, v, f"{where}.{k}")
         kwargs[k] = _coerce(v, hint, f"{where}.{k}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as e:  # a field's check (__post_init__): name its section
+        raise ValueError(f"{where}: {e}") from None
 
 
 def _coerce(v: Any, hint: Any, where: str) -> Any:
@@ -518,6 +583,14 @@ def config_from_dict(raw: dict[str, Any], cls: type = RetrievalConfig) -> Any:
     return _build(cls, raw, cls.__name__)
 
 
+def _yaml(text: str, where: str) -> Any:
+    """YAML (safe: no ``!!python`` tags), with a parse error named by `where`."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(f"{where}: not valid YAML: {' '.join(str(e).split())}") from None
+
+
 def load_config(
     path: str | Path | None, overrides: list[str] | None = None, cls: type = RetrievalConfig,
     base: dict[str, Any] | None = None,
@@ -535,16 +608,21 @@ def load_config(
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"config file not found: {p}")
-        raw.update(yaml.safe_load(p.read_text()) or {})
+        loaded = _yaml(p.read_text(), str(p))
+        if not isinstance(loaded, dict | None):
+            raise ValueError(f"{p}: a config file is a mapping of sections, got {type(loaded).__name__}")
+        raw.update(loaded or {})
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"override {item!r} must look like section.field=value")
         node = raw
         *parents, leaf = key.strip().split(".")
-        for part in parents:
+        for i, part in enumerate(parents):
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {'.'.join(parents[: i + 1])} is a value, not a section")
+        node[leaf] = _yaml(value, f"override {item!r}")
     return config_from_dict(raw, cls)
 
 
