@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 
 SAMPLE_RATE = 16_000
+MIN_CLIP_S = 0.1
+"""Shorter clips are refused where a user gives them (the command line, the server): too short for the encoder."""
 
 
 class AudioError(ValueError):
@@ -22,7 +24,8 @@ class AudioTooLongError(AudioError):
 
 
 def to_mono_16k(wav: np.ndarray, sr: int, where: str = "<array>") -> np.ndarray:
-    """Mix to mono, resample to 16 kHz with soxr, and check the result.
+    """Mix to mono, resample to 16 kHz with soxr, and check the result: empty or non-finite audio is refused, and
+    audio whose peak is beyond full scale (a float file of another scale) is normalised to a peak of 1.
 
     Args:
         wav: samples, shape (T,) or (T, C).
@@ -42,16 +45,20 @@ def to_mono_16k(wav: np.ndarray, sr: int, where: str = "<array>") -> np.ndarray:
         raise AudioError(f"{where}: audio is empty")
     if not np.isfinite(wav).all():
         raise AudioError(f"{where}: audio contains NaN or infinite samples")
+    peak = float(np.abs(wav).max())
+    if peak > 1.0:  # float files may hold any scale (int16 values, gain, garbage): bring the peak to full scale
+        wav = wav / peak
     if sr != SAMPLE_RATE:
         wav = soxr.resample(wav, sr, SAMPLE_RATE).astype(np.float32)
     return wav
 
 
-def load_audio(path: str | Path, where: str | None = None) -> np.ndarray:
+def load_audio(path: str | Path, where: str | None = None, min_seconds: float = 0.0) -> np.ndarray:
     """Load an audio file as 16 kHz mono float32, shape (T,).
 
     Raises:
-        AudioError: missing, unreadable, corrupt or empty file, or NaN samples; the message names the file.
+        AudioError: missing, unreadable, corrupt or empty file, NaN samples, or shorter than `min_seconds`; the
+            message names the file.
     """
     import soundfile as sf
 
@@ -63,7 +70,10 @@ def load_audio(path: str | Path, where: str | None = None) -> np.ndarray:
         wav, sr = sf.read(str(path), dtype="float32", always_2d=False)
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError for bad files
         raise AudioError(f"{where}: cannot decode audio file {path} ({e})") from None
-    return to_mono_16k(wav, sr, where)
+    wav = to_mono_16k(wav, sr, where)
+    if len(wav) < min_seconds * SAMPLE_RATE:
+        raise AudioError(f"{where}: the clip is {len(wav) / SAMPLE_RATE:.2f} s long; at least {min_seconds:g} s is needed")
+    return wav
 
 
 def decode_audio(data: bytes, where: str = "<upload>", formats: tuple[str, ...] | None = None,

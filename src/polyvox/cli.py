@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from polyvox.audio import MIN_CLIP_S, load_audio
 from polyvox.config import BLSPConfig, MITConfig, RetrievalConfig, ServeConfig, load_config
+from polyvox.fileio import atomic_write, atomic_write_text, check_writable
 from polyvox.progress import setup_logging
 from polyvox.sysmem import release_memory, stage_peak_mb
 
@@ -62,7 +64,6 @@ def data_report(corpus: str | Path, out: str | Path | None = None, samples: int 
     import json
 
     from polyvox.eval.corpus_report import corpus_report, markdown
-    from polyvox.fileio import atomic_write_text
 
     report = corpus_report(corpus, samples, asr, tts_clips)
     out = Path(out) if out is not None else Path(corpus)
@@ -229,13 +230,12 @@ def generate(model: str, audio: list[str], prompt: str = "transcribe", lang: str
         multiline: do not stop at the first line break.
         batch_size: clips per generation batch.
     """
-    from polyvox.audio import load_audio
     from polyvox.data.languages import check_lang
     from polyvox.models.speech_llm import SpeechLLM, ask
 
     if lang is not None:
         check_lang(lang)
-    wavs = [load_audio(a) for a in audio]  # a bad file fails here, named, before the model loads
+    wavs = [load_audio(a, min_seconds=MIN_CLIP_S) for a in audio]  # a bad file fails here, before the model loads
     llm = SpeechLLM.load(model)
     instruction = ask(prompt, lang, target, labels, llm.cfg.prompt_style)  # asked as the model was trained
     answers: list[str] = []
@@ -264,7 +264,6 @@ def embed(model: str, out: str, lang: str | None = None, audio: list[str] | None
     """
     import torch
 
-    from polyvox.audio import load_audio
     from polyvox.data.languages import check_lang
     from polyvox.index import embed_speech
     from polyvox.models.dual_encoder import DualEncoder
@@ -275,16 +274,17 @@ def embed(model: str, out: str, lang: str | None = None, audio: list[str] | None
         if lang is None:
             raise ValueError("--audio and --text need their language (--lang)")
         check_lang(lang)
+    out = check_writable(Path(out).with_suffix(".npy") if Path(out).suffix != ".npy" else out)
     dual = DualEncoder.load(model)
     with torch.no_grad():
         if text is not None:
             vecs = dual.encode_text(text, lang).numpy()
         elif audio is not None:
-            vecs = embed_speech(dual, [load_audio(a) for a in audio], lang)
+            vecs = embed_speech(dual, [load_audio(a, min_seconds=MIN_CLIP_S) for a in audio], lang)
         else:
             ok, vecs = _manifest_speech_vectors(dual, model, manifest, split)
-            Path(out).with_suffix(".ids.txt").write_text("".join(u.id + "\n" for u in ok))
-    np.save(out, vecs)
+            atomic_write_text(out.with_suffix(".ids.txt"), "".join(u.id + "\n" for u in ok))
+    atomic_write(out, lambda tmp: np.save(tmp, vecs))
     print(f"{vecs.shape[0]} vectors of size {vecs.shape[1]} saved to {out}")
     return vecs
 
@@ -327,23 +327,26 @@ def mine(model: str, src: str, tgt: str, out: str, src_lang: str | None = None, 
     from polyvox.index import IndexedText, embed_items, mine_pairs, read_texts
     from polyvox.models.dual_encoder import DualEncoder
 
-    targets = read_texts(tgt, tgt_lang)
+    if k < 1:
+        raise ValueError(f"-k must be at least 1, got {k}")
+    out = check_writable(out)
+    targets = read_texts(tgt, tgt_lang, flag="--tgt-lang")
     dual = DualEncoder.load(model).eval()
     if src_speech:
         utts, x = _manifest_speech_vectors(dual, model, src)
         sources = [IndexedText(u.id, u.text, u.lang) for u in utts]
     else:
-        sources = read_texts(src, src_lang)
+        sources = read_texts(src, src_lang, flag="--src-lang")
         x = embed_items(dual, sources)
     pairs = mine_pairs(x, embed_items(dual, targets), k, threshold)
     rows = [f"{m:.4f}\t{c:.4f}\t{sources[i].id}\t{targets[j].id}\t{sources[i].text}\t{targets[j].text}\n"
             for i, j, m, c in pairs]
-    Path(out).write_text("margin\tcosine\tsource_id\ttarget_id\tsource\ttarget\n" + "".join(rows), encoding="utf-8")
+    atomic_write_text(out, "margin\tcosine\tsource_id\ttarget_id\tsource\ttarget\n" + "".join(rows))
     print(f"{len(pairs)} pairs (margin >= {threshold:g}) of {len(sources)} sources and {len(targets)} targets in {out}")
     return pairs
 
 
-def index_build(model: str, texts: str, out: str, lang: str | None = None, kind: str = "flat",
+def index_build(model: str, texts: str, out: str, lang: str | None = None, kind: str | None = None,
                 param: list[str] | None = None, batch_size: int = 64):
     """Embed a text collection (a manifest, or a text file in one language) into a FAISS index; an existing index
     gets the texts it does not hold yet.
@@ -353,7 +356,7 @@ def index_build(model: str, texts: str, out: str, lang: str | None = None, kind:
         texts: manifest (.jsonl) or text file, one text a line.
         out: index folder.
         lang: FLEURS code of a text file's lines.
-        kind: flat (exact), hnsw or ivf (approximate).
+        kind: flat (exact; the default for a new index), hnsw or ivf (approximate); an existing index keeps its own.
         param: index parameters as key=value, e.g. m=32 ef_search=64 (hnsw) or nlist=256 nprobe=16 (ivf).
         batch_size: texts per embedding batch.
     """
@@ -362,6 +365,7 @@ def index_build(model: str, texts: str, out: str, lang: str | None = None, kind:
     if any("=" not in item for item in param or []):
         raise ValueError("--param must look like key=value, e.g. --param nlist=256")
     params = dict(item.split("=", 1) for item in param or [])
+    check_writable(out, folder=True)
 
     index = build_index(model, read_texts(texts, lang), out, kind, params, batch_size)
     print(f"{len(index)} texts in the {index.kind} index {out}")
@@ -383,7 +387,6 @@ def search(index: str, model: str | None = None, lang: str | None = None, audio:
         margin: re-rank by ratio margin over this many neighbours, as in bitext mining (0: plain cosine).
         result_langs: only hits in these languages (FLEURS codes, comma-separated).
     """
-    from polyvox.audio import load_audio
     from polyvox.data.languages import check_lang, language_name
     from polyvox.serve.engine import SearchEngine, SearchRequest, SpeechQuery, TextQuery
 
@@ -391,10 +394,15 @@ def search(index: str, model: str | None = None, lang: str | None = None, audio:
         check_lang(lang)
     if (audio is None) == (text is None):
         raise ValueError("give exactly one of --audio or --text")
+    if k < 1:
+        raise ValueError(f"-k must be at least 1, got {k}")
+    only = frozenset(check_lang(c.strip()) for c in (result_langs or "").split(",") if c.strip()) or None
+    if result_langs is not None and only is None:
+        raise ValueError(f"--result-langs {result_langs!r} names no language (FLEURS codes, comma-separated)")
     if text is not None and lang is None:
         raise ValueError("a text query needs its language (--lang)")
-    query = SpeechQuery(load_audio(audio), lang) if audio is not None else TextQuery(text, lang)  # bad audio fails here
-    only = frozenset(check_lang(c.strip()) for c in result_langs.split(",")) if result_langs else None
+    query = (SpeechQuery(load_audio(audio, min_seconds=MIN_CLIP_S), lang) if audio is not None
+             else TextQuery(text, lang))  # bad audio fails here, before the models load
     query, hits = SearchEngine(model, index).search([SearchRequest(query, k, margin, only)])[0]
     if lang is None:
         print(f"detected language: {language_name(query.lang)} ({query.lang}), p = {query.lang_probability:.2f}",
@@ -507,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     from polyvox.data.sources.corpora import READERS
 
     ap = argparse.ArgumentParser(prog="polyvox", description=__doc__)
-    ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level, libraries' loader lines too")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     data = sub.add_parser("data", help="build datasets").add_subparsers(dest="sub", required=True)
@@ -515,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="demo", help="tiny, demo or full (default: demo)")
     p.add_argument("--config", help="YAML file of corpus settings (see polyvox.data.corpus.CorpusConfig)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. test_per_lang=200")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="corpus folder (manifest.jsonl, audio/, corpus.json)")
 
     _typed(data, "import", data_import, "FLEURS, CoVoST 2, Common Voice or a folder + table -> manifest",
            positional=("kind", "src"), choices={"kind": sorted(READERS)})
@@ -556,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     _typed(sub, "search", search, "search an index with speech or text", flags={"k": ("-k",)})
 
     p = sub.add_parser("serve", help="HTTP API and web page: search (and generation with --speech-llm)")
-    p.add_argument("--index", required=True)
+    p.add_argument("--index", required=True, help="index folder (polyvox index build)")
     p.add_argument("--model", help="the dual-encoder folder the index was built with (default: where it was then)")
     p.add_argument("--speech-llm", help="a BLSP or mit checkpoint folder: enables POST /generate")
     for f in dataclasses.fields(ServeConfig):  # --host, --port and the limits (see ServeConfig)
@@ -618,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise ValueError("give --corpus-dir (the demo corpus, built there if missing) or --manifest "
                                      "(a corpus of your own), not both")
                 demo(_cfg(args), args.corpus_dir)
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
+    except (ValueError, OSError, RuntimeError, ImportError) as e:  # OSError: missing, unwritable, disk full
         print(f"polyvox: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -268,6 +268,13 @@ class ServeConfig:
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"--port must be in 1..65535, got {self.port}")
+        _above_zero(self, "max_upload_mb", "max_audio_s", "timeout_s", "max_wait_ms")
+        _at_least(self, 1, "max_text_chars", "max_k", "max_batch", "max_queue", "max_connections", "max_new_tokens")
+        _at_least(self, 0, "min_audio_s")
+
 
 @dataclass
 class RetrievalConfig:

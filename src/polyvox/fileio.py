@@ -64,3 +64,34 @@ def default_cache_dir() -> Path:
     """The polyvox cache (models, downloaded sources): ``$POLYVOX_CACHE`` if set, else ``~/.cache/polyvox``."""
     env = os.environ.get("POLYVOX_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "polyvox"
+
+
+def read_safetensors(path: str | Path, framework: str = "numpy") -> dict:
+    """The tensors of a safetensors file (numpy arrays, or torch tensors with ``framework="torch"``); a missing,
+    truncated or corrupt file gets an error naming it."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing")
+    try:
+        with safe_open(str(path), framework="pt" if framework == "torch" else "np") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({e}); it is truncated or corrupt") from None
+
+
+def check_writable(path: str | Path, folder: bool = False) -> Path:
+    """Refuse an output that cannot be written, before the work that makes it: a file where a folder should go
+    (or the reverse), a path below a file, or a folder without write permission. Returns `path`."""
+    path = Path(path)
+    if path.exists() and folder != path.is_dir():
+        raise ValueError(f"cannot write {path}: it is a {'file' if folder else 'folder'}")
+    existing = path if path.exists() else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"cannot write {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {path}: {existing} is not writable")
+    return path

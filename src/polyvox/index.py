@@ -283,19 +283,22 @@ def ann_recall_at_k(exact: list[list[Hit]], approx: list[list[Hit]], k: int) -> 
 # -- text collections and models ---------------------------------------------------------------------------
 
 
-def read_texts(path: str | Path, lang: str | None = None) -> list[IndexedText]:
+def read_texts(path: str | Path, lang: str | None = None, flag: str = "--lang") -> list[IndexedText]:
     """Texts to index: a manifest (``.jsonl``: each line's id, text and language) or a plain text file (one text
-    a line, all in `lang`; ids are ``<file name>:<line number>``; blank lines are skipped)."""
+    a line, all in `lang`, the command's `flag`; ids are ``<file name>:<line number>``; blank lines are skipped)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"text file not found: {path}")
     if path.suffix == ".jsonl":
         return [IndexedText(u.id, u.text, u.lang) for u in read_manifest(path)]
     if lang is None:
-        raise ValueError(f"{path}: a plain text file needs a language (--lang)")
+        raise ValueError(f"{path}: a plain text file needs its language ({flag})")
     check_lang(lang)
     lines = path.read_text(encoding="utf-8").splitlines()
-    return [IndexedText(f"{path.name}:{i}", line.strip(), lang) for i, line in enumerate(lines, 1) if line.strip()]
+    texts = [IndexedText(f"{path.name}:{i}", line.strip(), lang) for i, line in enumerate(lines, 1) if line.strip()]
+    if not texts:
+        raise ValueError(f"{path}: no texts (the file is empty)")
+    return texts
 
 
 def embed_items(dual, items: list[IndexedText], batch_size: int = 64, progress: bool = True) -> np.ndarray:
@@ -326,21 +329,23 @@ def embed_speech(dual, wavs: list[np.ndarray], langs: str | list[str], encoder=N
         return dual.encode_speech(seqs, langs).float().numpy()
 
 
-def build_index(model_dir: str | Path, items: list[IndexedText], folder: str | Path, kind: str = "flat",
+def build_index(model_dir: str | Path, items: list[IndexedText], folder: str | Path, kind: str | None = None,
                 params: dict | None = None, batch_size: int = 64) -> TextIndex:
-    """Embed `items` with a trained dual encoder and add them to the index in `folder` (made if absent, else
-    extended with the ids it lacks: the model must be the one it was built with); saves a new version when
-    anything changed."""
+    """Embed `items` with a trained dual encoder and add them to the index in `folder` (made if absent, of `kind`,
+    flat by default; else extended with the ids it lacks: the model and kind must be the ones it was built with);
+    saves a new version when anything changed."""
     fingerprint = model_fingerprint(model_dir)
     index = TextIndex.load(folder) if _current(Path(folder)) is not None else None
     if index is not None:
         index.check_model(fingerprint)
+        if kind is not None and kind != index.kind:
+            raise ValueError(f"{folder} is a {index.kind} index; --kind {kind} needs another folder (or leave it out)")
     known = {it.id for it in index.items} if index is not None else set()
     new = [it for it in items if it.id not in known]
     if index is None or new:  # the model is loaded only when there is something to embed or create
         dual = DualEncoder.load(model_dir).eval()
         if index is None:  # (not `or`: an empty index is falsy)
-            index = TextIndex(dual.embed_dim, fingerprint, kind, params)
+            index = TextIndex(dual.embed_dim, fingerprint, kind or "flat", params)
         if new:
             index.add(embed_items(dual, new, batch_size), new)
         index.model_path = str(Path(model_dir).resolve())

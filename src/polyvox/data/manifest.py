@@ -54,6 +54,10 @@ class Utterance:
 
 
 _FIELDS = {f for f in Utterance.__dataclass_fields__}
+_TYPES: dict[str, tuple[type, ...]] = {"id": (str,), "audio": (str, type(None)), "text": (str,), "lang": (str,),
+                                       "split": (str,), "translations": (dict,), "group": (str, type(None)),
+                                       "intent": (str, type(None)), "meta": (dict,)}
+"""Fields whose JSON type is checked (duration is checked as a number below)."""
 
 
 def parse_line(line: str, where: str) -> Utterance:
@@ -71,8 +75,14 @@ def parse_line(line: str, where: str) -> Utterance:
     if unknown:
         raise ManifestError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     raw.setdefault("audio", None)
+    for key, kinds in _TYPES.items():
+        if key in raw and not isinstance(raw[key], kinds):
+            names = " or ".join("null" if k is type(None) else {str: "a string", dict: "an object"}[k] for k in kinds)
+            raise ManifestError(f"{where}: {key} must be {names}, got {type(raw[key]).__name__} {raw[key]!r}")
+    if any(not isinstance(v, str) for v in raw.get("translations", {}).values()):
+        raise ManifestError(f"{where}: translations must map language codes to strings")
     utt = Utterance(**raw)
-    if not isinstance(utt.text, str) or not utt.text.strip():
+    if not utt.text.strip():
         raise ManifestError(f"{where}: empty text for {utt.id!r}")
     try:
         check_lang(utt.lang)
@@ -98,16 +108,22 @@ def read_manifest(path: str | Path, split: str | None = None, langs: Iterable[st
     """Read a manifest, optionally keeping one split and some languages.
 
     Raises:
-        ManifestError: on the first bad line (file and line in the message), or duplicate ids.
+        ManifestError: on the first bad line (file and line in the message), duplicate ids, an empty manifest, or
+            a `split` it does not have.
     """
     keep = set(langs) if langs is not None else None
-    out, seen = [], set()
+    out, seen, splits = [], set(), set()
     for u in iter_manifest(path):
         if u.id in seen:
             raise ManifestError(f"{path}: duplicate id {u.id!r}")
         seen.add(u.id)
+        splits.add(u.split)
         if (split is None or u.split == split) and (keep is None or u.lang in keep):
             out.append(u)
+    if not seen:
+        raise ManifestError(f"{path}: no utterances (an empty manifest)")
+    if split is not None and split not in splits:
+        raise ManifestError(f"{path}: no utterances in split {split!r}; its splits: {', '.join(sorted(splits))}")
     return out
 
 

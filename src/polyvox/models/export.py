@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from polyvox.fileio import atomic_write, atomic_write_text
+from polyvox.fileio import atomic_write, atomic_write_text, read_safetensors
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -51,7 +51,7 @@ def read_meta(folder: str | Path, kind: str) -> dict[str, Any]:
 
 def load_trainable(model: nn.Module, folder: str | Path) -> None:
     """Load ``model.safetensors`` into `model`, refusing a file that lacks any of its trainable tensors."""
-    weights = load_file(str(Path(folder) / "model.safetensors"))
+    weights = read_safetensors(Path(folder) / "model.safetensors", "torch")
     missing = set(trainable_state(model)) - set(weights)
     if missing:
         raise ValueError(f"{folder}: checkpoint lacks {len(missing)} trainable tensors, e.g. {sorted(missing)[:3]}")

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
-from polyvox.audio import AudioError, load_audio
+from polyvox.audio import MIN_CLIP_S, AudioError, load_audio
 from polyvox.data.manifest import ManifestError, Utterance
-from polyvox.fileio import atomic_write, atomic_write_text
+from polyvox.fileio import atomic_write, atomic_write_text, read_safetensors
 from polyvox.models.speech_encoder import SpeechEncoder
 from polyvox.progress import Progress
 from polyvox.sysmem import trim_heap
@@ -101,7 +101,7 @@ class UnitTokenizer:
         if not (folder / "units.json").exists():
             raise FileNotFoundError(f"no unit tokenizer in {folder} (run `polyvox units fit` first)")
         spec = UnitSpec(**json.loads((folder / "units.json").read_text()))
-        return cls(load_file(str(folder / "units.safetensors"))["centroids"], spec)
+        return cls(read_safetensors(folder / "units.safetensors")["centroids"], spec)
 
 
 class FeatureTokenizer:
@@ -176,7 +176,7 @@ def iter_features(utts: list[Utterance], root: str | Path, encoder: SpeechEncode
         loaded: list[tuple[Utterance, np.ndarray]] = []
         for u in order[c : c + chunk]:
             try:
-                loaded.append((u, load_audio(u.audio_path(root), where=f"{u.id} ({u.audio})")))
+                loaded.append((u, load_audio(u.audio_path(root), f"{u.id} ({u.audio})", MIN_CLIP_S)))
             except (AudioError, ValueError) as e:
                 bar.update(1)
                 yield u, None, str(e)

@@ -15,6 +15,7 @@ the timeout), 411 (no Content-Length), 413 (upload or audio too large), 415 (not
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -294,10 +295,18 @@ def serve(model: str | Path | None, index: str | Path, speech_llm: str | Path | 
     import uvicorn
 
     cfg = config or ServeConfig()
+    sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:  # bound before the models load: a taken port fails at once, and "serving on" is true when printed
+        sock.bind((cfg.host, cfg.port))
+    except OSError as e:
+        sock.close()
+        raise OSError(f"cannot serve on {cfg.host}:{cfg.port}: {e.strerror or e}") from None
     app = create_app(model, index, speech_llm, cfg)
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, limit_concurrency=cfg.max_connections,
+                                           timeout_keep_alive=5, log_level="info"))
     print(f"polyvox serving on http://{cfg.host}:{cfg.port} (API docs at /docs)", flush=True)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, limit_concurrency=cfg.max_connections, timeout_keep_alive=5,
-                log_level="info")
+    server.run(sockets=[sock])
 
 
 def _version() -> str:

@@ -12,9 +12,9 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from polyvox.fileio import atomic_write, atomic_write_text, temp_dir
+from polyvox.fileio import atomic_write, atomic_write_text, read_safetensors, temp_dir
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -70,14 +70,14 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 def load_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer, scheduler) -> int:
     """Restore trainable weights, optimiser, scheduler and RNG from a checkpoint; returns its step."""
     folder = Path(folder)
-    weights = load_file(str(folder / "model.safetensors"))
+    weights = read_safetensors(folder / "model.safetensors", "torch")
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     missing = trainable - set(weights)
     if missing:
         raise ValueError(f"{folder}: checkpoint lacks trainable tensors {sorted(missing)[:3]} — a different model?")
     model.load_state_dict(weights, strict=False)
     meta = json.loads((folder / "trainer.json").read_text())
-    tensors = load_file(str(folder / "trainer.safetensors"))
+    tensors = read_safetensors(folder / "trainer.safetensors", "torch")
     torch.set_rng_state(tensors.pop("rng.torch"))
     optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
     scheduler.load_state_dict(meta["scheduler"])
