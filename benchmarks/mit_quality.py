@@ -11,7 +11,8 @@ Stages (each resumes; `--stage all` runs them in order):
   eval      every system on the same items: ASR, X->en translation, intent, held-out instructions; baselines:
             the cascade (whisper-base -> the same LLM, same xP3 prompt), the untrained adapter and the oracle-text
             LLM; the speech systems share the encoder's states, and every answer goes to <out_dir>/eval-answers.jsonl
-            (a stopped evaluation resumes there); BLSP (instruction prompts) is evaluated too when listed in
+            (a stopped evaluation resumes there; the cascade reuses the Whisper transcripts BLSP's evaluation made of
+            the same clean clips); BLSP (instruction prompts) is evaluated too when listed in
             `--variants`. Paired differences with 95 % intervals over the same items: MI and TMI minus T, and each
             trained system minus the cascade and minus the untrained adapter
 Training stages of different variants may run at once in separate processes (`--stage train --variants T`).
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import statistics
 import time
 from pathlib import Path
@@ -37,11 +39,14 @@ from polyvox.eval.generation import evaluate_generation
 from polyvox.eval.report import generation_markdown, write_generation_report
 from polyvox.eval.systems import CascadeSystem, EncoderStates, OracleTextSystem, SpeechLLMSystem
 from polyvox.eval.tasks import build_tasks
+from polyvox.models.answers import read_cache
 from polyvox.models.asr import Transcriber
 from polyvox.models.export import read_meta
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
 from polyvox.recipes import blsp, mit
 from polyvox.recipes.speech_llm import run_ctc, sample_utterances, untrained_like
+
+log = logging.getLogger("polyvox.mit_quality")
 
 VARIANTS = tuple(MIT_VARIANTS)  # T, MI, TMI
 BASELINES = ("cascade", "cascade front-end", "untrained", "oracle")
@@ -104,20 +109,32 @@ def stage_train(base: MITConfig, variants: list[str], init_from: str, blsp_confi
         Path(cfg.out_dir, "train_timing.json").write_text(json.dumps({"seconds": time.perf_counter() - t}))
 
 
-def stage_eval(base: MITConfig, variants: list[str], blsp_config: tuple[str, list[str]] | None) -> dict:
-    """Every system on the same items; `blsp_config` None leaves BLSP out (it has its own benchmark)."""
+def reused_transcripts(cache: Path, asr_model: str, bcfg: BLSPConfig) -> dict[str, str]:
+    """Item id -> the transcript BLSP's evaluation got from the same Whisper front-end for the same clean clip:
+    the cascade's transcripts do not depend on how its LLM is prompted, and Whisper is most of its cost."""
+    if bcfg.eval.asr_model != asr_model or not cache.exists():
+        return {}
+    return {r["item"]: r["transcript"] for r in read_cache(cache).values()
+            if r.get("system") == "cascade" and "transcript" in r and ":" not in r["task"]}
+
+
+def stage_eval(base: MITConfig, variants: list[str], blsp_config: tuple[str, list[str]], with_blsp: bool) -> dict:
+    """Every system on the same items; BLSP (which has its own benchmark) only `with_blsp`."""
     e = base.eval
     gen = {"max_new_tokens": e.max_new_tokens, "stop_at_newline": base.targets.stop_at_newline}
     models = {f"mit-{v}": SpeechLLM.load(Path(base.out_dir) / v / "model") for v in variants}
     any_model = next(iter(models.values()))
     states = EncoderStates(any_model)  # every speech system here reads the same frozen encoder
     systems = {name: SpeechLLMSystem(m, style="pair", states=states, **gen) for name, m in models.items()}
-    if blsp_config is not None:
-        blsp_model = SpeechLLM.load(Path(load_config(*blsp_config, BLSPConfig).out_dir) / "model")
+    bcfg = load_config(*blsp_config, BLSPConfig)
+    if with_blsp:
+        blsp_model = SpeechLLM.load(Path(bcfg.out_dir) / "model")
         if blsp_model.cfg.encoder != any_model.cfg.encoder:
             raise ValueError(f"BLSP's encoder {blsp_model.cfg.encoder!r} is not the variants' {any_model.cfg.encoder!r}")
         systems["blsp"] = SpeechLLMSystem(blsp_model, style="instruction", states=states, **gen)
     systems["cascade"] = CascadeSystem(any_model, Transcriber(e.asr_model), style="pair", **gen)
+    systems["cascade"].transcripts.update(reused_transcripts(Path(bcfg.out_dir) / "eval-answers.jsonl", e.asr_model, bcfg))
+    log.info("cascade: %d transcripts reused from BLSP's evaluation", len(systems["cascade"].transcripts))
     systems["untrained"] = SpeechLLMSystem(untrained_like(any_model), style="pair", states=states, **gen)
     systems["oracle"] = OracleTextSystem(any_model, style="pair", **gen)
     seen = set(read_meta(Path(base.out_dir) / variants[0] / "model", "speech_llm")["train_languages"])
@@ -172,7 +189,7 @@ def main() -> None:
         return
     variants = [v for v in args.variants if v != "BLSP"]
     with_blsp = "BLSP" in args.variants
-    result = stage_eval(base, variants, (args.blsp_config, args.blsp_set) if with_blsp else None)
+    result = stage_eval(base, variants, (args.blsp_config, args.blsp_set), with_blsp)
     summary = {task: {s: {"averages": r["averages"], "intervals": r.get("intervals", {})}
                       for s, r in t["systems"].items()} for task, t in result["tasks"].items()}
     differences = {task: t["differences"] for task, t in result["tasks"].items()}
@@ -192,8 +209,10 @@ def main() -> None:
         "blsp_training": training_stats(Path(load_config(args.blsp_config, args.blsp_set, BLSPConfig).out_dir))
         if with_blsp else None,
         "summary": summary, "differences": differences,
-        "beats_cascade": {n: [task for task, d in differences.items() if d.get(f"{n} - cascade", {}).get("all", {})
-                              .get("better") == n] for n in [f"mit-{v}" for v in variants] + ["blsp"] * with_blsp}, "winners": winners(result), "eval_s": result["eval_s"],
+        "beats_cascade": {n: [task for task, d in differences.items()
+                              if d.get(f"{n} - cascade", {}).get("all", {}).get("better") == n]
+                          for n in [f"mit-{v}" for v in variants] + ["blsp"] * with_blsp},
+        "winners": winners(result), "eval_s": result["eval_s"],
         "items": {task: len(t["languages"]) and sum(r["n"] for r in t["languages"].values())
                   for task, t in result["tasks"].items()},
         "torch_threads": torch.get_num_threads(), "peak_rss_mb": peak_rss_mb(),
