@@ -64,6 +64,12 @@ def files(tiny_search, tmp_path_factory) -> dict:
     (root / "bad.yaml").write_text("train:\n  steps: [1\n")
     (root / "tag.yaml").write_text("train: !!python/object/apply:os.system ['echo hi']\n")
     f["bad.yaml"], f["tag.yaml"] = str(root / "bad.yaml"), str(root / "tag.yaml")
+    from polyvox.index import TextIndex, model_fingerprint
+
+    empty = TextIndex(32, model_fingerprint(model))
+    empty.model_path = str(model)
+    empty.save(root / "empty-index")
+    f["empty-index"] = str(root / "empty-index")
     (root / "texts.txt").write_text("un chat\nun chien\n")
     f["texts"] = str(root / "texts.txt")
     return f
@@ -161,6 +167,8 @@ CASES = [
          "unknown language code 'xx_xx'"),
     Case("search result langs empty", lambda f: ["search", "--index", f["index"], "--lang", "fr_fr", "--text", "a",
                                                  "--result-langs", ",,,"], "--result-langs"),
+    Case("search an empty index", lambda f: ["search", "--index", f["empty-index"], "--lang", "fr_fr", "--text", "a"],
+         "holds no texts"),
     Case("search text without language", lambda f: ["search", "--index", f["index"], "--text", "a"],
          "needs its language (--lang)"),
     Case("index kind of another index", lambda f: ["index", "build", "--model", f["model"], "--texts",

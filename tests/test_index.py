@@ -177,3 +177,30 @@ def test_a_language_filter_equals_brute_force_over_those_languages(kind: str, pa
     full = index.search_margin(q, 300, margin_k=4, candidates=300)
     for row, all_row in zip(only, full):
         assert [h.id for h in row] == [h.id for h in all_row if h.lang == "fr_fr"][:3]
+
+
+def test_saves_survive_a_crash_at_any_point(tmp_path, monkeypatch) -> None:
+    """A version folder a crash left before `current` named it, and a crashed save's temp folder, do not block
+    the next save (they are passed over and removed); a save that fails removes its own temp folder."""
+    folder = tmp_path / "ix"
+    index = TextIndex(16, "m")
+    index.add(unit_vectors(4), items(4))
+    assert index.save(folder).name == "v-000001"
+    (folder / "v-000002").mkdir()  # renamed into place, then the crash: `current` still names v-000001
+    (folder / "v-000002" / "index.json").write_text("{}")
+    (folder / ".tmp-crashed").mkdir()
+    index.add(unit_vectors(2, seed=3), items(2, start=4))
+    assert index.save(folder).name == "v-000003"
+    assert sorted(p.name for p in folder.iterdir()) == ["current", "v-000003"]
+    assert len(TextIndex.load(folder)) == 6
+
+    import polyvox.index as ix
+
+    def broken(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ix._faiss(), "write_index", broken)
+    with pytest.raises(OSError, match="disk full"):
+        index.save(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["current", "v-000003"]
+    assert len(TextIndex.load(folder)) == 6

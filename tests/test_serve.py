@@ -95,6 +95,14 @@ def test_search_equals_brute_force(client, tiny_search) -> None:
     assert len(r["hits"]) == 4 and {h["lang"] for h in r["hits"]} == {"pl_pl"}
     r = post(client, "/search", clip.read_bytes(), lang="de_de", result_langs="pl_pl,zz")
     assert r.status_code == 422 and "unknown language code 'zz'" in r.json()["detail"]
+    r = post(client, "/search", clip.read_bytes(), lang="de_de", result_langs=",,,")
+    assert r.status_code == 422 and "names no language" in r.json()["detail"]
+    # a float WAV of another scale (finite samples of 1e18) is brought to full scale, not a 500
+    loud = io.BytesIO()
+    sf.write(loud, 1e18 * np.sin(np.arange(16000) / 10), 16000, format="WAV", subtype="DOUBLE")
+    for route in ("/search", "/embed"):
+        r = post(client, route, loud.getvalue(), lang="de_de")
+        assert r.status_code == 200, (route, r.text)
 
     # text -> text: an indexed text in its language finds itself with cosine 1
     r = post(client, "/search", lang=items[5].lang, text=items[5].text, k=2).json()

@@ -403,7 +403,10 @@ def search(index: str, model: str | None = None, lang: str | None = None, audio:
         raise ValueError("a text query needs its language (--lang)")
     query = (SpeechQuery(load_audio(audio, min_seconds=MIN_CLIP_S), lang) if audio is not None
              else TextQuery(text, lang))  # bad audio fails here, before the models load
-    query, hits = SearchEngine(model, index).search([SearchRequest(query, k, margin, only)])[0]
+    engine = SearchEngine(model, index)
+    if not len(engine.index):
+        raise ValueError(f"the index {index} holds no texts (add some with polyvox index build)")
+    query, hits = engine.search([SearchRequest(query, k, margin, only)])[0]
     if lang is None:
         print(f"detected language: {language_name(query.lang)} ({query.lang}), p = {query.lang_probability:.2f}",
               file=sys.stderr)

@@ -224,18 +224,24 @@ class TextIndex:
         faiss = _faiss()
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        previous = _current(folder)
-        n = int(previous.name.split("-")[1]) + 1 if previous else 1
+        # the next number after every version present: one a crash left behind before `current` named it is
+        # passed over (and removed below), never written into
+        n = max((int(v.name.split("-")[1]) for v in folder.glob("v-*") if v.name.split("-")[1].isdigit()), default=0)
         tmp = temp_dir(folder)
-        faiss.write_index(self.index, str(tmp / "index.faiss"))
-        (tmp / "items.jsonl").write_text("".join(json.dumps(asdict(it), ensure_ascii=False) + "\n" for it in self.items))
-        meta = {"dim": self.dim, "kind": self.kind, "params": self.params, "model_fingerprint": self.model_fingerprint,
-                "model_path": self.model_path, "count": len(self.items)}
-        (tmp / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
-        final = folder / f"v-{n:06d}"
-        os.replace(tmp, final)
+        try:
+            faiss.write_index(self.index, str(tmp / "index.faiss"))
+            (tmp / "items.jsonl").write_text("".join(json.dumps(asdict(it), ensure_ascii=False) + "\n"
+                                                     for it in self.items))
+            meta = {"dim": self.dim, "kind": self.kind, "params": self.params,
+                    "model_fingerprint": self.model_fingerprint, "model_path": self.model_path, "count": len(self.items)}
+            (tmp / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
+            final = folder / f"v-{n + 1:06d}"
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         atomic_write_text(folder / "current", final.name)
-        for old in folder.glob("v-*"):
+        for old in [*folder.glob("v-*"), *folder.glob(".tmp-*")]:  # older versions, and what crashed saves left
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
         return final

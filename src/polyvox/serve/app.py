@@ -246,7 +246,9 @@ def create_app(model: str | Path | None, index: str | Path, speech_llm: str | Pa
             raise HTTPException(422, f"k must be between 1 and {cfg.max_k}, got {k}")
         if not 0 <= margin <= cfg.max_k:
             raise HTTPException(422, f"margin must be between 0 and {cfg.max_k}, got {margin}")
-        only = frozenset(lang_of(c.strip()) for c in result_langs.split(",") if c.strip()) if result_langs else None
+        only = frozenset(lang_of(c.strip()) for c in (result_langs or "").split(",") if c.strip()) or None
+        if result_langs is not None and only is None:
+            raise HTTPException(422, f"result_langs {result_langs!r} names no language (FLEURS codes, comma-separated)")
         q = await read_query(lang, audio, text)
         q, hits = await batchers["search"].submit(SearchRequest(q, k, margin, only), cfg.timeout_s)
         return SearchOut(query=query_out(q), took_ms=round(1000 * (time.perf_counter() - t0), 2),
