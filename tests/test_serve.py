@@ -4,8 +4,10 @@ request its own answer, and a queue that refuses work when full."""
 
 import asyncio
 import io
+import socket
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ pytest.importorskip("fastapi", reason="polyvox[serve] is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from polyvox.serve import create_app  # noqa: E402
+from polyvox.serve.app import uvicorn_server  # noqa: E402
 from polyvox.serve.batcher import Batcher, Busy  # noqa: E402
 from polyvox.serve.engine import SearchEngine  # noqa: E402
 
@@ -275,7 +278,6 @@ def test_over_the_wire_size_and_upload_time_limits(tiny_search, engine) -> None:
     import socket
 
     import httpx
-    import uvicorn
 
     assert ServeConfig().host == "127.0.0.1"  # local unless asked otherwise
     cfg = ServeConfig(timeout_s=1.0, max_upload_mb=0.01)
@@ -283,7 +285,7 @@ def test_over_the_wire_size_and_upload_time_limits(tiny_search, engine) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn_server(app, replace(cfg, port=port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -310,6 +312,38 @@ def test_over_the_wire_size_and_upload_time_limits(tiny_search, engine) -> None:
         # and a whole request is answered
         r = httpx.post(f"http://127.0.0.1:{port}/search", data={"lang": "fr_fr", "text": "red cat", "k": "2"})
         assert r.status_code == 200 and len(r.json()["hits"]) == 2
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_idle_connections_are_closed_and_do_not_lock_clients_out(tiny_search, engine) -> None:
+    """More idle sockets than the connection cap, half of them stuck mid request line: the server closes each
+    after its header timeout, and /health and /search answer."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = ServeConfig(port=port, max_connections=8, header_timeout_s=1.0)
+    server = uvicorn_server(create_app(tiny_search.model, tiny_search.index, config=cfg, engine=engine), cfg)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        t0 = time.perf_counter()
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(12)]
+        for s in idle[::2]:
+            s.sendall(b"GET /heal")  # half a request line, never finished
+        for s in idle:  # closed by the server: end of stream, no answer
+            assert s.recv(1024) == b""
+            s.close()
+        assert time.perf_counter() - t0 < 5
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            assert c.get("/health").status_code == 200
+            r = c.post("/search", data={"lang": "fr_fr", "text": "bonjour", "k": "2"})
+            assert r.status_code == 200 and len(r.json()["hits"]) == 2
     finally:
         server.should_exit = True
         thread.join(timeout=10)

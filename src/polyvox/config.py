@@ -261,6 +261,9 @@ class ServeConfig:
     """A request with no answer by then gets 408 if its upload had not finished, else 503 (queueing included)."""
     max_connections: int = 256
     """Open connections and requests uvicorn accepts; more get 503."""
+    header_timeout_s: float = 5.0
+    """A connection that has not sent a complete request head by then is closed (idle sockets and slow senders
+    cannot hold `max_connections`)."""
     max_new_tokens: int = 64
     """The bound on each /generate answer."""
 
@@ -271,7 +274,7 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
             raise ValueError(f"--port must be in 1..65535, got {self.port}")
-        _above_zero(self, "max_upload_mb", "max_audio_s", "timeout_s", "max_wait_ms")
+        _above_zero(self, "max_upload_mb", "max_audio_s", "timeout_s", "max_wait_ms", "header_timeout_s")
         _at_least(self, 1, "max_text_chars", "max_k", "max_batch", "max_queue", "max_connections", "max_new_tokens")
         _at_least(self, 0, "min_audio_s")
 

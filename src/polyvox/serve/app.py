@@ -291,11 +291,40 @@ def create_app(model: str | Path | None, index: str | Path, speech_llm: str | Pa
     return app
 
 
+def uvicorn_server(app, cfg: ServeConfig):
+    """The uvicorn server of `app`: at most `cfg.max_connections` connections and tasks, and a connection that has
+    not sent a complete request head within `cfg.header_timeout_s` is closed, so idle or slowly-trickling sockets
+    cannot hold the cap (uvicorn's own timeout starts only once a request's headers are in)."""
+    import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadTimeoutH11(H11Protocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self.head_timer = self.loop.call_later(cfg.header_timeout_s, self.head_timeout)
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not None:  # a request head arrived: uvicorn's keep-alive timeout takes over
+                self.head_timer.cancel()
+
+        def head_timeout(self) -> None:
+            if self.cycle is None and not self.transport.is_closing():
+                log.info("closing a connection that sent no request head in %g s", cfg.header_timeout_s)
+                self.transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.head_timer.cancel()
+            super().connection_lost(exc)
+
+    return uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, http=HeadTimeoutH11,
+                                         limit_concurrency=cfg.max_connections, timeout_keep_alive=5,
+                                         log_level="info"))
+
+
 def serve(model: str | Path | None, index: str | Path, speech_llm: str | Path | None = None,
           config: ServeConfig | None = None) -> None:
     """Load the models and serve until interrupted."""
-    import uvicorn
-
     cfg = config or ServeConfig()
     sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -304,9 +333,7 @@ def serve(model: str | Path | None, index: str | Path, speech_llm: str | Path | 
     except OSError as e:
         sock.close()
         raise OSError(f"cannot serve on {cfg.host}:{cfg.port}: {e.strerror or e}") from None
-    app = create_app(model, index, speech_llm, cfg)
-    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, limit_concurrency=cfg.max_connections,
-                                           timeout_keep_alive=5, log_level="info"))
+    server = uvicorn_server(create_app(model, index, speech_llm, cfg), cfg)
     print(f"polyvox serving on http://{cfg.host}:{cfg.port} (API docs at /docs)", flush=True)
     server.run(sockets=[sock])
 
