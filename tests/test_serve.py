@@ -51,6 +51,15 @@ def post(client, path: str, audio: bytes | None = None, name: str = "q.flac", **
     return client.post(path, data={k: str(v) for k, v in fields.items()}, files=files)
 
 
+def test_api_docs_work_offline(client) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200 and "cdn" not in page.text  # the assets are served by polyvox itself
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert f"/static-offline-docs/{asset}" in page.text
+        assert client.get(f"/static-offline-docs/{asset}").status_code == 200
+    assert "cdn" not in client.get("/redoc").text
+
+
 def test_health_and_openapi(client, tiny_search) -> None:
     h = client.get("/health").json()
     assert h["status"] == "ok" and h["generate"] is False

@@ -30,6 +30,7 @@ try:
     from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import FileResponse, JSONResponse
+    from fastapi_offline import FastAPIOffline
     from pydantic import BaseModel
 except ImportError as e:  # pragma: no cover - depends on the install
     raise ImportError("polyvox serve needs FastAPI: pip install 'polyvox[serve]'") from e
@@ -162,8 +163,9 @@ def create_app(model: str | Path | None, index: str | Path, speech_llm: str | Pa
         for b in batchers.values():
             b.close()
 
-    app = FastAPI(title="polyvox", version=_version(), lifespan=lifespan,
-                  description="Cross-lingual speech and text search with an LLM dual encoder, and a speech LLM.")
+    # FastAPI with /docs and /redoc served from bundled assets, so they work offline
+    app = FastAPIOffline(title="polyvox", version=_version(), lifespan=lifespan,
+                         description="Cross-lingual speech and text search with an LLM dual encoder, and a speech LLM.")
 
     @app.exception_handler(Busy)
     async def busy(request: Request, e: Busy):
