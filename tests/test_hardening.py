@@ -163,6 +163,24 @@ CASES = [
                                                        f["manifest"], "--out", str(f["tmp"] / "m.tsv")], "--src-lang"),
     Case("search -k 0", lambda f: ["search", "--index", f["index"], "--lang", "fr_fr", "--text", "chat", "-k", "0"],
          "-k must be at least 1"),
+    Case("search --margin -1", lambda f: ["search", "--index", f["index"], "--lang", "fr_fr", "--text", "chat",
+                                          "--margin", "-1"], "--margin at least 0"),
+    Case("search a missing index", lambda f: ["search", "--index", str(f["tmp"] / "none"), "--lang", "fr_fr",
+                                              "--text", "a"], "no index in"),
+    Case("index a missing text file", lambda f: ["index", "build", "--model", f["model"], "--texts", "none.txt",
+                                                 "--lang", "fr_fr", "--out", str(f["tmp"] / "ix5")],
+         "text file not found: none.txt"),
+    Case("eval a missing checkpoint", lambda f: ["eval", "retrieval", "--config", str(TINY), "--checkpoint",
+                                                 str(f["tmp"] / "none")], "model.json missing"),
+    Case("unknown units kind", lambda f: ["units", "fit", "--config", str(TINY), "--set", "units.kind=bogus",
+                                          "--manifest", f["manifest"], "--out", str(f["tmp"] / "run2")],
+         "units.kind must be kmeans or features"),
+    Case("mixed precision fp8", lambda f: ["train", "retrieval", "--config", str(TINY), "--set",
+                                           "train.mixed_precision=fp8"], "mixed_precision must be no, bf16 or fp16"),
+    Case("unknown corpus preset", lambda f: ["data", "build", "--preset", "huge", "--out", str(f["tmp"] / "c")],
+         "unknown corpus preset 'huge'"),
+    Case("import a missing folder", lambda f: ["data", "import", "fleurs", str(f["tmp"] / "none"), "--out",
+                                               str(f["tmp"] / "imp")], "none"),
     Case("search unknown language", lambda f: ["search", "--index", f["index"], "--lang", "xx_xx", "--text", "a"],
          "unknown language code 'xx_xx'"),
     Case("search result langs empty", lambda f: ["search", "--index", f["index"], "--lang", "fr_fr", "--text", "a",
@@ -224,4 +242,4 @@ def test_every_flag_has_help() -> None:
                 missing.append(f"{path} {action.option_strings[-1]}")
     walk(build_parser(), "polyvox")
     assert missing == []
-    assert len(CASES) >= 50
+    assert len(CASES) >= 60

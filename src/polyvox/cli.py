@@ -394,8 +394,8 @@ def search(index: str, model: str | None = None, lang: str | None = None, audio:
         check_lang(lang)
     if (audio is None) == (text is None):
         raise ValueError("give exactly one of --audio or --text")
-    if k < 1:
-        raise ValueError(f"-k must be at least 1, got {k}")
+    if k < 1 or margin < 0:
+        raise ValueError(f"-k must be at least 1 and --margin at least 0, got {k} and {margin}")
     only = frozenset(check_lang(c.strip()) for c in (result_langs or "").split(",") if c.strip()) or None
     if result_langs is not None and only is None:
         raise ValueError(f"--result-langs {result_langs!r} names no language (FLEURS codes, comma-separated)")

@@ -219,6 +219,8 @@ class TrainConfig:
         _at_least(self, 1, "steps", "batch_size", "grad_accum", "save_every", "log_every")
         _above_zero(self, "lr")
         _at_least(self, 0, "warmup_steps", "new_params_lr", "closed_form_lr", "weight_decay", "grad_clip")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
         if self.grad_accum > self.batch_size:
             raise ValueError(f"grad_accum ({self.grad_accum}) must not exceed batch_size ({self.batch_size}): "
                              "every micro-batch needs a pair")
