@@ -104,6 +104,8 @@ CASES = [
     Case("lr as string", lambda f: ["train", "retrieval", "--config", str(TINY), "--set", "train.lr=fast"],
          "train.lr: expected float"),
     Case("missing config", lambda f: ["train", "retrieval", "--config", "nowhere.yaml"], "config file not found"),
+    Case("eval generate, yaml syntax", lambda f: ["eval", "generate", "--config", f["bad.yaml"]],
+         "bad.yaml: not valid YAML"),
     Case("eval generate without recipe", lambda f: ["eval", "generate", "--config", str(TINY)],
          "say which recipe it is for"),
     # models

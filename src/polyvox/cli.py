@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from polyvox.audio import MIN_CLIP_S, load_audio
-from polyvox.config import BLSPConfig, MITConfig, RetrievalConfig, ServeConfig, load_config
+from polyvox.config import BLSPConfig, MITConfig, RetrievalConfig, ServeConfig, load_config, parse_yaml
 from polyvox.fileio import atomic_write, atomic_write_text, check_writable
 from polyvox.progress import setup_logging
 from polyvox.sysmem import release_memory, stage_peak_mb
@@ -196,9 +196,7 @@ SPEECH_LLM_RECIPES: dict[str, type] = {"blsp": BLSPConfig, "mit": MITConfig}
 
 def _recipe_cfg(args) -> BLSPConfig | MITConfig:
     """The config of ``--recipe``, else of the config file's ``recipe:`` field."""
-    import yaml
-
-    raw = yaml.safe_load(Path(args.config).read_text()) if args.config and Path(args.config).exists() else None
+    raw = parse_yaml(Path(args.config).read_text(), args.config) if args.config and Path(args.config).exists() else None
     named = raw.get("recipe") if isinstance(raw, dict) else None
     if args.recipe and named and args.recipe != named:
         raise ValueError(f"{args.config} is a {named} config (its recipe: field), not --recipe {args.recipe}")

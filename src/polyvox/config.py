@@ -595,7 +595,7 @@ def config_from_dict(raw: dict[str, Any], cls: type = RetrievalConfig) -> Any:
     return _build(cls, raw, cls.__name__)
 
 
-def _yaml(text: str, where: str) -> Any:
+def parse_yaml(text: str, where: str) -> Any:
     """YAML (safe: no ``!!python`` tags), with a parse error named by `where`."""
     try:
         return yaml.safe_load(text)
@@ -620,7 +620,7 @@ def load_config(
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"config file not found: {p}")
-        loaded = _yaml(p.read_text(), str(p))
+        loaded = parse_yaml(p.read_text(), str(p))
         if not isinstance(loaded, dict | None):
             raise ValueError(f"{p}: a config file is a mapping of sections, got {type(loaded).__name__}")
         raw.update(loaded or {})
@@ -634,7 +634,7 @@ def load_config(
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {item!r}: {'.'.join(parents[: i + 1])} is a value, not a section")
-        node[leaf] = _yaml(value, f"override {item!r}")
+        node[leaf] = parse_yaml(value, f"override {item!r}")
     return config_from_dict(raw, cls)
 
 
