@@ -272,7 +272,7 @@ def embed(model: str, out: str, lang: str | None = None, audio: list[str] | None
         if lang is None:
             raise ValueError("--audio and --text need their language (--lang)")
         check_lang(lang)
-    out = check_writable(Path(out if out.endswith(".npy") else out + ".npy"))  # as numpy would name it
+    out = check_writable(Path(str(out) if str(out).endswith(".npy") else f"{out}.npy"))  # as numpy would name it
     dual = DualEncoder.load(model)
     with torch.no_grad():
         if text is not None:
