@@ -11,7 +11,9 @@ def test_round_trip(tmp_path):
                       split="test", duration=2.4, translations={"en_us": "The file cannot be found."}, group="g1")]
     path = write_manifest(tmp_path / "m.jsonl", utts)
     assert read_manifest(path) == utts
-    assert read_manifest(path, split="train") == []
+    with pytest.raises(ManifestError, match="no utterances in split 'train'; its splits: test"):
+        read_manifest(path, split="train")  # an absent split is a mistake, said so (not an empty list)
+    assert read_manifest(path, split="test", langs=["de_de"]) == []  # a split without these languages is not
     assert utts[0].audio_path(tmp_path) == tmp_path / "audio/1.flac"
 
 
