@@ -97,7 +97,7 @@ def test_load_audio_errors_name_the_file(tmp_path):
 def test_feature_tokenizer_cache_and_streaming_chunks(tiny_corpus, tmp_path):
     """Continuous features: equal to the encoder's output, cached in safetensors shards that a second run
     reads instead of encoding, and the same whatever the audio chunk size."""
-    from polyvox.models.units import FeatureTokenizer, iter_features, load_speech_tokenizer
+    from polyvox.models.units import CachedFeatures, FeatureTokenizer, iter_features, load_speech_tokenizer
 
     utts = read_manifest(tiny_corpus)
     root = tiny_corpus.parent
@@ -109,6 +109,7 @@ def test_feature_tokenizer_cache_and_streaming_chunks(tiny_corpus, tmp_path):
     assert isinstance(again, FeatureTokenizer) and again.fingerprint == tok.fingerprint
     feats, bad = encode_units(utts, root, enc, tok, tmp_path / "cache", batch_size=4)
     assert not bad and len(feats) == len(utts)
+    assert isinstance(feats, CachedFeatures) and list(feats) == [u.id for u in utts]  # read from disk when asked
     assert list((tmp_path / "cache").glob("features-*/*.safetensors"))
     ref = {u.id: f for u, f, _ in iter_features(utts, root, enc, batch_size=32, chunk=len(utts))}
     small = {u.id: f for u, f, _ in iter_features(utts, root, enc, batch_size=2, chunk=3)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -241,6 +241,10 @@ class UnitCache:
             self._keys[u.id, u.audio] = f"{u.id}\t{u.audio}\t{digest}"
         return self._keys[u.id, u.audio]
 
+    def has(self, u: Utterance) -> bool:
+        key = self.key(u)
+        return key in self._shards if self.binary else key in self.data
+
     def get(self, u: Utterance) -> list[int] | np.ndarray | None:
         key = self.key(u)
         if self.binary:
@@ -263,40 +267,70 @@ class UnitCache:
                 f.write(json.dumps({"key": self.key(u), "units": units}) + "\n")
 
 
+class CachedFeatures(Mapping):
+    """Utterance id -> (T, D) features, read from the cache's shards when asked: the memory a caller uses is what it
+    keeps, not the corpus (a `full` corpus's features are several GB)."""
+
+    def __init__(self, cache: UnitCache, utts: dict[str, Utterance]):
+        self.cache, self.utts = cache, utts
+
+    def __getitem__(self, uid: str) -> np.ndarray:
+        return self.cache.get(self.utts[uid])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.utts)
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+
 def encode_units(utts: list[Utterance], root: str | Path, encoder: SpeechEncoder, tokenizer: SpeechTokenizer,
                  cache_dir: str | Path | None = None, batch_size: int = 16
-                 ) -> tuple[dict[str, list[int] | np.ndarray], list[BadLine]]:
+                 ) -> tuple[Mapping[str, list[int] | np.ndarray], list[BadLine]]:
     """Unit sequences (or continuous features) for utterances, reading and filling the cache; bad lines
-    are reported, not fatal.
+    are reported, not fatal. Audio is read in duration-sorted chunks (`iter_features`) and, with a cache,
+    features are written to it as they come and returned as a `CachedFeatures` view, so memory does not grow
+    with the corpus.
 
     Returns:
         units: utterance id -> unit ids (k-means tokenizer) or (T, D) float16 features.
         bad: utterances that could not be encoded, with the reason.
     """
     cache = UnitCache(cache_dir, tokenizer, root) if cache_dir is not None else None
-    out: dict[str, list[int]] = {}
+    lazy = cache is not None and cache.binary
+    out: dict[str, list[int] | np.ndarray] = {}
+    done: dict[str, Utterance] = {}  # what a lazy view serves
     todo = []
     for u in utts:
+        if lazy and cache.has(u):
+            done[u.id] = u
+            continue
         hit = cache.get(u) if cache else None
         if hit is not None:
             out[u.id] = hit
         else:
             todo.append(u)
-    if cache and out:
-        log.info("unit cache: %d of %d utterances cached", len(out), len(utts))
+    if cache and (out or done):
+        log.info("unit cache: %d of %d utterances cached", len(out) + len(done), len(utts))
     bad, pending = [], []
     for u, feats, err in iter_features(todo, root, encoder, batch_size, desc="units"):
         if err is not None:
             log.warning("skipping %s", err)
             bad.append(BadLine(u.id, err))
             continue
-        out[u.id] = tokenizer(feats) if isinstance(tokenizer, FeatureTokenizer) else tokenizer(feats).tolist()
-        pending.append((u, out[u.id]))
+        units = tokenizer(feats) if isinstance(tokenizer, FeatureTokenizer) else tokenizer(feats).tolist()
+        if lazy:
+            done[u.id] = u
+        else:
+            out[u.id] = units
+        pending.append((u, units))
         if cache and len(pending) >= 256:
             cache.add_many(pending)
             pending = []
     if cache and pending:
         cache.add_many(pending)
+    if lazy:  # in the callers' order, as the dict would be
+        return CachedFeatures(cache, {u.id: done[u.id] for u in utts if u.id in done}), bad
     return out, bad
 
 
