@@ -216,7 +216,8 @@ class TrainConfig:
     """Seed for initialisation and data order."""
 
     def __post_init__(self) -> None:
-        _at_least(self, 1, "steps", "batch_size", "grad_accum", "save_every", "log_every")
+        _at_least(self, 0, "steps")  # 0: a speech LLM recipe's earlier stage alone (each recipe checks its own)
+        _at_least(self, 1, "batch_size", "grad_accum", "save_every", "log_every")
         _above_zero(self, "lr")
         _at_least(self, 0, "warmup_steps", "new_params_lr", "closed_form_lr", "weight_decay", "grad_clip")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
@@ -295,6 +296,10 @@ class RetrievalConfig:
     """Run folder: unit tokenizer, unit cache, checkpoints, metrics and reports."""
     corpus: str | None = None
     """Offline corpus preset that `polyvox demo` builds first (demo, tiny), or None."""
+
+    def __post_init__(self) -> None:
+        if self.train.steps < 1:
+            raise ValueError(f"train.steps must be at least 1, got {self.train.steps}")
 
 
 # ------------------------------------------------------------------------------ speech LLM (BLSP)
@@ -484,6 +489,8 @@ class BLSPConfig:
     def __post_init__(self) -> None:
         if self.recipe != "blsp":
             raise ValueError(f"recipe: this is a blsp config, not {self.recipe!r}")
+        if self.train.steps == 0 and self.ctc.steps == 0 and not self.init_from:
+            raise ValueError("train.steps and ctc.steps are both 0 and there is no init_from: nothing to train")
 
 
 # ------------------------------------------------------------------------ multi-instruction training
@@ -548,6 +555,8 @@ class MITConfig:
     def __post_init__(self) -> None:
         if self.recipe != "mit":
             raise ValueError(f"recipe: this is a mit config, not {self.recipe!r}")
+        if self.train.steps == 0 and self.ctc.steps == 0 and not self.init_from:
+            raise ValueError("train.steps and ctc.steps are both 0 and there is no init_from: nothing to train")
         self.model.prompt_style = "pair"  # the recipe trains on xP3 pairs: its models are prompted with them
 
 
