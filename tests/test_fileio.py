@@ -46,3 +46,16 @@ def test_written_files_follow_the_umask(tmp_path: Path, mask: int, file_mode: in
             assert {m for kind, m in modes if kind == "dir"} == {dir_mode}, what
     finally:
         os.umask(old)
+
+
+def test_outputs_are_checked_before_the_work(tmp_path: Path) -> None:
+    from polyvox.fileio import check_writable
+
+    (tmp_path / "old.tsv").write_text("x")
+    assert check_writable(tmp_path / "old.tsv") == tmp_path / "old.tsv"  # an existing file is overwritten
+    assert check_writable(tmp_path / "new" / "deeper" / "x.npy")  # folders are made
+    assert check_writable(tmp_path / "index", folder=True)
+    with pytest.raises(ValueError, match="old.tsv: it is a file"):
+        check_writable(tmp_path / "old.tsv", folder=True)
+    with pytest.raises(ValueError, match="old.tsv is a file, not a folder"):
+        check_writable(tmp_path / "old.tsv" / "x.npy")

@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).parents[1] / "src" / "polyvox"
-HELPERS = {"config", "fileio", "audio", "sysmem", "provenance", "losses", "polyvox"}
+HELPERS = {"config", "fileio", "audio", "sysmem", "provenance", "progress", "losses", "polyvox", "__main__"}
 MAY_NOT_IMPORT = {  # layer -> layers it must not import
     "data": {"models", "train", "recipes", "eval", "index", "serve", "cli"},
     "models": {"train", "recipes", "eval", "index", "serve", "cli"},

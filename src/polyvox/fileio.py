@@ -87,7 +87,7 @@ def check_writable(path: str | Path, folder: bool = False) -> Path:
     path = Path(path)
     if path.exists() and folder != path.is_dir():
         raise ValueError(f"cannot write {path}: it is a {'file' if folder else 'folder'}")
-    existing = path if path.exists() else path.parent
+    existing = path if folder and path.exists() else path.parent  # a file is (re)written in its folder
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():

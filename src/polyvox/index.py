@@ -298,7 +298,7 @@ def read_texts(path: str | Path, lang: str | None = None, flag: str = "--lang") 
     if path.suffix == ".jsonl":
         return [IndexedText(u.id, u.text, u.lang) for u in read_manifest(path)]
     if lang is None:
-        raise ValueError(f"{path}: a plain text file needs its language ({flag})")
+        raise ValueError(f"{path}: a plain text file needs a language ({flag})")
     check_lang(lang)
     lines = path.read_text(encoding="utf-8").splitlines()
     texts = [IndexedText(f"{path.name}:{i}", line.strip(), lang) for i, line in enumerate(lines, 1) if line.strip()]
