@@ -302,6 +302,14 @@ class RetrievalConfig:
             raise ValueError(f"train.steps must be at least 1, got {self.train.steps}")
 
 
+def _check_speech_llm_run(cfg: Any, recipe: str) -> None:
+    """What the BLSP and mit configs both check: their `recipe` field, and that some stage trains."""
+    if cfg.recipe != recipe:
+        raise ValueError(f"recipe: this is a {recipe} config, not {cfg.recipe!r}")
+    if cfg.train.steps == 0 and cfg.ctc.steps == 0 and not cfg.init_from:
+        raise ValueError("train.steps and ctc.steps are both 0 and there is no init_from: nothing to train")
+
+
 # ------------------------------------------------------------------------------ speech LLM (BLSP)
 @dataclass
 class SpeechLLMConfig:
@@ -487,10 +495,7 @@ class BLSPConfig:
     """The recipe this config is for (``blsp``); `polyvox eval generate` reads it from the file."""
 
     def __post_init__(self) -> None:
-        if self.recipe != "blsp":
-            raise ValueError(f"recipe: this is a blsp config, not {self.recipe!r}")
-        if self.train.steps == 0 and self.ctc.steps == 0 and not self.init_from:
-            raise ValueError("train.steps and ctc.steps are both 0 and there is no init_from: nothing to train")
+        _check_speech_llm_run(self, "blsp")
 
 
 # ------------------------------------------------------------------------ multi-instruction training
@@ -553,10 +558,7 @@ class MITConfig:
     """The recipe this config is for (``mit``); `polyvox eval generate` reads it from the file."""
 
     def __post_init__(self) -> None:
-        if self.recipe != "mit":
-            raise ValueError(f"recipe: this is a mit config, not {self.recipe!r}")
-        if self.train.steps == 0 and self.ctc.steps == 0 and not self.init_from:
-            raise ValueError("train.steps and ctc.steps are both 0 and there is no init_from: nothing to train")
+        _check_speech_llm_run(self, "mit")
         self.model.prompt_style = "pair"  # the recipe trains on xP3 pairs: its models are prompted with them
 
 

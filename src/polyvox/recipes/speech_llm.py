@@ -78,7 +78,7 @@ def encoder_states(model: SpeechLLM, utts: list[Utterance], root: Path, cache_di
     states, bad = encode_units(utts, root, model.encoder, model.state_tokenizer(), cache_dir, batch_size)
     if bad:
         log.warning("%d clips could not be encoded and are left out", len(bad))
-    return states
+    return dict(states)  # read once: every training step asks for some (the cache view would read them again)
 
 
 def mask_time(x: np.ndarray, share: float, span: int, rng: np.random.Generator) -> np.ndarray:
