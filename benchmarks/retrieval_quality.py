@@ -2,6 +2,7 @@
 
     python benchmarks/retrieval_quality.py [--config configs/demo.yaml] [--run-dir runs/bench]
         [--arms dual_encoder,random_init,no_translations] [--seeds 0] [--cascade-per-lang 60]
+        [--text-encoder me5-small]
         [--conditions telephone,noise10db,reverb]
 
 Systems (each scored on the same test queries, per language, among all distinct transcripts of the language):
@@ -15,7 +16,11 @@ Systems (each scored on the same test queries, per language, among all distinct 
   are concatenated (`model.direct_weight`), scored with one path's weight near 1: what each path carries;
 - probe: the linear probe of the same units (`polyvox units probe`), no training loop;
 - cascade: whisper-base transcripts (language given) ranked against the candidates by character n-gram
-  TF-IDF cosine, on a fixed sample of queries per language (the same sample is scored for every system).
+  TF-IDF cosine, on a fixed sample of queries per language (the same sample is scored for every system);
+- "cascade -> me5-small": the same transcripts embedded by the text-only encoder `--text-encoder` (me5-small:
+  multilingual-e5-small), which also ranks the English translations (X→en), as the speech systems do;
+- "gold transcript -> me5-small": the text encoder reading the gold transcript, every query: the text-only
+  ceiling of cross-lingual retrieval (same-language R@1 is near 100 % by construction).
 Every macro number has a 95 % bootstrap interval over queries (and the spread over seeds when there are
 several). Robustness: the dual encoder on degraded copies of the test audio. Writes
 benchmarks/results/retrieval_quality.{json,md}.
@@ -37,6 +42,7 @@ from polyvox.eval.metrics import best_ranks, bootstrap_macro, paired_difference
 from polyvox.eval.probe import linear_probe
 from polyvox.eval.retrieval import evaluate_retrieval
 from polyvox.models.dual_encoder import DualEncoder
+from polyvox.models.sources import load_text_encoder
 from polyvox.models.units import load_speech_tokenizer
 from polyvox.recipes.retrieval import (
     run_degraded_encode,
@@ -47,6 +53,8 @@ from polyvox.recipes.retrieval import (
     units_dir,
 )
 
+CASCADE = "cascade"
+"""Systems whose names start with it are scored on the fixed sample of queries only."""
 ARMS = {
     "dual_encoder": [],
     "random_init": ["model.random_init=true"],
@@ -88,41 +96,62 @@ def claim_result(a: dict[int, dict], b: dict[int, dict], metric: str, seen: set[
     return {**r, "seeds": dict(zip(seeds, r["seeds"], strict=True))}
 
 
-def cascade_hits(cfg, utts, sample: dict[str, list[int]], train_texts: list[str]) -> dict:
-    """whisper-base transcript (language given) -> char 1..4-gram TF-IDF cosine against the candidates."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
+def whisper_transcripts(cfg, utts, sample: dict[str, list[int]]) -> dict[str, list[str]]:
+    """whisper-base transcripts (language given) of each language's sampled queries."""
     from polyvox.audio import load_audio
     from polyvox.models.asr import Transcriber
 
     asr = Transcriber(cfg.units.encoder)
-    vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), sublinear_tf=True).fit(train_texts)
     root = Path(cfg.data.manifest).parent
-    hits, transcripts = {}, {}
-    for lang, us in sorted(by_language(utts).items()):
-        cands = list(dict.fromkeys(u.text for u in us))
-        picked = [us[i] for i in sample[lang]]
-        hyp = asr.transcribe([load_audio(u.audio_path(root)) for u in picked], lang)
-        scores = (vec.transform(hyp) @ vec.transform(cands).T).toarray()
-        ranks = best_ranks(scores, [cands.index(u.text) for u in picked])
-        hits[lang] = {"R@1": (ranks == 0).astype(int).tolist()}
-        transcripts[lang] = hyp[:5]
-    return {"hits": hits, "examples": transcripts}
+    return {lang: asr.transcribe([load_audio(us[i].audio_path(root)) for i in sample[lang]], lang)
+            for lang, us in sorted(by_language(utts).items())}
 
 
-def cached_cascade(path: Path, cfg, utts, sample: dict[str, list[int]], train_texts: list[str]) -> dict:
-    """`cascade_hits`, reused from `path` when it was computed on the same queries (ids, texts and audio paths)
-    and the same encoder: the cascade does not depend on the dual encoder, and costs ~20 min on 2 cores."""
+def cached_transcripts(path: Path, cfg, utts, sample: dict[str, list[int]]) -> dict[str, list[str]]:
+    """`whisper_transcripts`, reused from `path` when made from the same queries (ids, texts and audio paths)
+    and the same encoder: they do not depend on any trained system, and cost ~20 min on 2 cores."""
     groups = by_language(utts)
     key = {"encoder": cfg.units.encoder, "queries": {lg: [[groups[lg][i].id, groups[lg][i].text, groups[lg][i].audio]
                                                           for i in idx] for lg, idx in sorted(sample.items())}}
     if path.exists():
         cached = json.loads(path.read_text())
         if cached["key"] == key:
-            return cached["result"]
-    result = cascade_hits(cfg, utts, sample, train_texts)
-    path.write_text(json.dumps({"key": key, "result": result}))
-    return result
+            return cached["transcripts"]
+    transcripts = whisper_transcripts(cfg, utts, sample)
+    path.write_text(json.dumps({"key": key, "transcripts": transcripts}, ensure_ascii=False))
+    return transcripts
+
+
+def tfidf_hits(queries: dict[str, list[str]], picked: dict[str, list[int]], utts, train_texts: list[str]) -> dict:
+    """Query texts ranked against the language's distinct transcripts by character 1..4-gram TF-IDF cosine
+    (fitted on the training transcripts); `queries[lang][j]` stands for query `picked[lang][j]`."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), sublinear_tf=True).fit(train_texts)
+    hits = {}
+    for lang, us in sorted(by_language(utts).items()):
+        cands = list(dict.fromkeys(u.text for u in us))
+        scores = (vec.transform(queries[lang]) @ vec.transform(cands).T).toarray()
+        ranks = best_ranks(scores, [cands.index(us[i].text) for i in picked[lang]])
+        hits[lang] = {"R@1": (ranks == 0).astype(int).tolist()}
+    return {"hits": hits}
+
+
+def text_encoder_hits(encoder, queries: dict[str, list[str]], picked: dict[str, list[int]], utts, pivot: str) -> dict:
+    """Query texts (transcripts) embedded by a text-only encoder and ranked, as `evaluate_retrieval` ranks speech:
+    against the language's distinct transcripts (R@1) and its distinct `pivot` translations (X→en R@1)."""
+    hits = {}
+    for lang, us in sorted(by_language(utts).items()):
+        q = encoder.encode_text(queries[lang])
+        mine = [us[i] for i in picked[lang]]
+        cands = list(dict.fromkeys(u.text for u in us))
+        ranks = best_ranks(q @ encoder.encode_text(cands).T, [cands.index(u.text) for u in mine])
+        hits[lang] = {"R@1": (ranks == 0).astype(int).tolist()}
+        if lang != pivot and all(pivot in u.translations for u in us):
+            x_cands = list(dict.fromkeys(u.translations[pivot] for u in us))
+            x_ranks = best_ranks(q @ encoder.encode_text(x_cands).T, [x_cands.index(u.translations[pivot]) for u in mine])
+            hits[lang]["xling_R@1"] = (x_ranks == 0).astype(int).tolist()
+    return {"hits": hits}
 
 
 def share_folders(run: Path, out: Path, names: tuple[str, ...]) -> None:
@@ -156,6 +185,7 @@ def main() -> None:
     ap.add_argument("--arms", default="dual_encoder,random_init,no_translations")
     ap.add_argument("--seeds", default="0", help="training seeds, e.g. 0,1,2")
     ap.add_argument("--cascade-per-lang", type=int, default=60, help="0 skips the cascade")
+    ap.add_argument("--text-encoder", default="me5-small", help="text-only baseline preset ('' skips it)")
     ap.add_argument("--conditions", default="telephone,noise10db,reverb", help="degraded test copies ('' for none)")
     ap.add_argument("--paper-config", default="configs/demo-paper.yaml", help="'' skips the paper-style arm")
     ap.add_argument("--set", action="append", default=[])
@@ -218,8 +248,19 @@ def main() -> None:
 
     if args.cascade_per_lang:
         t = time.perf_counter()
-        systems["cascade"] = cached_cascade(run / "cascade.json", cfg, test_utts, sample, [u.text for u in train_utts])
+        transcripts = cached_transcripts(run / "cascade-transcripts.json", cfg, test_utts, sample)
         timings["cascade_s"] = time.perf_counter() - t
+        systems[CASCADE] = tfidf_hits(transcripts, sample, test_utts, [u.text for u in train_utts])
+        systems[CASCADE]["examples"] = {lg: ts[:5] for lg, ts in transcripts.items()}
+    if args.text_encoder:  # the text-only baseline: from whisper's transcripts, and from the gold ones (its ceiling)
+        encoder = load_text_encoder(args.text_encoder)
+        every = {lg: list(range(len(us))) for lg, us in by_language(test_utts).items()}
+        gold = {lg: [u.text for u in us] for lg, us in by_language(test_utts).items()}
+        if args.cascade_per_lang:
+            systems[f"{CASCADE} -> {args.text_encoder}"] = text_encoder_hits(encoder, transcripts, sample, test_utts,
+                                                                            cfg.data.pivot_lang)
+        systems[f"gold transcript -> {args.text_encoder}"] = text_encoder_hits(encoder, gold, every, test_utts,
+                                                                             cfg.data.pivot_lang)
 
     robustness = {}
     de = run / "dual_encoder" / "model"
@@ -237,7 +278,7 @@ def main() -> None:
               for claim, a, b, metrics in CLAIMS if a in seed_hits and b in seed_hits for m in metrics]
     summary = {}
     for name, sysres in systems.items():
-        full = name != "cascade"
+        full = not name.startswith(CASCADE)
         summary[name] = {"all_queries": intervals(sysres["hits"], seen) if full else None,
                          "cascade_sample": intervals(sysres["hits"], seen, None if not full else sample)
                          if args.cascade_per_lang else None}
@@ -247,7 +288,7 @@ def main() -> None:
             summary[name]["seed_spread"] = {"seen_R@1": [min(r1), max(r1)], "unseen_R@1": [min(u1), max(u1)]}
     result = {"config": args.config, "overrides": args.set, "summary": summary, "robustness": robustness,
               "claims": claims, "per_language": {n: s.get("averages") for n, s in systems.items()},
-              "cascade_examples": systems.get("cascade", {}).get("examples"), "sample_per_lang": args.cascade_per_lang,
+              "cascade_examples": systems.get(CASCADE, {}).get("examples"), "sample_per_lang": args.cascade_per_lang,
               "timings_s": timings, "peak_rss_mb": peak_rss_mb()}
     write_result("retrieval_quality", result)
     (RESULTS / "retrieval_quality.md").write_text(markdown(result))
@@ -259,11 +300,12 @@ def markdown(result: dict) -> str:
 
     keys = ["seen_R@1", "unseen_R@1", "seen_xling_R@1", "unseen_xling_R@1"]
     lines = ["### Speech → text retrieval, demo corpus (R@1 %, 95 % bootstrap interval over queries)", "",
-             "| system | " + " | ".join(keys) + " | cascade sample: seen R@1 | unseen R@1 |", "|---" * (len(keys) + 3) + "|"]
+             "| system | " + " | ".join(keys) + " | " + " | ".join(f"cascade sample: {k}" for k in keys) + " |",
+             "|---" * (2 * len(keys) + 1) + "|"]
     for name, s in result["summary"].items():
         a, c = s["all_queries"] or {}, s["cascade_sample"] or {}
-        lines.append(f"| {name} | " + " | ".join(cell(a.get(k)) for k in keys)
-                     + f" | {cell(c.get('seen_R@1'))} | {cell(c.get('unseen_R@1'))} |")
+        lines.append(f"| {name} | " + " | ".join(cell(a.get(k)) for k in keys) + " | "
+                     + " | ".join(cell(c.get(k)) for k in keys) + " |")
     if result.get("claims"):
         lines += ["", "### The paper's claims: paired difference system − baseline (R@1 points, mean over seeds, "
                   "95 % bootstrap interval over queries)", "",

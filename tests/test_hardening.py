@@ -158,6 +158,9 @@ CASES = [
                                              f["manifest"], "--out", f["not-a-dir"] + "/m.tsv"], "cannot write"),
     Case("embed names the file it wrote", lambda f: ["embed", "--model", f["model"], "--lang", "fr_fr", "--text",
                                                      "a", "--out", str(f["tmp"] / "vectors")], "vectors.npy", rc=0),
+    Case("text encoder given audio", lambda f: ["embed", "--model", "me5-small", "--lang", "fr_fr", "--audio",
+                                                f["clip"], "--out", str(f["tmp"] / "x.npy")],
+         "me5-small is a text-only encoder: it embeds --text, not speech"),
     # flags
     Case("mine -k 0", lambda f: ["mine", "--model", f["model"], "--src", f["manifest"], "--tgt", f["manifest"],
                                  "--out", str(f["tmp"] / "m.tsv"), "-k", "0"], "-k must be at least 1"),

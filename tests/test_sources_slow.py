@@ -1,4 +1,5 @@
-"""Real packaged presets against reference runtimes: whisper-base vs CTranslate2, gemma3-270m vs its GGUF."""
+"""Real packaged presets against reference runtimes: whisper-base vs CTranslate2, gemma3-270m vs its GGUF; me5-small
+on translations."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from polyvox.cli import main
 from polyvox.models.sources import (
     assemble_whisper_base_ct2,
     load_llm,
     load_speech_model,
     load_speech_tokenizer,
+    load_text_encoder,
 )
 
 pytestmark = pytest.mark.slow
@@ -155,3 +158,38 @@ def test_gemma3_270m_cache_generates_like_the_gguf(cache, tmp_path):
     theirs = ref.generate(**ref_ids, max_new_tokens=10, do_sample=False)[0].tolist()
     assert ours == theirs
     assert tok.decode(ours[ids.input_ids.shape[1]:]) == " the capital of the country of France. It is"
+
+
+# Parallel sentences: each is the others' translation within its row, and rows say different things.
+PARALLEL = [
+    ("The train to Berlin leaves at seven.", "Der Zug nach Berlin fährt um sieben ab.", "Поезд в Берлин отправляется в семь."),
+    ("My sister is a doctor in a small hospital.", "Meine Schwester ist Ärztin in einem kleinen Krankenhaus.",
+     "Моя сестра работает врачом в маленькой больнице."),
+    ("It rained all weekend, so we stayed home.", "Es hat das ganze Wochenende geregnet, also blieben wir zu Hause.",
+     "Все выходные шёл дождь, поэтому мы остались дома."),
+    ("Please turn off the lights in the kitchen.", "Bitte mach das Licht in der Küche aus.",
+     "Пожалуйста, выключи свет на кухне."),
+]
+
+
+def test_me5_small_matches_translations_across_languages_and_scripts():
+    """The packaged multilingual-e5-small (real weights, sha256-checked) ranks each sentence's translation first
+    among the other sentences of the other language; rows are unit length and batching changes nothing."""
+    enc = load_text_encoder("me5-small")
+    cols = [enc.encode_text([row[i] for row in PARALLEL]) for i in range(3)]
+    assert cols[0].shape == (4, 384) and cols[0].dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(cols[0], axis=1), 1.0, atol=1e-4)
+    for a in range(3):
+        for b in range(3):
+            if a != b:
+                assert ((cols[a] @ cols[b].T).argmax(1) == np.arange(4)).all(), (a, b)
+    enc.batch_size = 3  # two calls of 3 + 1
+    np.testing.assert_allclose(enc.encode_text([row[0] for row in PARALLEL]), cols[0], atol=1e-5)
+    assert enc.encode_text([]).shape == (0, 384)
+
+
+def test_embed_command_writes_me5_vectors(tmp_path, capsys):
+    texts = [row[1] for row in PARALLEL]
+    assert main(["embed", "--model", "me5-small", "--lang", "de_de", "--text", *texts, "--out", str(tmp_path / "v")]) == 0
+    assert f"4 vectors of size 384 saved to {tmp_path / 'v.npy'}" in capsys.readouterr().out
+    np.testing.assert_allclose(np.load(tmp_path / "v.npy"), load_text_encoder("me5-small").encode_text(texts), atol=1e-6)

@@ -252,7 +252,7 @@ def embed(model: str, out: str, lang: str | None = None, audio: list[str] | None
     .npy file (a manifest's ids go beside it, in .ids.txt).
 
     Args:
-        model: trained dual-encoder folder.
+        model: trained dual-encoder folder, or a text-only encoder preset (``me5-small``: --text only).
         out: output .npy file.
         lang: FLEURS code of --audio / --text (a manifest carries its own).
         audio: audio files to embed.
@@ -260,11 +260,8 @@ def embed(model: str, out: str, lang: str | None = None, audio: list[str] | None
         manifest: a manifest whose speech to embed.
         split: only this split of the manifest.
     """
-    import torch
-
     from polyvox.data.languages import check_lang
-    from polyvox.index import embed_speech
-    from polyvox.models.dual_encoder import DualEncoder
+    from polyvox.models.sources import MODEL_PRESETS, TEXT, load_text_encoder
 
     if sum(x is not None for x in (audio, text, manifest)) != 1:
         raise ValueError("give exactly one of --audio, --text or --manifest")
@@ -273,6 +270,24 @@ def embed(model: str, out: str, lang: str | None = None, audio: list[str] | None
             raise ValueError("--audio and --text need their language (--lang)")
         check_lang(lang)
     out = check_writable(Path(str(out) if str(out).endswith(".npy") else f"{out}.npy"))  # as numpy would name it
+    if getattr(MODEL_PRESETS.get(model), "kind", None) == TEXT:
+        if text is None:
+            raise ValueError(f"{model} is a text-only encoder: it embeds --text, not speech")
+        vecs = load_text_encoder(model).encode_text(text, lang)
+    else:
+        vecs = _dual_encoder_vectors(model, lang, audio, text, manifest, split, out)
+    atomic_write(out, lambda tmp: np.save(tmp, vecs))
+    print(f"{vecs.shape[0]} vectors of size {vecs.shape[1]} saved to {out}")
+    return vecs
+
+
+def _dual_encoder_vectors(model: str, lang: str | None, audio: list[str] | None, text: list[str] | None,
+                          manifest: str | None, split: str | None, out: Path) -> np.ndarray:
+    import torch
+
+    from polyvox.index import embed_speech
+    from polyvox.models.dual_encoder import DualEncoder
+
     dual = DualEncoder.load(model)
     with torch.no_grad():
         if text is not None:
@@ -282,8 +297,6 @@ def embed(model: str, out: str, lang: str | None = None, audio: list[str] | None
         else:
             ok, vecs = _manifest_speech_vectors(dual, model, manifest, split)
             atomic_write_text(out.with_suffix(".ids.txt"), "".join(u.id + "\n" for u in ok))
-    atomic_write(out, lambda tmp: np.save(tmp, vecs))
-    print(f"{vecs.shape[0]} vectors of size {vecs.shape[1]} saved to {out}")
     return vecs
 
 

