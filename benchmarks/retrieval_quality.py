@@ -137,6 +137,19 @@ def tfidf_hits(queries: dict[str, list[str]], picked: dict[str, list[int]], utts
     return {"hits": hits}
 
 
+class Memo:
+    """A text encoder that embeds each distinct text once (the systems share their candidate pools)."""
+
+    def __init__(self, encoder):
+        self.encoder, self.rows = encoder, {}
+
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        new = [t for t in dict.fromkeys(texts) if t not in self.rows]
+        if new:
+            self.rows.update(zip(new, self.encoder.encode_text(new), strict=True))
+        return np.stack([self.rows[t] for t in texts])
+
+
 def text_encoder_hits(encoder, queries: dict[str, list[str]], picked: dict[str, list[int]], utts, pivot: str) -> dict:
     """Query texts (transcripts) embedded by a text-only encoder and ranked, as `evaluate_retrieval` ranks speech:
     against the language's distinct transcripts (R@1) and its distinct `pivot` translations (X→en R@1)."""
@@ -253,7 +266,7 @@ def main() -> None:
         systems[CASCADE] = tfidf_hits(transcripts, sample, test_utts, [u.text for u in train_utts])
         systems[CASCADE]["examples"] = {lg: ts[:5] for lg, ts in transcripts.items()}
     if args.text_encoder:  # the text-only baseline: from whisper's transcripts, and from the gold ones (its ceiling)
-        encoder = load_text_encoder(args.text_encoder)
+        encoder = Memo(load_text_encoder(args.text_encoder))
         every = {lg: list(range(len(us))) for lg, us in by_language(test_utts).items()}
         gold = {lg: [u.text for u in us] for lg, us in by_language(test_utts).items()}
         if args.cascade_per_lang:
