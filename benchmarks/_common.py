@@ -56,6 +56,16 @@ def write_result(name: str, result: dict) -> Path:
     return path
 
 
+def history(name: str, keys: tuple[str, ...]) -> list[dict]:
+    """The earlier results of benchmarks/results/<name>.json, to keep in the new one under ``history``: its own
+    history plus its `keys` (every experiment's result stays, good or bad)."""
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return []
+    previous = json.loads(path.read_text())
+    return previous.pop("history", []) + [{k: previous[k] for k in (*keys, "versions") if k in previous}]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

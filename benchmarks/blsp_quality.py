@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from _common import RESULTS, peak_rss_mb, write_result
+from _common import RESULTS, history, peak_rss_mb, write_result
 
 from polyvox.config import BLSPConfig, load_config
 from polyvox.eval.report import generation_markdown
@@ -148,9 +148,7 @@ def main() -> None:
         timings[f"train_{arm}_s"] = time.perf_counter() - t
         runs[arm] = cfg
 
-    previous = json.loads((RESULTS / "blsp_quality.json").read_text()) if (RESULTS / "blsp_quality.json").exists() else {}
-    history = previous.pop("history", []) + ([{k: previous[k] for k in ("config", "overrides", "summary", "training")
-                                               if k in previous}] if previous else [])
+    earlier = history("blsp_quality", ("config", "overrides", "summary", "training"))
     results, evals = {}, []
 
     def write() -> None:
@@ -165,7 +163,7 @@ def main() -> None:
                                "alignment": curve(Path(cfg.out_dir), "ce")} for arm, cfg in runs.items()},
             "targets": {name: targets(r, name) for name, r in results.items()},
             "summary": {name: headline(r) for name, r in results.items()},
-            "timings_s": timings, "peak_rss_mb": peak_rss_mb(), "history": history,
+            "timings_s": timings, "peak_rss_mb": peak_rss_mb(), "history": earlier,
         })
 
     for i, (arm, cfg) in enumerate(runs.items()):

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import RESULTS, peak_rss_mb, write_result
+from _common import RESULTS, history, peak_rss_mb, write_result
 
 from polyvox.config import BLSPConfig, MITConfig, config_to_dict, load_config
 from polyvox.data.instructions import MIT_VARIANTS
@@ -198,6 +198,7 @@ def main() -> None:
     timing = json.loads((root / "targets_timing.json").read_text())
     ctc_run = Path(read_meta(root / variants[0] / "model", "speech_llm").get("init_from") or root / "ctc" / "model").parent
     ctc_stage = training_stats(ctc_run) if (ctc_run / "metrics.jsonl").exists() else {}
+    earlier = history("mit_quality", ("config", "overrides", "training", "summary", "differences", "items"))
     write_result("mit_quality", {
         "config": args.config, "blsp_config": args.blsp_config, "overrides": args.set,
         "targets": timing, "llm_answers_per_s": timing["llm"]["generated"] / timing["seconds"]
@@ -215,7 +216,7 @@ def main() -> None:
         "winners": winners(result), "eval_s": result["eval_s"],
         "items": {task: len(t["languages"]) and sum(r["n"] for r in t["languages"].values())
                   for task, t in result["tasks"].items()},
-        "torch_threads": torch.get_num_threads(), "peak_rss_mb": peak_rss_mb(),
+        "torch_threads": torch.get_num_threads(), "peak_rss_mb": peak_rss_mb(), "history": earlier,
     })
 
 if __name__ == "__main__":

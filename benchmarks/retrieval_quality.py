@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import RESULTS, peak_rss_mb, write_result
+from _common import RESULTS, history, peak_rss_mb, write_result
 
 from polyvox.config import load_config
 from polyvox.data.manifest import read_manifest
@@ -299,10 +299,11 @@ def main() -> None:
             r1 = [a["seen"]["R@1"] for a in sysres["seeds"].values()]
             u1 = [a["unseen"]["R@1"] for a in sysres["seeds"].values()]
             summary[name]["seed_spread"] = {"seen_R@1": [min(r1), max(r1)], "unseen_R@1": [min(u1), max(u1)]}
+    earlier = history("retrieval_quality", ("config", "overrides", "summary", "claims", "robustness"))
     result = {"config": args.config, "overrides": args.set, "summary": summary, "robustness": robustness,
               "claims": claims, "per_language": {n: s.get("averages") for n, s in systems.items()},
               "cascade_examples": systems.get(CASCADE, {}).get("examples"), "sample_per_lang": args.cascade_per_lang,
-              "timings_s": timings, "peak_rss_mb": peak_rss_mb()}
+              "timings_s": timings, "peak_rss_mb": peak_rss_mb(), "history": earlier}
     write_result("retrieval_quality", result)
     (RESULTS / "retrieval_quality.md").write_text(markdown(result))
 
