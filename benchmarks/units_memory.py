@@ -19,7 +19,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from _common import write_result
+from _common import history, write_result
 
 from polyvox.data.manifest import iter_manifest, write_manifest
 
@@ -56,7 +56,8 @@ def main() -> None:
     utts = list(iter_manifest(manifest))
     result = {"corpus": args.corpus, "config": args.config, "clips": len(utts),
               "hours": round(sum(u.duration or 0.0 for u in utts) / 3600, 2), "stages": stages,
-              "target_mb": 4096, "met": stages["units_encode"]["peak_rss_mb"] <= 4096}
+              "target_mb": 4096, "met": stages["units_encode"]["peak_rss_mb"] <= 4096,
+              "history": history("units_memory", ("corpus", "clips", "hours", "stages"))}
     write_result("units_memory", result)
     print(json.dumps({k: result[k] for k in ("clips", "hours", "met")} | {"encode": stages["units_encode"]}))
 
