@@ -267,8 +267,9 @@ def main() -> None:
         systems[CASCADE]["examples"] = {lg: ts[:5] for lg, ts in transcripts.items()}
     if args.text_encoder:  # the text-only baseline: from whisper's transcripts, and from the gold ones (its ceiling)
         encoder = Memo(load_text_encoder(args.text_encoder))
-        every = {lg: list(range(len(us))) for lg, us in by_language(test_utts).items()}
-        gold = {lg: [u.text for u in us] for lg, us in by_language(test_utts).items()}
+        groups = by_language(test_utts)
+        every = {lg: list(range(len(us))) for lg, us in groups.items()}
+        gold = {lg: [u.text for u in us] for lg, us in groups.items()}
         if args.cascade_per_lang:
             systems[f"{CASCADE} -> {args.text_encoder}"] = text_encoder_hits(encoder, transcripts, sample, test_utts,
                                                                             cfg.data.pivot_lang)
