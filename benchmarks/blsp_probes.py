@@ -2,18 +2,29 @@
 
     python benchmarks/blsp_probes.py ce  [--adapter stack-mlp --stack 8 --lr 1e-3 --minutes 6]
     python benchmarks/blsp_probes.py ctc [--stack 4 --lr 2e-3 --minutes 9 --time-mask 0.2]
+    python benchmarks/blsp_probes.py prompt [--dev-items 160]
     python benchmarks/blsp_probes.py warmup --model runs/blsp-demo/ctc/model [--lr 2e-4 --steps 30 --ctc-weight 1]
 
 - ``ce``: a fresh adapter learns transcription through the frozen LLM (cross-entropy, transcribe prompt): how fast?
 - ``ctc``: CTC of the transcripts' LLM tokens over the LLM's frozen embedding rows (no LLM in the step); the
   greedy CTC transcript's CER, then the CER of the frozen LLM transcribing the compressed positions (readouts
   hard / soft / mean), untrained on that.
+- ``prompt``: the ceiling under each candidate transcription instruction: the frozen LLM reads the gold
+  transcript of each dev clip (no speech, no training) and should write it back; CER per instruction, paired
+  against the current ``transcribe`` preset. Chooses the preset on dev clips, never on the test split.
 - ``warmup``: cross-entropy through the LLM (the ASR warm-up) from a CTC-stage export, with or without the CTC
   loss kept on: does it improve on the export? Scored on 48 fixed training clips (optimisation, not
   generalisation: the export has seen them).
 
 ``ce`` and ``ctc`` hold out the training clips of 1 message group in 25 (never the test split). Every run is
 appended to benchmarks/results/blsp_probes.json under its tag.
+
+How much training text helps, at equal minutes, on the same held-out groups (the ``full`` corpus has 2,000
+training sentences per seen language against the demo's 700)::
+
+    python benchmarks/blsp_probes.py ctc --manifest data/full/manifest.jsonl --cache runs/probe-cache \
+        --langs de_de,es_419,fr_fr,it_it,pt_br,ru_ru,sv_se,tr_tr --train-per-lang 700 --tag ctc-full-700
+    python benchmarks/blsp_probes.py ctc ... --train-per-lang 2000 --tag ctc-full-2000 --baseline ctc-full-700
 """
 
 from __future__ import annotations
@@ -31,20 +42,36 @@ import torch.nn.functional as F
 from _common import RESULTS
 
 from polyvox.config import SpeechLLMConfig
+from polyvox.data.instructions import default_bank
+from polyvox.data.languages import language_name
 from polyvox.data.manifest import read_manifest
-from polyvox.eval.metrics import cer
+from polyvox.eval.metrics import bootstrap_corpus_difference, bootstrap_corpus_macro, cer, item_statistics
 from polyvox.models.ctc import ctc_loss, ctc_min_frames, greedy_ctc_decode
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm, make_instruction
 from polyvox.recipes.speech_llm import encoder_states, mask_time
 
-MANIFEST, CACHE = Path("data/demo/manifest.jsonl"), Path("runs/blsp-demo/cache")
 
-
-def split(utts):
+def split(utts, per_lang: int = 0):
+    """(train, dev): dev is every clip of 1 message group in 25, shuffled; train the rest, cut to `per_lang`
+    clips per language (a fixed random subset; 0: all)."""
     dev = [u for u in utts if zlib.crc32((u.group or u.id).encode()) % 25 == 0]
     ids = {u.id for u in dev}
     random.Random(0).shuffle(dev)
-    return [u for u in utts if u.id not in ids], dev
+    train = [u for u in utts if u.id not in ids]
+    if per_lang:
+        random.Random(0).shuffle(train)
+        seen: dict[str, int] = {}
+        train = [u for u in train if (seen.__setitem__(u.lang, seen.get(u.lang, 0) + 1) or seen[u.lang]) <= per_lang]
+    return train, dev
+
+
+def probe_data(a, m: SpeechLLM, dev_items: int):
+    """The probe's train and dev clips (`--manifest`, `--langs`, `--train-per-lang`) and their cached states."""
+    manifest = Path(a.manifest)
+    utts = [u for u in read_manifest(manifest, split="train") if not a.langs or u.lang in a.langs]
+    train, dev = split(utts, a.train_per_lang)
+    dev = dev[:dev_items]
+    return train, dev, encoder_states(m, train + dev, manifest.parent, Path(a.cache))
 
 
 def update(opt: torch.optim.Optimizer, params: list, loss: torch.Tensor, lr: float) -> None:
@@ -68,10 +95,7 @@ def transcribe(model: SpeechLLM, clips, utts, max_new_tokens: int = 40) -> list[
 def probe_ce(a) -> dict:
     cfg = SpeechLLMConfig(adapter=a.adapter, adapter_stack=a.stack, adapter_hidden=a.hidden)
     m = build_speech_llm(cfg)
-    utts = read_manifest(MANIFEST, split="train")
-    states = encoder_states(m, utts, MANIFEST.parent, CACHE)
-    train, dev = split(utts)
-    dev = dev[:64]
+    train, dev, states = probe_data(a, m, 64)
     eos, rng = m.tokenizer.eos_token_id, random.Random(0)
 
     def loss(us):
@@ -98,18 +122,15 @@ def probe_ce(a) -> dict:
 
 def probe_ctc(a) -> dict:
     m = build_speech_llm(SpeechLLMConfig(adapter="stack-mlp", adapter_stack=a.stack, adapter_hidden=a.hidden))
-    utts = read_manifest(MANIFEST, split="train")
-    states = encoder_states(m, utts, MANIFEST.parent, CACHE)
-    train, dev = split(utts)
-    dev = dev[:128]
-    ids = {u.id: m.text_ids(u.text) for u in utts}
+    train, dev, states = probe_data(a, m, a.dev_items)
+    ids = {u.id: m.text_ids(u.text) for u in train + dev}
     head = m.add_ctc_head(sorted({k for u in train for k in ids[u.id]}))
     oov = sum(k not in set(head.token_ids.tolist()) for u in dev for k in ids[u.id]) / sum(len(ids[u.id]) for u in dev)
     params = [*m.adapter.parameters(), *head.parameters()]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.01)
     rng = random.Random(0)
 
-    def ctc_cer() -> float:
+    def ctc_hyps() -> list[str]:
         m.eval()
         hyps = []
         with torch.no_grad():
@@ -117,7 +138,10 @@ def probe_ctc(a) -> dict:
                 x, n = m.adapter_frames([states[u.id] for u in dev[i : i + 32]])
                 hyps += [m.tokenizer.decode(head.tokens(p)) for p in greedy_ctc_decode(head(x), n)]
         m.train()
-        return cer([u.text for u in dev], hyps)
+        return hyps
+
+    def ctc_cer() -> float:
+        return cer([u.text for u in dev], ctc_hyps())
 
     curve, t0, step = [], time.time(), 0
     masks = np.random.default_rng(0)
@@ -132,14 +156,59 @@ def probe_ctc(a) -> dict:
             curve.append({"step": step, "min": round((time.time() - t0) / 60, 2), "loss": loss.item(),
                           "dev_ctc_cer": ctc_cer()})
             print(curve[-1], flush=True)
-    out = {"curve": curve, "steps": step, "vocab": head.vocab_size, "dev_oov": oov, "dev_ctc_cer": ctc_cer()}
+    hyps = ctc_hyps()
+    stats: dict[str, dict[str, list]] = {}  # lang -> clip id -> CER statistics rows
+    for u, h in zip(dev, hyps):
+        stats.setdefault(u.lang, {})[u.id] = item_statistics("CER", [h], [u.text]).tolist()
+    by_lang = {lang: np.array([r for rows in s.values() for r in rows]).reshape(-1, 2) for lang, s in stats.items()}
+    out = {"curve": curve, "steps": step, "minutes": round((time.time() - t0) / 60, 2), "train_clips": len(train),
+           "train_sentences_per_lang": len(train) // max(1, len(by_lang)), "vocab": head.vocab_size,
+           "dev_oov": oov, "dev_items": len(dev), "dev_ctc_cer": cer([u.text for u in dev], hyps),
+           "dev_ctc_cer_macro_ci": bootstrap_corpus_macro(by_lang, "CER"), "dev_item_stats": stats,
+           "dev_examples": [{"ref": u.text, "hyp": h} for u, h in zip(dev[:5], hyps[:5])]}
     m.eval()
     ev = dev[: a.llm_items]
-    for readout in ("hard", "soft", "mean"):  # the frozen LLM reads the compressed positions, untrained on them
+    for readout in ("hard", "soft", "mean") if ev else ():  # the frozen LLM reads the compressed positions,
+        # untrained on them
         m.cfg.ctc_readout = readout
         out[f"llm_cer_{readout}"] = cer([u.text for u in ev], transcribe(m, [states[u.id] for u in ev], ev))
         print(readout, out[f"llm_cer_{readout}"], flush=True)
     return out
+
+
+# candidate transcription instructions ({source}: the language's name); the first is the preset in use
+PROMPTS = [
+    None,
+    "Repeat the following {source} text exactly, word for word. Do not translate it.",
+    "Copy the following {source} sentence exactly as it is written:",
+    "Write the following {source} sentence again, in {source}, without changing any word.",
+    "Transcribe this {source} input verbatim. Output only the transcript, in {source}.",
+]
+
+
+def probe_prompt(a) -> dict:
+    m = build_speech_llm(SpeechLLMConfig())
+    utts = [u for u in read_manifest(Path(a.manifest), split="train") if not a.langs or u.lang in a.langs]
+    dev = split(utts)[1]
+    langs = sorted({u.lang for u in dev})
+    dev = [u for lang in langs for u in [v for v in dev if v.lang == lang][: a.dev_items // len(langs)]]
+    refs, out, stats = [u.text for u in dev], {}, {}
+    for template in PROMPTS:
+        key = template or default_bank().presets["transcribe"].instruction
+        prompts = [make_instruction("transcribe", u.lang) if template is None
+                   else template.format(source=language_name(u.lang)) for u in dev]
+        hyps = []
+        for i in range(0, len(dev), 16):
+            hyps += m.generate_text(refs[i : i + 16], prompts[i : i + 16], max_new_tokens=60, stop_at_newline=True)
+        stats[key] = {lang: item_statistics("CER", [h for u, h in zip(dev, hyps) if u.lang == lang],
+                                            [u.text for u in dev if u.lang == lang]) for lang in langs}
+        out[key] = {"cer_macro_ci": bootstrap_corpus_macro(stats[key], "CER"),
+                    "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:: max(1, len(dev) // 6)]]}
+        if template is not None:
+            first = next(iter(stats))
+            out[key]["minus_preset"] = bootstrap_corpus_difference(stats[key], stats[first], "CER")
+        print(key, out[key]["cer_macro_ci"], out[key].get("minus_preset"), flush=True)
+    return {"dev_items": len(dev), "prompts": out}
 
 
 def probe_warmup(a) -> dict:
@@ -147,8 +216,9 @@ def probe_warmup(a) -> dict:
     from polyvox.recipes.speech_llm import alignment_loss
 
     m = SpeechLLM.load(a.model)
-    utts = read_manifest(MANIFEST, split="train")
-    states = encoder_states(m, utts, MANIFEST.parent, CACHE)
+    manifest = Path(a.manifest)
+    utts = read_manifest(manifest, split="train")
+    states = encoder_states(m, utts, manifest.parent, Path(a.cache))
     rng = random.Random(1)
     fixed = rng.sample(utts, 48)
     pool = [u for u in utts if u not in fixed]
@@ -181,9 +251,23 @@ def probe_warmup(a) -> dict:
     return {"curve": curve}
 
 
+def paired_cer(system: dict[str, dict], baseline: dict[str, dict]) -> dict:
+    """Greedy-CTC dev CER of a probe minus a baseline probe's on the same clips, macro over languages, with a
+    95 % paired bootstrap interval (both: lang -> clip id -> CER statistics rows)."""
+    if {k: v.keys() for k, v in system.items()} != {k: v.keys() for k, v in baseline.items()}:
+        raise SystemExit("the baseline probe scored other dev clips (same --manifest, --langs and --dev-items?)")
+
+    def rows(stats: dict, lang: str) -> np.ndarray:
+        return np.array([r for uid in sorted(system[lang]) for r in stats[lang][uid]]).reshape(-1, 2)
+
+    d, lo, hi = bootstrap_corpus_difference({k: rows(system, k) for k in system},
+                                            {k: rows(baseline, k) for k in system}, "CER")
+    return {"cer_difference": d, "ci95": [lo, hi]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("probe", choices=["ce", "ctc", "warmup"])
+    ap.add_argument("probe", choices=["ce", "ctc", "prompt", "warmup"])
     ap.add_argument("--adapter", default="stack-mlp")
     ap.add_argument("--stack", type=int, default=4)
     ap.add_argument("--hidden", type=int, default=1024)
@@ -194,23 +278,31 @@ def main() -> None:
     ap.add_argument("--ctc-weight", type=float, default=0.0, help="warmup: CTC loss kept on (loss.ctc_weight)")
     ap.add_argument("--time-mask", type=float, default=0.0, help="ctc: share of frames masked (ctc.time_mask)")
     ap.add_argument("--mask-span", type=int, default=5, help="ctc: frames per masked span (ctc.mask_span)")
-    ap.add_argument("--llm-items", type=int, default=32, help="ctc: held-out clips the LLM transcribes")
+    ap.add_argument("--llm-items", type=int, default=32, help="ctc: held-out clips the LLM transcribes (0: none)")
     ap.add_argument("--model", help="warmup: a CTC-stage export (e.g. runs/blsp-demo/ctc/model)")
+    ap.add_argument("--manifest", default="data/demo/manifest.jsonl", help="its train split is used")
+    ap.add_argument("--cache", default="runs/blsp-demo/cache", help="the encoder-state cache")
+    ap.add_argument("--langs", type=lambda s: s.split(","), default=None, help="comma-separated (default: all)")
+    ap.add_argument("--train-per-lang", type=int, default=0, help="ce/ctc: training clips per language (0: all)")
+    ap.add_argument("--dev-items", type=int, default=128, help="ctc / prompt: held-out clips scored")
+    ap.add_argument("--baseline", help="ctc: a stored probe's tag, scored on the same dev clips: paired CER difference")
     ap.add_argument("--tag", default=None)
     a = ap.parse_args()
-    a.lr = a.lr or {"ce": 1e-3, "ctc": 2e-3, "warmup": 2e-4}[a.probe]
-    a.batch = a.batch or {"ce": 16, "ctc": 32, "warmup": 8}[a.probe]
+    a.lr = a.lr or {"ce": 1e-3, "ctc": 2e-3, "warmup": 2e-4}.get(a.probe, 0.0)
+    a.batch = a.batch or {"ce": 16, "ctc": 32, "warmup": 8}.get(a.probe, 0)
     if a.probe == "warmup" and not a.model:
         ap.error("warmup needs --model")
     torch.manual_seed(0)
-    result = {"ce": probe_ce, "ctc": probe_ctc, "warmup": probe_warmup}[a.probe](a)
+    result = {"ce": probe_ce, "ctc": probe_ctc, "prompt": probe_prompt, "warmup": probe_warmup}[a.probe](a)
     tag = a.tag or f"{a.probe}-{a.adapter if a.probe == 'ce' else ''}{a.stack}-lr{a.lr:g}"
     path = RESULTS / "blsp_probes.json"
     runs = json.loads(path.read_text()) if path.exists() else {}
+    if a.baseline:
+        result["minus_baseline"] = paired_cer(result["dev_item_stats"], runs[a.baseline]["dev_item_stats"])
     runs[tag] = {"args": vars(a), **result, "torch_threads": torch.get_num_threads()}
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps(runs, indent=2, ensure_ascii=False) + "\n")
-    print(json.dumps(runs[tag], indent=2, ensure_ascii=False))
+    print(json.dumps({k: v for k, v in runs[tag].items() if k != "dev_item_stats"}, indent=2, ensure_ascii=False))
 
 
 if __name__ == "__main__":
