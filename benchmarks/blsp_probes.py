@@ -60,8 +60,11 @@ def split(utts, per_lang: int = 0):
     train = [u for u in utts if u.id not in ids]
     if per_lang:
         random.Random(0).shuffle(train)
-        seen: dict[str, int] = {}
-        train = [u for u in train if (seen.__setitem__(u.lang, seen.get(u.lang, 0) + 1) or seen[u.lang]) <= per_lang]
+        by_lang: dict[str, list] = {}
+        for u in train:
+            by_lang.setdefault(u.lang, []).append(u.id)
+        keep = {i for ids in by_lang.values() for i in ids[:per_lang]}
+        train = [u for u in train if u.id in keep]  # in the shuffled order the probes' results were drawn from
     return train, dev
 
 
