@@ -23,8 +23,10 @@ How much training text helps, at equal minutes, on the same held-out groups (the
 training sentences per seen language against the demo's 700)::
 
     python benchmarks/blsp_probes.py ctc --manifest data/full/manifest.jsonl --cache runs/probe-cache \
-        --langs de_de,es_419,fr_fr,it_it,pt_br,ru_ru,sv_se,tr_tr --train-per-lang 700 --tag ctc-full-700
-    python benchmarks/blsp_probes.py ctc ... --train-per-lang 2000 --tag ctc-full-2000 --baseline ctc-full-700
+        --langs de_de,es_419,fr_fr,it_it,pt_br,ru_ru,sv_se,tr_tr --dev-items 256 --llm-items 0 --minutes 24 \
+        --train-per-lang 700 --tag ctc-full-700-24min
+    python benchmarks/blsp_probes.py ctc ... --train-per-lang 2000 --tag ctc-full-2000-24min \
+        --baseline ctc-full-700-24min
 """
 
 from __future__ import annotations
@@ -68,13 +70,16 @@ def split(utts, per_lang: int = 0):
     return train, dev
 
 
+def train_utts(a) -> list:
+    """The training split of `--manifest`, in the languages of `--langs`."""
+    return [u for u in read_manifest(Path(a.manifest), split="train") if not a.langs or u.lang in a.langs]
+
+
 def probe_data(a, m: SpeechLLM, dev_items: int):
     """The probe's train and dev clips (`--manifest`, `--langs`, `--train-per-lang`) and their cached states."""
-    manifest = Path(a.manifest)
-    utts = [u for u in read_manifest(manifest, split="train") if not a.langs or u.lang in a.langs]
-    train, dev = split(utts, a.train_per_lang)
+    train, dev = split(train_utts(a), a.train_per_lang)
     dev = dev[:dev_items]
-    return train, dev, encoder_states(m, train + dev, manifest.parent, Path(a.cache))
+    return train, dev, encoder_states(m, train + dev, Path(a.manifest).parent, Path(a.cache))
 
 
 def update(opt: torch.optim.Optimizer, params: list, loss: torch.Tensor, lr: float) -> None:
@@ -171,8 +176,7 @@ def probe_ctc(a) -> dict:
            "dev_examples": [{"ref": u.text, "hyp": h} for u, h in zip(dev[:5], hyps[:5])]}
     m.eval()
     ev = dev[: a.llm_items]
-    for readout in ("hard", "soft", "mean") if ev else ():  # the frozen LLM reads the compressed positions,
-        # untrained on them
+    for readout in ("hard", "soft", "mean") if ev else ():  # the frozen LLM, untrained on compressed positions
         m.cfg.ctc_readout = readout
         out[f"llm_cer_{readout}"] = cer([u.text for u in ev], transcribe(m, [states[u.id] for u in ev], ev))
         print(readout, out[f"llm_cer_{readout}"], flush=True)
@@ -181,7 +185,7 @@ def probe_ctc(a) -> dict:
 
 # candidate transcription instructions ({source}: the language's name); the first is the preset in use
 PROMPTS = [
-    None,
+    default_bank().presets["transcribe"].instruction,
     "Repeat the following {source} text exactly, word for word. Do not translate it.",
     "Copy the following {source} sentence exactly as it is written:",
     "Write the following {source} sentence again, in {source}, without changing any word.",
@@ -191,15 +195,12 @@ PROMPTS = [
 
 def probe_prompt(a) -> dict:
     m = build_speech_llm(SpeechLLMConfig())
-    utts = [u for u in read_manifest(Path(a.manifest), split="train") if not a.langs or u.lang in a.langs]
-    dev = split(utts)[1]
+    dev = split(train_utts(a))[1]
     langs = sorted({u.lang for u in dev})
     dev = [u for lang in langs for u in [v for v in dev if v.lang == lang][: a.dev_items // len(langs)]]
     refs, out, stats = [u.text for u in dev], {}, {}
-    for template in PROMPTS:
-        key = template or default_bank().presets["transcribe"].instruction
-        prompts = [make_instruction("transcribe", u.lang) if template is None
-                   else template.format(source=language_name(u.lang)) for u in dev]
+    for key in PROMPTS:
+        prompts = [key.format(source=language_name(u.lang)) for u in dev]
         hyps = []
         for i in range(0, len(dev), 16):
             hyps += m.generate_text(refs[i : i + 16], prompts[i : i + 16], max_new_tokens=60, stop_at_newline=True)
@@ -207,9 +208,8 @@ def probe_prompt(a) -> dict:
                                             [u.text for u in dev if u.lang == lang]) for lang in langs}
         out[key] = {"cer_macro_ci": bootstrap_corpus_macro(stats[key], "CER"),
                     "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:: max(1, len(dev) // 6)]]}
-        if template is not None:
-            first = next(iter(stats))
-            out[key]["minus_preset"] = bootstrap_corpus_difference(stats[key], stats[first], "CER")
+        if key != PROMPTS[0]:
+            out[key]["minus_preset"] = bootstrap_corpus_difference(stats[key], stats[PROMPTS[0]], "CER")
         print(key, out[key]["cer_macro_ci"], out[key].get("minus_preset"), flush=True)
     return {"dev_items": len(dev), "prompts": out}
 
@@ -219,9 +219,8 @@ def probe_warmup(a) -> dict:
     from polyvox.recipes.speech_llm import alignment_loss
 
     m = SpeechLLM.load(a.model)
-    manifest = Path(a.manifest)
-    utts = read_manifest(manifest, split="train")
-    states = encoder_states(m, utts, manifest.parent, Path(a.cache))
+    utts = train_utts(a)
+    states = encoder_states(m, utts, Path(a.manifest).parent, Path(a.cache))
     rng = random.Random(1)
     fixed = rng.sample(utts, 48)
     pool = [u for u in utts if u not in fixed]
