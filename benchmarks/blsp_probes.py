@@ -2,7 +2,7 @@
 
     python benchmarks/blsp_probes.py ce  [--adapter stack-mlp --stack 8 --lr 1e-3 --minutes 6]
     python benchmarks/blsp_probes.py ctc [--stack 4 --lr 2e-3 --minutes 9 --time-mask 0.2]
-    python benchmarks/blsp_probes.py prompt [--dev-items 160]
+    python benchmarks/blsp_probes.py prompt [--dev-items 160] [--prompts 1 --no-repeat 0,3,4]
     python benchmarks/blsp_probes.py warmup --model runs/blsp-demo/ctc/model [--lr 2e-4 --steps 30 --ctc-weight 1]
 
 - ``ce``: a fresh adapter learns transcription through the frozen LLM (cross-entropy, transcribe prompt): how fast?
@@ -11,7 +11,8 @@
   hard / soft / mean), untrained on that.
 - ``prompt``: the ceiling under each candidate transcription instruction: the frozen LLM reads the gold
   transcript of each dev clip (no speech, no training) and should write it back; CER per instruction, paired
-  against the current ``transcribe`` preset. Chooses the preset on dev clips, never on the test split.
+  against the current ``transcribe`` preset (and, with ``--no-repeat``, each under a guard against loops: no
+  n-gram of n tokens twice). Chooses the preset and the decoding on dev clips, never on the test split.
 - ``warmup``: cross-entropy through the LLM (the ASR warm-up) from a CTC-stage export, with or without the CTC
   loss kept on: does it improve on the export? Scored on 48 fixed training clips (optimisation, not
   generalisation: the export has seen them).
@@ -155,9 +156,10 @@ def probe_ctc(a) -> dict:
     masks = np.random.default_rng(0)
     while time.time() - t0 < a.minutes * 60:
         us = rng.sample(train, a.batch)
-        x, n = m.adapter_frames([mask_time(states[u.id], a.time_mask, a.mask_span, masks) for u in us])
-        keep = [i for i, u in enumerate(us) if ctc_min_frames(ids[u.id]) <= n[i]]
-        loss = ctc_loss(head, x[keep], n[keep], [ids[us[i].id] for i in keep])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):  # as train.mixed_precision=bf16
+            x, n = m.adapter_frames([mask_time(states[u.id], a.time_mask, a.mask_span, masks) for u in us])
+            keep = [i for i, u in enumerate(us) if ctc_min_frames(ids[u.id]) <= n[i]]
+            loss = ctc_loss(head, x[keep], n[keep], [ids[us[i].id] for i in keep])
         update(opt, params, loss, a.lr * min(1, (step + 1) / 50))
         step += 1
         if step % 100 == 0:
@@ -199,18 +201,21 @@ def probe_prompt(a) -> dict:
     langs = sorted({u.lang for u in dev})
     dev = [u for lang in langs for u in [v for v in dev if v.lang == lang][: a.dev_items // len(langs)]]
     refs, out, stats = [u.text for u in dev], {}, {}
-    for key in PROMPTS:
-        prompts = [key.format(source=language_name(u.lang)) for u in dev]
+    arms = [(p, n) for p in PROMPTS[: a.prompts] for n in a.no_repeat]  # the first: the preset, as decoded now
+    for prompt, n in arms:
+        name = prompt if n == 0 else f"{prompt} [no_repeat_ngram={n}]"
+        prompts = [prompt.format(source=language_name(u.lang)) for u in dev]
         hyps = []
         for i in range(0, len(dev), 16):
-            hyps += m.generate_text(refs[i : i + 16], prompts[i : i + 16], max_new_tokens=60, stop_at_newline=True)
-        stats[key] = {lang: item_statistics("CER", [h for u, h in zip(dev, hyps) if u.lang == lang],
-                                            [u.text for u in dev if u.lang == lang]) for lang in langs}
-        out[key] = {"cer_macro_ci": bootstrap_corpus_macro(stats[key], "CER"),
-                    "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:: max(1, len(dev) // 6)]]}
-        if key != PROMPTS[0]:
-            out[key]["minus_preset"] = bootstrap_corpus_difference(stats[key], stats[PROMPTS[0]], "CER")
-        print(key, out[key]["cer_macro_ci"], out[key].get("minus_preset"), flush=True)
+            hyps += m.generate_text(refs[i : i + 16], prompts[i : i + 16], max_new_tokens=60, stop_at_newline=True,
+                                    no_repeat_ngram=n)
+        stats[name] = {lang: item_statistics("CER", [h for u, h in zip(dev, hyps) if u.lang == lang],
+                                             [u.text for u in dev if u.lang == lang]) for lang in langs}
+        out[name] = {"cer_macro_ci": bootstrap_corpus_macro(stats[name], "CER"),
+                     "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:: max(1, len(dev) // 6)]]}
+        if out.keys() != {name}:
+            out[name]["minus_preset"] = bootstrap_corpus_difference(stats[name], next(iter(stats.values())), "CER")
+        print(name, out[name]["cer_macro_ci"], out[name].get("minus_preset"), flush=True)
     return {"dev_items": len(dev), "prompts": out}
 
 
@@ -280,6 +285,7 @@ def main() -> None:
     ap.add_argument("--ctc-weight", type=float, default=0.0, help="warmup: CTC loss kept on (loss.ctc_weight)")
     ap.add_argument("--time-mask", type=float, default=0.0, help="ctc: share of frames masked (ctc.time_mask)")
     ap.add_argument("--mask-span", type=int, default=5, help="ctc: frames per masked span (ctc.mask_span)")
+    ap.add_argument("--bf16", action="store_true", help="ctc: training steps under bfloat16 autocast")
     ap.add_argument("--llm-items", type=int, default=32, help="ctc: held-out clips the LLM transcribes (0: none)")
     ap.add_argument("--model", help="warmup: a CTC-stage export (e.g. runs/blsp-demo/ctc/model)")
     ap.add_argument("--manifest", default="data/demo/manifest.jsonl", help="its train split is used")
@@ -287,6 +293,9 @@ def main() -> None:
     ap.add_argument("--langs", type=lambda s: s.split(","), default=None, help="comma-separated (default: all)")
     ap.add_argument("--train-per-lang", type=int, default=0, help="ce/ctc: training clips per language (0: all)")
     ap.add_argument("--dev-items", type=int, default=128, help="ctc / prompt: held-out clips scored")
+    ap.add_argument("--prompts", type=int, default=len(PROMPTS), help="prompt: how many candidates (the first: the preset)")
+    ap.add_argument("--no-repeat", type=lambda s: [int(n) for n in s.split(",")], default=[0],
+                    help="prompt: comma-separated no_repeat_ngram settings tried with each candidate (0: off)")
     ap.add_argument("--baseline", help="ctc: a stored probe's tag, scored on the same dev clips: paired CER difference")
     ap.add_argument("--tag", default=None)
     a = ap.parse_args()

@@ -10,8 +10,8 @@ alignment; its run folder is the config's out_dir, what `polyvox train blsp` wri
 also evaluates the first arm's stage exports (ctc/model, warmup/model; clean tasks only): quality against
 training minutes.
 Every stage resumes, and so does evaluation: the answers go to <out_dir>/eval-answers.jsonl, which every evaluation
-shares (the baselines do not depend on the trained adapter: they are asked once). Needs the demo corpus with its
-intents (`polyvox data build --preset demo --out data/demo`).
+shares (the baselines do not depend on the trained adapter: they are asked once). Needs the config's corpus with its
+intents (`polyvox data build --preset demo --set train_per_lang=3900 --out data/demo-4k`).
 Writes benchmarks/results/blsp_quality.{json,md}; earlier results are kept in the JSON under ``history``.
 """
 
@@ -94,8 +94,8 @@ def targets(result: dict, system: str) -> dict:
     perfect match on translation and continuation; better than the cascade on 2 of asr / translation / intent."""
     t = result["tasks"]
 
-    def avg(task, name, metric, group="seen"):
-        return t[task]["systems"].get(name, {}).get("averages", {}).get(group, {}).get(metric)
+    def avg(task, name, metric, group="seen"):  # None when the task or system was not evaluated
+        return t.get(task, {}).get("systems", {}).get(name, {}).get("averages", {}).get(group, {}).get(metric)
 
     out = {"asr_cer_seen": avg("asr", system, "CER"), "asr_cer_seen_le_40": None, "agreement_halfway": {},
            "beats_cascade": {}}

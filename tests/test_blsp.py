@@ -148,6 +148,28 @@ def test_speech_embeds_do_not_depend_on_batch_partners() -> None:
     assert torch.allclose(alone, batched, atol=1e-4)
 
 
+def test_no_repeat_ngram_guards_generated_tokens_against_loops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A random LLM decoding greedily falls into a loop; with `no_repeat_ngram=2` no pair of tokens comes twice
+    in its answer (the prompt does not count), and the answer follows the plain one up to the first repeat."""
+    model = tiny_model()
+    content_sensitive(model)
+    outs, real = [], model.lm.generate
+    monkeypatch.setattr(model.lm, "generate", lambda **kw: outs.append(real(**kw)) or outs[-1])
+    wavs = [tone_speech("red", 0), tone_speech("green river", 1)]
+    model.generate(wavs, SAY, max_new_tokens=40)
+    model.generate(wavs, SAY, max_new_tokens=40, no_repeat_ngram=2)
+
+    def pairs(ids: list[int]) -> list[tuple[int, int]]:
+        return list(zip(ids, ids[1:]))
+
+    plain, guarded = ([[t for t in row if t != model.tokenizer.pad_token_id] for row in o.tolist()] for o in outs)
+    assert any(len(set(pairs(p))) < len(pairs(p)) for p in plain)  # the plain decode loops
+    for p, g in zip(plain, guarded):
+        assert len(set(pairs(g))) == len(pairs(g))
+        first = next((i for i in range(2, len(p) + 1) if len(set(pairs(p[:i]))) < len(pairs(p[:i]))), len(p) + 1)
+        assert g[: first - 1] == p[: first - 1]
+
+
 # -- learning: the adapter alone steers a frozen LLM from speech ---------------------------------------------
 @pytest.fixture(scope="module")
 def taught() -> SimpleNamespace:

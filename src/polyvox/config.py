@@ -416,13 +416,16 @@ class GenerationEvalConfig:
     which do not depend on the trained adapter, once."""
     max_new_tokens: int = 48
     """Bound on generated tokens per answer."""
+    no_repeat_ngram: int = 0
+    """When > 0, no n-gram of this many tokens twice in an answer, for every system (a guard against the loops a
+    greedy LLM falls into); 0 decodes plainly."""
     batch_size: int = 16
     """Clips per generation batch."""
     seed: int = 0
     """Seed of the per-language sample and the intent distractors."""
 
     def __post_init__(self) -> None:
-        _at_least(self, 0, "per_lang")
+        _at_least(self, 0, "per_lang", "no_repeat_ngram")
         _at_least(self, 1, "max_new_tokens", "batch_size", "intent_choices")
 
 

@@ -99,10 +99,10 @@ class EmbeddingCTCHead(nn.Module):
         weight = self._embedding.weight
         if self.token_ids is not None:
             weight = weight[self.token_ids]  # (V, D): the classes' rows, gathered from the frozen table
-        x = x.to(weight.dtype)
+        x = x.to(weight.dtype) * self.log_scale.exp().to(weight.dtype)  # scaled here: D wide, not V wide
         tokens = F.linear(x, weight)  # (B, T, V)
         blank = (x @ self.blank.to(weight.dtype))[..., None]  # (B, T, 1)
-        return torch.cat([tokens, blank], dim=-1).float() * self.log_scale.exp()  # (B, T, V + 1)
+        return torch.cat([tokens, blank], dim=-1).float()  # (B, T, V + 1)
 
 
 def ctc_min_frames(target: list[int]) -> int:

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -333,18 +334,22 @@ class SpeechLLM(nn.Module):
     # -- generation ---------------------------------------------------------------------------------
     @torch.no_grad()
     def decode(self, rows: list[list[Part]], max_new_tokens: int = 64, do_sample: bool = False,
-               temperature: float = 1.0, top_p: float = 1.0, stop_at_newline: bool = False) -> list[str]:
+               temperature: float = 1.0, top_p: float = 1.0, stop_at_newline: bool = False,
+               no_repeat_ngram: int = 0) -> list[str]:
         """Generate an answer for each prompt row (batched, left-padded); stops at EOS, or with `stop_at_newline`
-        at the first line break after some text (base LLMs rarely emit EOS, and often open with a blank line)."""
+        at the first line break after some text (base LLMs rarely emit EOS, and often open with a blank line).
+        `no_repeat_ngram` > 0 forbids any n-gram of that many tokens twice in an answer (a guard against loops)."""
         embeds, mask, _ = self.assemble(rows, left_pad=True)
         eos = self.lm.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [self.tokenizer.eos_token_id])
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {
             "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         stop = [_LineEnd(*_vocab_classes(self.tokenizer))] if stop_at_newline else []
-        out = self.lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
-                               eos_token_id=eos, pad_token_id=self.tokenizer.pad_token_id, stopping_criteria=stop,
-                               **sampling)
+        with warnings.catch_warnings():  # the n-gram guard is meant for the answer alone, not the prompt
+            warnings.filterwarnings("ignore", message="Passing `no_repeat_ngram_size` with `inputs_embeds`")
+            out = self.lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                   eos_token_id=eos, pad_token_id=self.tokenizer.pad_token_id, stopping_criteria=stop,
+                                   no_repeat_ngram_size=no_repeat_ngram, **sampling)
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
         return [t.strip().split("\n")[0].strip() if stop_at_newline else t.strip() for t in texts]
 
