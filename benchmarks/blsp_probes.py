@@ -201,9 +201,9 @@ def probe_prompt(a) -> dict:
     langs = sorted({u.lang for u in dev})
     dev = [u for lang in langs for u in [v for v in dev if v.lang == lang][: a.dev_items // len(langs)]]
     refs, out, stats = [u.text for u in dev], {}, {}
-    arms = [(p, n) for p in PROMPTS[: a.prompts] for n in a.no_repeat]  # the first: the preset, as decoded now
-    for prompt, n in arms:
-        name = prompt if n == 0 else f"{prompt} [no_repeat_ngram={n}]"
+    arms = {p if n == 0 else f"{p} [no_repeat_ngram={n}]": (p, n) for p in PROMPTS[: a.prompts] for n in a.no_repeat}
+    first = next(iter(arms))  # the preset, as decoded now (with the default --no-repeat 0)
+    for name, (prompt, n) in arms.items():
         prompts = [prompt.format(source=language_name(u.lang)) for u in dev]
         hyps = []
         for i in range(0, len(dev), 16):
@@ -213,8 +213,8 @@ def probe_prompt(a) -> dict:
                                              [u.text for u in dev if u.lang == lang]) for lang in langs}
         out[name] = {"cer_macro_ci": bootstrap_corpus_macro(stats[name], "CER"),
                      "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:: max(1, len(dev) // 6)]]}
-        if out.keys() != {name}:
-            out[name]["minus_preset"] = bootstrap_corpus_difference(stats[name], next(iter(stats.values())), "CER")
+        if name != first:
+            out[name]["minus_preset"] = bootstrap_corpus_difference(stats[name], stats[first], "CER")
         print(name, out[name]["cer_macro_ci"], out[name].get("minus_preset"), flush=True)
     return {"dev_items": len(dev), "prompts": out}
 

@@ -296,7 +296,8 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
     meta = read_meta(folder, "speech_llm")
     model = SpeechLLM.load(folder)
     gen = {"max_new_tokens": e.max_new_tokens, "stop_at_newline": stop_at_newline,
-           "style": model.cfg.prompt_style, **({"no_repeat_ngram": e.no_repeat_ngram} if e.no_repeat_ngram else {})}
+           "style": model.cfg.prompt_style,  # the guard only when on: plain decoding keeps its cached answers' keys
+           **({"no_repeat_ngram": e.no_repeat_ngram} if e.no_repeat_ngram else {})}
     baselines = {  # each built from the trained model, sharing its frozen encoder (and its states) and LLM
         "cascade": lambda m, _: CascadeSystem(m, Transcriber(e.asr_model), **gen),
         "untrained": lambda m, states: SpeechLLMSystem(untrained_like(m), states=states, **gen),
