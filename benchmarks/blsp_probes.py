@@ -4,6 +4,8 @@
     python benchmarks/blsp_probes.py ctc [--stack 4 --lr 2e-3 --minutes 9 --time-mask 0.2]
     python benchmarks/blsp_probes.py prompt [--dev-items 160] [--prompts 1 --no-repeat 0,3,4]
     python benchmarks/blsp_probes.py warmup --model runs/blsp-demo/ctc/model [--lr 2e-4 --steps 30 --ctc-weight 1]
+    python benchmarks/blsp_probes.py readout --model runs/blsp-demo/model --exclude data/demo-4k/manifest.jsonl \
+        --manifest data/full/manifest.jsonl --cache runs/probe-cache --langs <the 8 seen> --dev-items 320 --no-repeat 6
 
 - ``ce``: a fresh adapter learns transcription through the frozen LLM (cross-entropy, transcribe prompt): how fast?
 - ``ctc``: CTC of the transcripts' LLM tokens over the LLM's frozen embedding rows (no LLM in the step); the
@@ -16,6 +18,12 @@
 - ``warmup``: cross-entropy through the LLM (the ASR warm-up) from a CTC-stage export, with or without the CTC
   loss kept on: does it improve on the export? Scored on 48 fixed training clips (optimisation, not
   generalisation: the export has seen them).
+- ``readout``: where a trained export loses its transcript, on training-split sentences of `--manifest` that are
+  not in `--exclude` (the export's own corpus; neither its training nor its test sentences): the greedy CTC
+  transcript against the LLM transcribing the compressed positions under each readout, paired against the
+  export's own readout; with ``--shots K``, also a K-shot prompt (K sentences of the language written down word for
+  word, then the input) for the oracle reading the transcript and for the last readout. The ``full`` corpus's
+  training split holds about 1,200 sentences per seen language that `data/demo-4k` has nowhere.
 
 ``ce`` and ``ctc`` hold out the training clips of 1 message group in 25 (never the test split). Every run is
 appended to benchmarks/results/blsp_probes.json under its tag.
@@ -63,10 +71,10 @@ def split(utts, per_lang: int = 0):
     train = [u for u in utts if u.id not in ids]
     if per_lang:
         random.Random(0).shuffle(train)
-        by_lang: dict[str, list] = {}
+        per: dict[str, list] = {}
         for u in train:
-            by_lang.setdefault(u.lang, []).append(u.id)
-        keep = {i for ids in by_lang.values() for i in ids[:per_lang]}
+            per.setdefault(u.lang, []).append(u.id)
+        keep = {i for ids in per.values() for i in ids[:per_lang]}
         train = [u for u in train if u.id in keep]  # in the shuffled order the probes' results were drawn from
     return train, dev
 
@@ -93,12 +101,24 @@ def update(opt: torch.optim.Optimizer, params: list, loss: torch.Tensor, lr: flo
     opt.step()
 
 
-def transcribe(model: SpeechLLM, clips, utts, max_new_tokens: int = 40) -> list[str]:
+def transcribe(model: SpeechLLM, clips, utts, max_new_tokens: int = 40, no_repeat_ngram: int = 0) -> list[str]:
     out = []
     for i in range(0, len(utts), 16):
         out += model.generate(clips[i : i + 16], [make_instruction("transcribe", u.lang) for u in utts[i : i + 16]],
-                              max_new_tokens=max_new_tokens, stop_at_newline=True)
+                              max_new_tokens=max_new_tokens, stop_at_newline=True, no_repeat_ngram=no_repeat_ngram)
     return out
+
+
+def lang_stats(utts, hyps) -> dict[str, dict[str, list]]:
+    """lang -> clip id -> CER statistics rows (what `bootstrap_corpus_*` and `paired_cer` read)."""
+    stats: dict[str, dict[str, list]] = {}
+    for u, h in zip(utts, hyps):
+        stats.setdefault(u.lang, {})[u.id] = item_statistics("CER", [h], [u.text]).tolist()
+    return stats
+
+
+def by_lang(stats: dict[str, dict[str, list]]) -> dict[str, np.ndarray]:
+    return {lang: np.array([r for uid in sorted(s) for r in s[uid]]).reshape(-1, 2) for lang, s in stats.items()}
 
 
 def probe_ce(a) -> dict:
@@ -167,14 +187,11 @@ def probe_ctc(a) -> dict:
                           "dev_ctc_cer": ctc_cer()})
             print(curve[-1], flush=True)
     hyps = ctc_hyps()
-    stats: dict[str, dict[str, list]] = {}  # lang -> clip id -> CER statistics rows
-    for u, h in zip(dev, hyps):
-        stats.setdefault(u.lang, {})[u.id] = item_statistics("CER", [h], [u.text]).tolist()
-    by_lang = {lang: np.array([r for rows in s.values() for r in rows]).reshape(-1, 2) for lang, s in stats.items()}
+    stats = lang_stats(dev, hyps)
     out = {"curve": curve, "steps": step, "minutes": round((time.time() - t0) / 60, 2), "train_clips": len(train),
-           "train_sentences_per_lang": len(train) // max(1, len(by_lang)), "vocab": head.vocab_size,
+           "train_sentences_per_lang": len(train) // max(1, len(stats)), "vocab": head.vocab_size,
            "dev_oov": oov, "dev_items": len(dev), "dev_ctc_cer": cer([u.text for u in dev], hyps),
-           "dev_ctc_cer_macro_ci": bootstrap_corpus_macro(by_lang, "CER"), "dev_item_stats": stats,
+           "dev_ctc_cer_macro_ci": bootstrap_corpus_macro(by_lang(stats), "CER"), "dev_item_stats": stats,
            "dev_examples": [{"ref": u.text, "hyp": h} for u, h in zip(dev[:5], hyps[:5])]}
     m.eval()
     ev = dev[: a.llm_items]
@@ -258,23 +275,77 @@ def probe_warmup(a) -> dict:
     return {"curve": curve}
 
 
+def probe_readout(a) -> dict:
+    """A trained export on sentences it never saw: its greedy CTC transcript, and the LLM transcribing the
+    compressed positions under each readout (the export's own first), decoded as the evaluation decodes."""
+    m = SpeechLLM.load(a.model)
+    if m.ctc_head is None:
+        raise SystemExit(f"{a.model} has no CTC head (model.ctc_readout)")
+    known = {u.text for u in read_manifest(Path(a.exclude))} if a.exclude else set()
+    fresh = [u for u in train_utts(a) if u.text not in known]
+    langs = sorted({u.lang for u in fresh})
+    dev = [u for lang in langs for u in [v for v in fresh if v.lang == lang][: a.dev_items // len(langs)]]
+    states = encoder_states(m, dev, Path(a.manifest).parent, Path(a.cache))
+    clips, refs, hyps = [states[u.id] for u in dev], [u.text for u in dev], {}
+    with torch.no_grad():
+        hyps["ctc greedy"] = []
+        for i in range(0, len(dev), 32):
+            x, n = m.adapter_frames(clips[i : i + 32])
+            hyps["ctc greedy"] += [m.tokenizer.decode(m.ctc_head.tokens(p)) for p in greedy_ctc_decode(m.ctc_head(x), n)]
+    own = m.cfg.ctc_readout
+    for readout in dict.fromkeys([own, *a.readouts]):
+        m.set_ctc_readout(readout)
+        hyps[f"llm {readout}"] = transcribe(m, clips, dev, no_repeat_ngram=a.no_repeat[-1])
+        print(readout, cer(refs, hyps[f"llm {readout}"]), flush=True)
+    base = {name: f"llm {own}" for name in hyps}  # what each system is paired against
+    if a.shots:  # the base LLM prompted with K gold examples of the language (from the export's corpus) first
+        shots = few_shot_prompts([u for u in read_manifest(Path(a.exclude), split="train")], langs, a.shots)
+        prompts = [shots[u.lang] for u in dev]
+        gen = {"max_new_tokens": 40, "stop_at_newline": True, "no_repeat_ngram": a.no_repeat[-1]}
+        hyps["oracle"] = m.generate_text(refs, [make_instruction("transcribe", u.lang) for u in dev], **gen)
+        hyps[f"oracle {a.shots}-shot"] = m.generate_text(refs, prompts, **gen)
+        m.set_ctc_readout(a.readouts[-1])
+        name = f"llm {a.readouts[-1]} {a.shots}-shot"
+        hyps[name] = [h for i in range(0, len(dev), 16) for h in m.generate(clips[i : i + 16], prompts[i : i + 16], **gen)]
+        base |= {"oracle": f"llm {own}", f"oracle {a.shots}-shot": "oracle", name: f"llm {a.readouts[-1]}"}
+    stats = {name: lang_stats(dev, h) for name, h in hyps.items()}
+    out = {"dev_items": len(dev), "langs": langs, "systems": {}}
+    for name in hyps:
+        out["systems"][name] = {"cer_macro_ci": bootstrap_corpus_macro(by_lang(stats[name]), "CER"),
+                                "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps[name]))[:: max(1, len(dev) // 6)]]}
+        if name != base[name]:
+            out["systems"][name]["paired_against"] = base[name]
+            out["systems"][name]["cer_difference"] = paired_cer(stats[name], stats[base[name]])
+        print(name, out["systems"][name]["cer_macro_ci"], out["systems"][name].get("cer_difference"), flush=True)
+    return out
+
+
+def few_shot_prompts(utts, langs: list[str], k: int) -> dict[str, tuple[str, str]]:
+    """lang -> a (prefix, postfix) prompt holding `k` of the language's sentences (20-60 characters, the first in
+    manifest order) written down word for word, then the input: a pattern a base LLM continues."""
+    out = {}
+    for lang in langs:
+        examples = [u.text for u in utts if u.lang == lang and 20 <= len(u.text) <= 60][:k]
+        if len(examples) < k:
+            raise SystemExit(f"{lang}: fewer than {k} example sentences in --exclude")
+        shown = "".join(f"Input: {t}\nTranscript: {t}\n\n" for t in examples)
+        out[lang] = (f"Each {language_name(lang)} input is written down word for word.\n\n{shown}Input: ", "\nTranscript:")
+    return out
+
+
 def paired_cer(system: dict[str, dict], baseline: dict[str, dict]) -> dict:
     """Greedy-CTC dev CER of a probe minus a baseline probe's on the same clips, macro over languages, with a
     95 % paired bootstrap interval (both: lang -> clip id -> CER statistics rows)."""
     if {k: v.keys() for k, v in system.items()} != {k: v.keys() for k, v in baseline.items()}:
         raise SystemExit("the baseline probe scored other dev clips (same --manifest, --langs and --dev-items?)")
 
-    def rows(stats: dict, lang: str) -> np.ndarray:
-        return np.array([r for uid in sorted(system[lang]) for r in stats[lang][uid]]).reshape(-1, 2)
-
-    d, lo, hi = bootstrap_corpus_difference({k: rows(system, k) for k in system},
-                                            {k: rows(baseline, k) for k in system}, "CER")
+    d, lo, hi = bootstrap_corpus_difference(by_lang(system), by_lang(baseline), "CER")
     return {"cer_difference": d, "ci95": [lo, hi]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("probe", choices=["ce", "ctc", "prompt", "warmup"])
+    ap.add_argument("probe", choices=["ce", "ctc", "prompt", "warmup", "readout"])
     ap.add_argument("--adapter", default="stack-mlp")
     ap.add_argument("--stack", type=int, default=4)
     ap.add_argument("--hidden", type=int, default=1024)
@@ -287,7 +358,11 @@ def main() -> None:
     ap.add_argument("--mask-span", type=int, default=5, help="ctc: frames per masked span (ctc.mask_span)")
     ap.add_argument("--bf16", action="store_true", help="ctc: training steps under bfloat16 autocast")
     ap.add_argument("--llm-items", type=int, default=32, help="ctc: held-out clips the LLM transcribes (0: none)")
-    ap.add_argument("--model", help="warmup: a CTC-stage export (e.g. runs/blsp-demo/ctc/model)")
+    ap.add_argument("--model", help="warmup: a CTC-stage export (e.g. runs/blsp-demo/ctc/model); readout: any export with a CTC head")
+    ap.add_argument("--exclude", help="readout: a manifest whose sentences (the export's training corpus) are not scored")
+    ap.add_argument("--readouts", type=lambda s: s.split(","), default=["hard", "soft"], help="readout: comma-separated")
+    ap.add_argument("--shots", type=int, default=0, help="readout: also K-shot prompts (examples from --exclude) for "
+                    "the oracle and the last of --readouts, paired against their zero-shot answers")
     ap.add_argument("--manifest", default="data/demo/manifest.jsonl", help="its train split is used")
     ap.add_argument("--cache", default="runs/blsp-demo/cache", help="the encoder-state cache")
     ap.add_argument("--langs", type=lambda s: s.split(","), default=None, help="comma-separated (default: all)")
@@ -295,16 +370,17 @@ def main() -> None:
     ap.add_argument("--dev-items", type=int, default=128, help="ctc / prompt: held-out clips scored")
     ap.add_argument("--prompts", type=int, default=len(PROMPTS), help="prompt: how many candidates (the first: the preset)")
     ap.add_argument("--no-repeat", type=lambda s: [int(n) for n in s.split(",")], default=[0],
-                    help="prompt: comma-separated no_repeat_ngram settings tried with each candidate (0: off)")
+                    help="prompt: comma-separated no_repeat_ngram settings tried with each candidate (0: off); readout: the last")
     ap.add_argument("--baseline", help="ctc: a stored probe's tag, scored on the same dev clips: paired CER difference")
     ap.add_argument("--tag", default=None)
     a = ap.parse_args()
     a.lr = a.lr or {"ce": 1e-3, "ctc": 2e-3, "warmup": 2e-4}.get(a.probe, 0.0)
     a.batch = a.batch or {"ce": 16, "ctc": 32, "warmup": 8}.get(a.probe, 0)
-    if a.probe == "warmup" and not a.model:
-        ap.error("warmup needs --model")
+    if a.probe in ("warmup", "readout") and not a.model:
+        ap.error(f"{a.probe} needs --model")
     torch.manual_seed(0)
-    result = {"ce": probe_ce, "ctc": probe_ctc, "prompt": probe_prompt, "warmup": probe_warmup}[a.probe](a)
+    result = {"ce": probe_ce, "ctc": probe_ctc, "prompt": probe_prompt, "warmup": probe_warmup,
+              "readout": probe_readout}[a.probe](a)
     tag = a.tag or f"{a.probe}-{a.adapter if a.probe == 'ce' else ''}{a.stack}-lr{a.lr:g}"
     path = RESULTS / "blsp_probes.json"
     runs = json.loads(path.read_text()) if path.exists() else {}

@@ -551,6 +551,8 @@ def test_cli_blsp_pipeline_and_generate(tiny_corpus: Path, tmp_path: Path,
     assert asked == sum(r["n"] for r in result["tasks"]["asr"]["languages"].values())
     assert len(list((run / "degraded" / "telephone").rglob("*.flac"))) == asked
     assert "pl_pl" in out and (run / "eval.md").exists()
+    assert main(["eval", "generate", *args, "--set", "eval.ctc_readout=hard"]) == 2  # this model has no CTC head
+    assert "needs the model's CTC head" in capsys.readouterr().err
 
     model = str(run / "model")
     audio = [str(p) for p in sorted((tiny_corpus.parent / "audio" / "fr_fr").glob("*.flac"))[:3]]
@@ -735,6 +737,24 @@ def test_ctc_stage_and_compressed_readout_run_before_the_llm_stages(tiny_corpus:
     assert (k <= n).all() and embeds.shape[-1] == x.shape[-1]
     fresh = speech_llm_recipes.untrained_like(model)
     assert fresh.ctc_head.token_ids.tolist() == said and fresh.ctc_head is not model.ctc_head
+    hard = SpeechLLM.load(folder)  # eval.ctc_readout: the same weights read another way, under their own answer key
+    hard.set_ctc_readout("hard")
+    assert hard.cfg.ctc_readout == "hard" and hard.fingerprint() != model.fingerprint()
+    pos, k = hard.speech_frames(wavs)
+    rows = hard.ctc_head.embedding(hard.ctc_head.token_ids)  # (V, D): every position is one of these exactly
+    assert all(torch.cdist(pos[i, : k[i]], rows).min(-1).values.max() < 1e-4 for i in range(len(wavs)))
+    with pytest.raises(ValueError, match="must be one of"):
+        hard.set_ctc_readout("max")
+    with pytest.raises(ValueError, match="needs the model's CTC head"):
+        tiny_model().set_ctc_readout("hard")
+    # eval.ctc_readout + eval.compare_readouts: the trained weights answer hard, and soft beside, paired on the items
+    ev = blsp_cfg(tiny_corpus, run, "eval.ctc_readout=hard", "eval.compare_readouts=[soft]", "eval.tasks=[asr]",
+                  "eval.baselines=[]")
+    asr = blsp.run_eval(ev, name="readouts")["tasks"]["asr"]
+    assert set(asr["systems"]) == {"blsp", "blsp [soft]"} and list(asr["differences"]) == ["blsp - blsp [soft]"]
+    cached = [json.loads(r) for r in (run / "answers.jsonl").read_text().splitlines()]
+    keys = {name: {r["key"] for r in cached if r["system"] == name} for name in ("blsp", "blsp [soft]")}
+    assert len(keys["blsp"]) == len(keys["blsp [soft]"]) == 1 and keys["blsp"] != keys["blsp [soft]"]
     assert len(model.generate(wavs, make_instruction("transcribe", "fr_fr"), max_new_tokens=3)) == 2
     # init_from: another run (any recipe on the same model config) starts from this CTC stage's export
     _, started = speech_llm_recipes.start_run(blsp_cfg(tiny_corpus, tmp_path / "next", "model.ctc_readout=soft",

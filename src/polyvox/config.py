@@ -419,6 +419,13 @@ class GenerationEvalConfig:
     no_repeat_ngram: int = 0
     """When > 0, no n-gram of this many tokens twice in an answer, for every system (a guard against the loops a
     greedy LLM falls into); 0 decodes plainly."""
+    ctc_readout: str | None = None
+    """What the LLM reads at each CTC-compressed position when the model answers (``model.ctc_readout``: soft,
+    hard or mean; needs the model's CTC head); None: the readout it was trained with. The stages through the LLM
+    need the differentiable soft readout; generation may still read the best token's embedding (hard)."""
+    compare_readouts: list[str] = field(default_factory=list)
+    """Other CTC readouts the trained model also answers through, on the same items: one more system each,
+    ``<name> [<readout>]``, with the paired difference of the model minus it (e.g. ``[soft]`` beside ``hard``)."""
     batch_size: int = 16
     """Clips per generation batch."""
     seed: int = 0

@@ -12,7 +12,7 @@ import hashlib
 import logging
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -238,6 +238,15 @@ class SpeechLLM(nn.Module):
             states, frames = self.encoder.hidden_states(mel, lengths)  # layer + 1 tensors (B, T, D_enc)
             hidden = self.layer_mix(states)  # (B, T, D_enc)
         return self.adapter(hidden, frames)  # (B, T/8, D_llm), (B,)
+
+    def set_ctc_readout(self, readout: str) -> None:
+        """Read the CTC-compressed positions another way from now on (`ctc_compress`'s readouts); the config, and
+        so the `fingerprint` that keys cached answers, says which."""
+        if self.ctc_head is None:
+            raise ValueError(f"a CTC readout ({readout!r}) needs the model's CTC head: this model has none")
+        if readout not in CTC_READOUTS:
+            raise ValueError(f"model.ctc_readout must be one of {', '.join(CTC_READOUTS)}, got {readout!r}")
+        self.cfg = replace(self.cfg, ctc_readout=readout)
 
     def speech_frames(self, wavs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """16 kHz clips (or their encoder states) -> (B, L, D_llm) positions the LLM reads and (B,) valid lengths:

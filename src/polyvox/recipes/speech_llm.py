@@ -295,6 +295,8 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
     """
     meta = read_meta(folder, "speech_llm")
     model = SpeechLLM.load(folder)
+    if e.ctc_readout is not None:
+        model.set_ctc_readout(e.ctc_readout)  # the untrained baseline, built from it, reads the same way
     gen = {"max_new_tokens": e.max_new_tokens, "stop_at_newline": stop_at_newline,
            "style": model.cfg.prompt_style,  # the guard only when on: plain decoding keeps its cached answers' keys
            **({"no_repeat_ngram": e.no_repeat_ngram} if e.no_repeat_ngram else {})}
@@ -309,12 +311,17 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
     states = EncoderStates(model)  # the encoder runs once per clip for every speech system
     systems = {system: SpeechLLMSystem(model, states=states, **gen),
                **{b: baselines[b](model, states) for b in e.baselines}}
+    compare = [(system, b) for b in ("cascade", "untrained") if b in systems]  # paired, with intervals
+    for readout in e.compare_readouts:  # the same weights read another way: a shallow copy with its own config
+        other = copy.copy(model)
+        other.set_ctc_readout(readout)
+        systems[f"{system} [{readout}]"] = SpeechLLMSystem(other, states=states, **gen)
+        compare.append((system, f"{system} [{readout}]"))
     tasks = build_tasks(data.manifest, e, data.pivot_lang, **task_kwargs)
     if prepare is not None:
         prepare(model, tasks)
     seen, root = set(meta.get("train_languages", [])), Path(data.manifest).parent
     cache = e.answer_cache or Path(out_dir) / "answers.jsonl"
-    compare = [(system, b) for b in ("cascade", "untrained") if b in systems]  # paired, with intervals
     result = evaluate_generation(systems, tasks, root, seen, e.batch_size, cache=cache, compare=compare)
     if e.conditions:  # degraded clips: only the systems that hear them (the oracle reads text, the untrained adapter noise)
         if "asr" not in tasks:
