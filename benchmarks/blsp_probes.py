@@ -101,11 +101,14 @@ def update(opt: torch.optim.Optimizer, params: list, loss: torch.Tensor, lr: flo
     opt.step()
 
 
-def transcribe(model: SpeechLLM, clips, utts, max_new_tokens: int = 40, no_repeat_ngram: int = 0) -> list[str]:
+def transcribe(model: SpeechLLM, clips, utts, max_new_tokens: int = 40, no_repeat_ngram: int = 0,
+               prompts: list | None = None) -> list[str]:
+    """The model's answers to the ``transcribe`` preset (or to `prompts`, one per clip), 16 clips a batch."""
+    prompts = prompts or [make_instruction("transcribe", u.lang) for u in utts]
     out = []
     for i in range(0, len(utts), 16):
-        out += model.generate(clips[i : i + 16], [make_instruction("transcribe", u.lang) for u in utts[i : i + 16]],
-                              max_new_tokens=max_new_tokens, stop_at_newline=True, no_repeat_ngram=no_repeat_ngram)
+        out += model.generate(clips[i : i + 16], prompts[i : i + 16], max_new_tokens=max_new_tokens,
+                              stop_at_newline=True, no_repeat_ngram=no_repeat_ngram)
     return out
 
 
@@ -306,8 +309,8 @@ def probe_readout(a) -> dict:
         hyps[f"oracle {a.shots}-shot"] = m.generate_text(refs, prompts, **gen)
         m.set_ctc_readout(a.readouts[-1])
         name = f"llm {a.readouts[-1]} {a.shots}-shot"
-        hyps[name] = [h for i in range(0, len(dev), 16) for h in m.generate(clips[i : i + 16], prompts[i : i + 16], **gen)]
-        base |= {"oracle": f"llm {own}", f"oracle {a.shots}-shot": "oracle", name: f"llm {a.readouts[-1]}"}
+        hyps[name] = transcribe(m, clips, dev, no_repeat_ngram=a.no_repeat[-1], prompts=prompts)
+        base |= {"oracle": "oracle", f"oracle {a.shots}-shot": "oracle", name: f"llm {a.readouts[-1]}"}
     stats = {name: lang_stats(dev, h) for name, h in hyps.items()}
     out = {"dev_items": len(dev), "langs": langs, "systems": {}}
     for name in hyps:
@@ -334,8 +337,8 @@ def few_shot_prompts(utts, langs: list[str], k: int) -> dict[str, tuple[str, str
 
 
 def paired_cer(system: dict[str, dict], baseline: dict[str, dict]) -> dict:
-    """Greedy-CTC dev CER of a probe minus a baseline probe's on the same clips, macro over languages, with a
-    95 % paired bootstrap interval (both: lang -> clip id -> CER statistics rows)."""
+    """Dev CER of a system minus a baseline's on the same clips, macro over languages, with a 95 % paired
+    bootstrap interval (both: lang -> clip id -> CER statistics rows)."""
     if {k: v.keys() for k, v in system.items()} != {k: v.keys() for k, v in baseline.items()}:
         raise SystemExit("the baseline probe scored other dev clips (same --manifest, --langs and --dev-items?)")
 
@@ -378,6 +381,8 @@ def main() -> None:
     a.batch = a.batch or {"ce": 16, "ctc": 32, "warmup": 8}.get(a.probe, 0)
     if a.probe in ("warmup", "readout") and not a.model:
         ap.error(f"{a.probe} needs --model")
+    if a.shots and not a.exclude:
+        ap.error("--shots takes its example sentences from --exclude")
     torch.manual_seed(0)
     result = {"ce": probe_ce, "ctc": probe_ctc, "prompt": probe_prompt, "warmup": probe_warmup,
               "readout": probe_readout}[a.probe](a)
