@@ -22,8 +22,9 @@
   not in `--exclude` (the export's own corpus; neither its training nor its test sentences): the greedy CTC
   transcript against the LLM transcribing the compressed positions under each readout, paired against the
   export's own readout; with ``--shots K``, also a K-shot prompt (K sentences of the language written down word for
-  word, then the input) for the oracle reading the transcript and for the last readout. The ``full`` corpus's
-  training split holds about 1,200 sentences per seen language that `data/demo-4k` has nowhere.
+  word, then the input; ``--shots-other``: sentences of another language) for the oracle reading the transcript
+  and for the last readout. The ``full`` corpus's training split holds about 1,200 sentences per seen language
+  that `data/demo-4k` has nowhere.
 
 ``ce`` and ``ctc`` hold out the training clips of 1 message group in 25 (never the test split). Every run is
 appended to benchmarks/results/blsp_probes.json under its tag.
@@ -302,7 +303,7 @@ def probe_readout(a) -> dict:
         print(readout, cer(refs, hyps[f"llm {readout}"]), flush=True)
     base = {name: f"llm {own}" for name in hyps}  # what each system is paired against
     if a.shots:  # the base LLM prompted with K gold examples of the language (from the export's corpus) first
-        shots = few_shot_prompts([u for u in read_manifest(Path(a.exclude), split="train")], langs, a.shots)
+        shots = few_shot_prompts(read_manifest(Path(a.exclude), split="train"), langs, a.shots, a.shots_other)
         prompts = [shots[u.lang] for u in dev]
         gen = {"max_new_tokens": 40, "stop_at_newline": True, "no_repeat_ngram": a.no_repeat[-1]}
         hyps["oracle"] = m.generate_text(refs, [make_instruction("transcribe", u.lang) for u in dev], **gen)
@@ -323,12 +324,14 @@ def probe_readout(a) -> dict:
     return out
 
 
-def few_shot_prompts(utts, langs: list[str], k: int) -> dict[str, tuple[str, str]]:
+def few_shot_prompts(utts, langs: list[str], k: int, other: bool = False) -> dict[str, tuple[str, str]]:
     """lang -> a (prefix, postfix) prompt holding `k` of the language's sentences (20-60 characters, the first in
-    manifest order) written down word for word, then the input: a pattern a base LLM continues."""
+    manifest order) written down word for word, then the input: a pattern a base LLM continues. `other`: the
+    sentences of the next language of `langs` instead (as for a language without training sentences)."""
     out = {}
-    for lang in langs:
-        examples = [u.text for u in utts if u.lang == lang and 20 <= len(u.text) <= 60][:k]
+    for i, lang in enumerate(langs):
+        source = langs[(i + 1) % len(langs)] if other else lang
+        examples = [u.text for u in utts if u.lang == source and 20 <= len(u.text) <= 60][:k]
         if len(examples) < k:
             raise SystemExit(f"{lang}: fewer than {k} example sentences in --exclude")
         shown = "".join(f"Input: {t}\nTranscript: {t}\n\n" for t in examples)
@@ -366,6 +369,7 @@ def main() -> None:
     ap.add_argument("--readouts", type=lambda s: s.split(","), default=["hard", "soft"], help="readout: comma-separated")
     ap.add_argument("--shots", type=int, default=0, help="readout: also K-shot prompts (examples from --exclude) for "
                     "the oracle and the last of --readouts, paired against their zero-shot answers")
+    ap.add_argument("--shots-other", action="store_true", help="readout: the K examples in another language")
     ap.add_argument("--manifest", default="data/demo/manifest.jsonl", help="its train split is used")
     ap.add_argument("--cache", default="runs/blsp-demo/cache", help="the encoder-state cache")
     ap.add_argument("--langs", type=lambda s: s.split(","), default=None, help="comma-separated (default: all)")
