@@ -298,8 +298,7 @@ def probe_readout(a) -> dict:
             hyps["ctc greedy"] += [m.tokenizer.decode(m.ctc_head.tokens(p)) for p in greedy_ctc_decode(m.ctc_head(x), n)]
     own = m.cfg.ctc_readout
     for readout in dict.fromkeys([own, *a.readouts]):
-        m.set_ctc_readout(readout)
-        hyps[f"llm {readout}"] = transcribe(m, clips, dev, no_repeat_ngram=a.no_repeat[-1])
+        hyps[f"llm {readout}"] = transcribe(m.with_ctc_readout(readout), clips, dev, no_repeat_ngram=a.no_repeat[-1])
         print(readout, cer(refs, hyps[f"llm {readout}"]), flush=True)
     base = {name: f"llm {own}" for name in hyps}  # what each system is paired against
     if a.shots:  # the base LLM prompted with K gold examples of the language (from the export's corpus) first
@@ -308,9 +307,9 @@ def probe_readout(a) -> dict:
         gen = {"max_new_tokens": 40, "stop_at_newline": True, "no_repeat_ngram": a.no_repeat[-1]}
         hyps["oracle"] = m.generate_text(refs, [make_instruction("transcribe", u.lang) for u in dev], **gen)
         hyps[f"oracle {a.shots}-shot"] = m.generate_text(refs, prompts, **gen)
-        m.set_ctc_readout(a.readouts[-1])
         name = f"llm {a.readouts[-1]} {a.shots}-shot"
-        hyps[name] = transcribe(m, clips, dev, no_repeat_ngram=a.no_repeat[-1], prompts=prompts)
+        hyps[name] = transcribe(m.with_ctc_readout(a.readouts[-1]), clips, dev, no_repeat_ngram=a.no_repeat[-1],
+                                prompts=prompts)
         base |= {"oracle": "oracle", f"oracle {a.shots}-shot": "oracle", name: f"llm {a.readouts[-1]}"}
     stats = {name: lang_stats(dev, h) for name, h in hyps.items()}
     out = {"dev_items": len(dev), "langs": langs, "systems": {}}

@@ -737,16 +737,15 @@ def test_ctc_stage_and_compressed_readout_run_before_the_llm_stages(tiny_corpus:
     assert (k <= n).all() and embeds.shape[-1] == x.shape[-1]
     fresh = speech_llm_recipes.untrained_like(model)
     assert fresh.ctc_head.token_ids.tolist() == said and fresh.ctc_head is not model.ctc_head
-    hard = SpeechLLM.load(folder)  # eval.ctc_readout: the same weights read another way, under their own answer key
-    hard.set_ctc_readout("hard")
+    hard = model.with_ctc_readout("hard")  # eval.ctc_readout: the same weights read another way, under their own key
     assert hard.cfg.ctc_readout == "hard" and hard.fingerprint() != model.fingerprint()
     pos, k = hard.speech_frames(wavs)
     rows = hard.ctc_head.embedding(hard.ctc_head.token_ids)  # (V, D): every position is one of these exactly
     assert all(torch.cdist(pos[i, : k[i]], rows).min(-1).values.max() < 1e-4 for i in range(len(wavs)))
     with pytest.raises(ValueError, match="must be one of"):
-        hard.set_ctc_readout("max")
+        hard.with_ctc_readout("max")
     with pytest.raises(ValueError, match="needs the model's CTC head"):
-        tiny_model().set_ctc_readout("hard")
+        tiny_model().with_ctc_readout("hard")
     # eval.ctc_readout + eval.compare_readouts: the trained weights answer hard, and soft beside, paired on the items
     ev = blsp_cfg(tiny_corpus, run, "eval.ctc_readout=hard", "eval.compare_readouts=[soft]", "eval.tasks=[asr]",
                   "eval.baselines=[]")

@@ -7,6 +7,7 @@ tokens of a text (the same LLM reading a transcript: continuations, the cascade 
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import hashlib
 import logging
@@ -81,6 +82,11 @@ Part = list[int] | torch.Tensor  # token ids, or (L, D) input embeddings
 Prompt = str | tuple[str, str]  # an instruction for the prompt template, or a raw (prefix, postfix) pair
 
 
+def _check_readout(readout: str | None) -> None:
+    if readout is not None and readout not in CTC_READOUTS:
+        raise ValueError(f"model.ctc_readout must be one of {', '.join(CTC_READOUTS)} or null, got {readout!r}")
+
+
 class SpeechLLM(nn.Module):
     """Frozen Whisper encoder + trainable adapter + frozen causal LM.
 
@@ -113,8 +119,7 @@ class SpeechLLM(nn.Module):
         self.adapter = build_adapter(cfg.adapter, encoder.dim, emb.weight.shape[1], cfg.adapter_hidden,
                                      cfg.adapter_stack, out_scale=rms)
         self.layer_mix = WeightedLayerSum(encoder.layer + 1, norm=True) if cfg.layer_mix else None
-        if cfg.ctc_readout is not None and cfg.ctc_readout not in CTC_READOUTS:
-            raise ValueError(f"model.ctc_readout must be one of {', '.join(CTC_READOUTS)} or null, got {cfg.ctc_readout!r}")
+        _check_readout(cfg.ctc_readout)
         self.ctc_head: EmbeddingCTCHead | None = None
         if cfg.lora_rank > 0:
             self._add_lora()
@@ -239,14 +244,15 @@ class SpeechLLM(nn.Module):
             hidden = self.layer_mix(states)  # (B, T, D_enc)
         return self.adapter(hidden, frames)  # (B, T/8, D_llm), (B,)
 
-    def set_ctc_readout(self, readout: str) -> None:
-        """Read the CTC-compressed positions another way from now on (`ctc_compress`'s readouts); the config, and
-        so the `fingerprint` that keys cached answers, says which."""
+    def with_ctc_readout(self, readout: str) -> SpeechLLM:
+        """The same model (shared modules and weights) reading its CTC-compressed positions another way
+        (`ctc_compress`'s readouts); its config, and so the `fingerprint` that keys cached answers, says which."""
         if self.ctc_head is None:
             raise ValueError(f"a CTC readout ({readout!r}) needs the model's CTC head: this model has none")
-        if readout not in CTC_READOUTS:
-            raise ValueError(f"model.ctc_readout must be one of {', '.join(CTC_READOUTS)}, got {readout!r}")
-        self.cfg = replace(self.cfg, ctc_readout=readout)
+        _check_readout(readout)
+        other = copy.copy(self)  # a new attribute dict over the same submodules
+        other.cfg = replace(self.cfg, ctc_readout=readout)
+        return other
 
     def speech_frames(self, wavs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """16 kHz clips (or their encoder states) -> (B, L, D_llm) positions the LLM reads and (B,) valid lengths:

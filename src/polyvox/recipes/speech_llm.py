@@ -296,7 +296,7 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
     meta = read_meta(folder, "speech_llm")
     model = SpeechLLM.load(folder)
     if e.ctc_readout is not None:
-        model.set_ctc_readout(e.ctc_readout)  # the untrained baseline, built from it, reads the same way
+        model = model.with_ctc_readout(e.ctc_readout)  # the untrained baseline, built from it, reads the same way
     gen = {"max_new_tokens": e.max_new_tokens, "stop_at_newline": stop_at_newline,
            "style": model.cfg.prompt_style,  # the guard only when on: plain decoding keeps its cached answers' keys
            **({"no_repeat_ngram": e.no_repeat_ngram} if e.no_repeat_ngram else {})}
@@ -312,10 +312,8 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
     systems = {system: SpeechLLMSystem(model, states=states, **gen),
                **{b: baselines[b](model, states) for b in e.baselines}}
     compare = [(system, b) for b in ("cascade", "untrained") if b in systems]  # paired, with intervals
-    for readout in e.compare_readouts:  # the same weights read another way: a shallow copy with its own config
-        other = copy.copy(model)
-        other.set_ctc_readout(readout)
-        systems[f"{system} [{readout}]"] = SpeechLLMSystem(other, states=states, **gen)
+    for readout in e.compare_readouts:  # the same weights read another way
+        systems[f"{system} [{readout}]"] = SpeechLLMSystem(model.with_ctc_readout(readout), states=states, **gen)
         compare.append((system, f"{system} [{readout}]"))
     tasks = build_tasks(data.manifest, e, data.pivot_lang, **task_kwargs)
     if prepare is not None:
