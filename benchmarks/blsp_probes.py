@@ -58,8 +58,9 @@ from polyvox.data.instructions import default_bank
 from polyvox.data.languages import language_name
 from polyvox.data.manifest import read_manifest
 from polyvox.eval.metrics import bootstrap_corpus_difference, bootstrap_corpus_macro, cer, item_statistics
+from polyvox.eval.tasks import shot_examples
 from polyvox.models.ctc import ctc_loss, ctc_min_frames, greedy_ctc_decode
-from polyvox.models.speech_llm import SpeechLLM, build_speech_llm, make_instruction
+from polyvox.models.speech_llm import SpeechLLM, build_speech_llm, few_shot_transcription, make_instruction
 from polyvox.recipes.speech_llm import encoder_states, mask_time
 
 
@@ -302,7 +303,7 @@ def probe_readout(a) -> dict:
         print(readout, cer(refs, hyps[f"llm {readout}"]), flush=True)
     base = {name: f"llm {own}" for name in hyps}  # what each system is paired against
     if a.shots:  # the base LLM prompted with K gold examples of the language (from the export's corpus) first
-        shots = few_shot_prompts(read_manifest(Path(a.exclude), split="train"), langs, a.shots, a.shots_other)
+        shots = few_shot_prompts(read_manifest(Path(a.exclude), split="train"), dev, langs, a.shots, a.shots_other)
         prompts = [shots[u.lang] for u in dev]
         gen = {"max_new_tokens": 40, "stop_at_newline": True, "no_repeat_ngram": a.no_repeat[-1]}
         hyps["oracle"] = m.generate_text(refs, [make_instruction("transcribe", u.lang) for u in dev], **gen)
@@ -310,7 +311,10 @@ def probe_readout(a) -> dict:
         name = f"llm {a.readouts[-1]} {a.shots}-shot"
         hyps[name] = transcribe(m.with_ctc_readout(a.readouts[-1]), clips, dev, no_repeat_ngram=a.no_repeat[-1],
                                 prompts=prompts)
-        base |= {"oracle": "oracle", f"oracle {a.shots}-shot": "oracle", name: f"llm {a.readouts[-1]}"}
+        # the LLM copying the greedy CTC transcript as text (its own tokenisation): a cascade on the adapter's CTC
+        hyps[f"ctc text {a.shots}-shot"] = m.generate_text(hyps["ctc greedy"], prompts, **gen)
+        base |= {"oracle": "oracle", f"oracle {a.shots}-shot": "oracle", name: f"llm {a.readouts[-1]}",
+                 f"ctc text {a.shots}-shot": "ctc greedy"}
     stats = {name: lang_stats(dev, h) for name, h in hyps.items()}
     out = {"dev_items": len(dev), "langs": langs, "systems": {}}
     for name in hyps:
@@ -323,19 +327,15 @@ def probe_readout(a) -> dict:
     return out
 
 
-def few_shot_prompts(utts, langs: list[str], k: int, other: bool = False) -> dict[str, tuple[str, str]]:
-    """lang -> a (prefix, postfix) prompt holding `k` of the language's sentences (20-60 characters, the first in
-    manifest order) written down word for word, then the input: a pattern a base LLM continues. `other`: the
-    sentences of the next language of `langs` instead (as for a language without training sentences)."""
-    out = {}
-    for i, lang in enumerate(langs):
-        source = langs[(i + 1) % len(langs)] if other else lang
-        examples = [u.text for u in utts if u.lang == source and 20 <= len(u.text) <= 60][:k]
-        if len(examples) < k:
-            raise SystemExit(f"{lang}: fewer than {k} example sentences in --exclude")
-        shown = "".join(f"Input: {t}\nTranscript: {t}\n\n" for t in examples)
-        out[lang] = (f"Each {language_name(lang)} input is written down word for word.\n\n{shown}Input: ", "\nTranscript:")
-    return out
+def few_shot_prompts(pool, dev, langs: list[str], k: int, other: bool = False) -> dict[str, tuple[str, str]]:
+    """lang -> the evaluation's `k`-shot transcription prompt (`eval.shots`), its examples drawn from `pool` (never
+    a dev sentence). `other`: the examples of the next language of `langs` instead (as for a language without
+    training sentences)."""
+    examples = shot_examples(pool, dev, k)
+    if missing := [lang for lang in langs if lang not in examples]:
+        raise SystemExit(f"{', '.join(missing)}: fewer than {k} example sentences in --exclude")
+    return {lang: few_shot_transcription(lang, examples[langs[(i + 1) % len(langs)] if other else lang])
+            for i, lang in enumerate(langs)}
 
 
 def paired_cer(system: dict[str, dict], baseline: dict[str, dict]) -> dict:

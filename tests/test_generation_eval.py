@@ -16,10 +16,17 @@ from polyvox.data.manifest import Utterance, read_manifest, write_manifest
 from polyvox.eval.generation import evaluate_generation
 from polyvox.eval.metrics import accuracy, cer, chrf, normalize_text, wer
 from polyvox.eval.report import generation_markdown, write_generation_report
-from polyvox.eval.scoring import parse_label
+from polyvox.eval.scoring import parse_label, task_languages
 from polyvox.eval.systems import CascadeSystem, OracleTextSystem, SpeechLLMSystem
-from polyvox.eval.tasks import build_tasks, check_tasks, degraded_items, label_name, shown_names
-from polyvox.models.speech_llm import make_instruction
+from polyvox.eval.tasks import (
+    build_tasks,
+    check_tasks,
+    degraded_items,
+    label_name,
+    shot_examples,
+    shown_names,
+)
+from polyvox.models.speech_llm import few_shot_transcription, make_instruction
 
 LANGS = ("fr_fr", "de_de", "en_us")
 INTENTS = {
@@ -194,6 +201,70 @@ def test_build_tasks_errors_and_missing_intents(corpus, tmp_path):
     lone = tmp_path / "lone"
     write_manifest(lone / "manifest.jsonl", [Utterance("x", "x.flac", "a b", "fr_fr", split="test")])
     assert list(build_tasks(lone / "manifest.jsonl", GenerationEvalConfig(), "en_us")) == ["asr"]
+
+
+def test_few_shot_transcription_prompt_hand_checked():
+    prefix, postfix = few_shot_transcription("fr_fr", ["Ouvrir le fichier", "Fermer"])
+    assert prefix == ("Each French input is written down word for word.\n\n"
+                      "Input: Ouvrir le fichier\nTranscript: Ouvrir le fichier\n\n"
+                      "Input: Fermer\nTranscript: Fermer\n\nInput: ")
+    assert postfix == "\nTranscript:"
+
+
+def test_shot_examples_come_from_training_sentences_of_the_language_never_a_test_one():
+    def utt(i, lang, text, split, group=None):
+        return Utterance(f"{lang}/{i}", f"{i}.flac", text, lang, split=split, group=group)
+
+    test = [utt(0, "fr_fr", "Le fichier est introuvable.", "test", "g-test")]
+    pool = [utt(1, "fr_fr", "le fichier est INTROUVABLE", "train"),  # the test sentence, once normalised
+            utt(2, "fr_fr", "Une autre phrase du même groupe", "train", "g-test"),  # the test sentence's group
+            utt(3, "fr_fr", "court", "train"),  # under 20 characters
+            utt(4, "fr_fr", "une phrase beaucoup trop longue pour servir d'exemple à qui que ce soit", "train"),  # 71
+            *[utt(10 + i, "fr_fr", f"Ouvrir le dossier numéro {i}", "train") for i in range(4)],
+            utt(20, "de_de", "Die Datei wurde gefunden", "train")]  # one German sentence only
+    eligible = [f"Ouvrir le dossier numéro {i}" for i in range(4)]
+    assert sorted(shot_examples(pool, test, 4)["fr_fr"]) == eligible  # none of the four excluded above
+    assert "fr_fr" not in shot_examples(pool, test, 5)
+    got = shot_examples(pool, test, 2, seed=0)
+    assert list(got) == ["fr_fr"]  # German has fewer than 2: none
+    assert len(set(got["fr_fr"])) == 2 and set(got["fr_fr"]) <= set(eligible)
+    assert got == shot_examples(pool, test, 2, seed=0)  # seeded
+    assert {tuple(shot_examples(pool, test, 2, seed=s)["fr_fr"]) for s in range(8)} != {tuple(got["fr_fr"])}
+    assert shot_examples(pool, test, 1)["de_de"] == ["Die Datei wurde gefunden"]
+
+
+def test_build_tasks_few_shot_asr_prompts(tmp_path):
+    utts = [Utterance(f"fr_fr/{i}", f"{i}.flac", f"phrase de test numéro {i}", "fr_fr", split="test")
+            for i in range(3)]
+    utts += [Utterance(f"fr_fr/t{i}", f"t{i}.flac", f"phrase d'entraînement numéro {i}", "fr_fr", split="train")
+             for i in range(5)]
+    utts += [Utterance("cs_cz/0", "c.flac", "testovací věta", "cs_cz", split="test")]  # unseen: no training text
+    path = write_manifest(tmp_path / "manifest.jsonl", utts)
+    items = build_tasks(path, GenerationEvalConfig(tasks=["asr"], per_lang=0, shots=3), "en_us")["asr"]
+    train = {u.text for u in utts if u.split == "train"}
+    for it in items:
+        if it.lang == "cs_cz":  # zero-shot, as without eval.shots
+            assert it.shots == 0 and it.instruction == make_instruction("transcribe", "cs_cz")
+            continue
+        prefix, postfix = it.instruction
+        shown = [line.removeprefix("Input: ") for line in prefix.split("\n") if line.startswith("Input: ")][:-1]
+        assert it.shots == 3 and it.pair == it.instruction and postfix == "\nTranscript:"
+        assert len(shown) == 3 and set(shown) <= train and it.text not in prefix
+    assert len({it.instruction for it in items if it.lang == "fr_fr"}) == 1  # one prompt per language
+    langs = task_languages(items, {("asr", it.id) for it in items}, "asr", {"fr_fr"})
+    assert langs == {"cs_cz": {"n": 1, "seen": False, "shots": 0}, "fr_fr": {"n": 3, "seen": True, "shots": 3}}
+    table = generation_markdown({"tasks": {"asr": {"metrics": ["CER"], "headline": "CER", "higher_is_better": False,
+                                                   "languages": langs, "averages": {}, "systems": {}}}})
+    assert "| language | seen | n | shots |" in table and "| fr_fr | yes | 3 | 3 |" in table
+    zero = build_tasks(path, GenerationEvalConfig(tasks=["asr"], per_lang=0), "en_us")["asr"]
+    assert all(it.shots == 0 and isinstance(it.instruction, str) for it in zero)
+    with pytest.raises(ValueError, match="shots"):
+        GenerationEvalConfig(shots=-1)
+    from polyvox.recipes.speech_llm import evaluate_checkpoint
+
+    with pytest.raises(ValueError, match="first line break"):  # the next example would run on into the answer
+        evaluate_checkpoint(tmp_path / "model", None, GenerationEvalConfig(shots=3), tmp_path, {}, "eval", "blsp",
+                            stop_at_newline=False)
 
 
 # -- evaluate_generation -----------------------------------------------------------------------------

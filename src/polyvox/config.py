@@ -404,6 +404,12 @@ class GenerationEvalConfig:
     """Manifest of labelled spoken commands (default: ``intents.jsonl`` beside the data manifest, if any)."""
     intent_choices: int = 5
     """Labels offered per intent question: the right one and seeded distractors (chance = 1/n)."""
+    shots: int = 0
+    """ASR (and its degraded copies) for every system: this many gold sentences of the item's language, each
+    written down word for word, before the input (`polyvox.models.speech_llm.few_shot_transcription`): a pattern a
+    base LLM continues far better than an instruction. The sentences are a seeded sample of the training split
+    (20-60 characters, never a test sentence or its group); a language with fewer (one unseen in training) is
+    asked zero-shot, and the report's ``languages[lang].shots`` says which. 0: the instruction alone."""
     baselines: list[str] = field(default_factory=lambda: ["cascade", "untrained", "oracle"])
     """Systems run beside the trained model on the same items: cascade (Whisper ASR -> the same LLM and
     prompt), untrained (the adapter at initialisation) and oracle (the frozen LLM reading the gold transcript
@@ -432,7 +438,7 @@ class GenerationEvalConfig:
     """Seed of the per-language sample and the intent distractors."""
 
     def __post_init__(self) -> None:
-        _at_least(self, 0, "per_lang", "no_repeat_ngram")
+        _at_least(self, 0, "per_lang", "no_repeat_ngram", "shots")
         _at_least(self, 1, "max_new_tokens", "batch_size", "intent_choices")
 
 

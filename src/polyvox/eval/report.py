@@ -91,17 +91,19 @@ _SCALED = ("WER", "CER", "accuracy", "parsed", "chance")  # fractions, shown in 
 def _gfmt(v: Any, key: str) -> str:
     if not isinstance(v, (int, float)) or isinstance(v, bool):
         return "–" if v is None else str(v)
-    return f"{100 * v:.1f}" if key in _SCALED else f"{v:.1f}"
+    if key in _SCALED:
+        return f"{100 * v:.1f}"
+    return str(v) if isinstance(v, int) else f"{v:.1f}"  # counts stay counts
 
 
 def _generation_table(task: str, t: dict) -> list[str]:
     """One Markdown table: languages then averages as rows (with 95 % bootstrap intervals where computed),
     system × metric as columns."""
     systems, metrics = list(t["systems"]), t["metrics"]
-    extra = ["chance"] if any("chance" in r for r in t["languages"].values()) else []
+    extra = [c for c in ("chance", "shots") if any(c in r for r in t["languages"].values())]
     direction = "higher is better" if t["higher_is_better"] else "lower is better"
     head = ["language", "seen", "n", *extra] + [f"{s} {m}" for s in systems for m in metrics]
-    scaled = [m for m in metrics if m in _SCALED] + extra
+    scaled = [m for m in [*metrics, *extra] if m in _SCALED]
     note = f"; {', '.join(scaled)} in %" if scaled else ""
     lines = [f"### {_task_title(task)} (headline: {t['headline']}, {direction}{note})", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -166,12 +166,16 @@ def paired_differences(task: str, items: list[EvalItem], answers: dict[str, dict
 
 
 def task_languages(items: list[EvalItem], good: set[tuple[str, str]], task: str, seen: set[str]) -> dict:
-    """Per-language facts shared by all systems: items scored, seen flag, chance (intent)."""
+    """Per-language facts shared by all systems: items scored, seen flag, chance (intent), example sentences in
+    the prompt (ASR with ``eval.shots``)."""
     rows: dict[str, dict] = {}
+    few_shot = any(it.shots for it in items)  # eval.shots: how many example sentences each language's prompt shows
     for it in items:
         if (task, it.id) in good:
             row = rows.setdefault(it.lang, {"n": 0, "seen": it.lang in seen})
             row["n"] += 1
+            if few_shot:
+                row["shots"] = it.shots
             if it.labels:
                 row["chance"] = row.get("chance", 0.0) + 1 / len(it.labels)
     for row in rows.values():

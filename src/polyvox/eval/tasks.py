@@ -19,7 +19,7 @@ from polyvox.data.manifest import Utterance, read_manifest
 from polyvox.eval.metrics import (
     normalize_text,
 )
-from polyvox.models.speech_llm import Prompt, make_instruction
+from polyvox.models.speech_llm import Prompt, few_shot_transcription, make_instruction
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ class EvalItem:
     """Heldout only: the id of the held-out template."""
     kind: str = ""
     """Heldout only: the template's kind (T or MI)."""
+    shots: int = 0
+    """ASR only: gold sentences of the language shown before the input (``eval.shots``; 0: zero-shot)."""
 
     def prompt(self, style: str) -> Prompt:
         """The prompt in a style of `polyvox.models.speech_llm.STYLES`."""
@@ -141,12 +143,31 @@ def shown_names(labels: list[str]) -> list[str]:
     return out
 
 
-def _asr_items(by_lang: dict[str, list[Utterance]], root: Path, cfg: GenerationEvalConfig) -> list[EvalItem]:
+def shot_examples(pool: list[Utterance], avoid: list[Utterance], k: int, seed: int = 0,
+                  chars: tuple[int, int] = (20, 60)) -> dict[str, list[str]]:
+    """lang -> `k` sentences of `pool` (a training split) in that language to show as examples: a seeded sample of
+    those of `chars` characters that share neither text nor group with any of `avoid` (the test split). A language
+    with fewer than `k` such sentences gets none."""
+    banned = {(u.lang, normalize_text(u.text)) for u in avoid} | {(u.lang, u.group) for u in avoid if u.group}
+    by_lang: dict[str, list[Utterance]] = defaultdict(list)
+    for u in pool:
+        if (chars[0] <= len(u.text) <= chars[1] and (u.lang, normalize_text(u.text)) not in banned
+                and not (u.group and (u.lang, u.group) in banned)):
+            by_lang[u.lang].append(u)
+    out = {lang: [u.text for u in _sample(utts, k, f"{seed}:shots:{lang}")] for lang, utts in sorted(by_lang.items())}
+    return {lang: texts for lang, texts in out.items() if len(texts) == k}
+
+
+def _asr_items(by_lang: dict[str, list[Utterance]], root: Path, cfg: GenerationEvalConfig,
+               examples: dict[str, list[str]]) -> list[EvalItem]:
     items = []
     for lang, utts in by_lang.items():
+        shown = examples.get(lang, [])
+        prompt = few_shot_transcription(lang, shown) if shown else None
         for u in _sample(utts, cfg.per_lang, f"{cfg.seed}:{lang}"):
-            items.append(EvalItem(u.id, lang, str(u.audio_path(root)), make_instruction("transcribe", lang), u.text,
-                              pair=make_instruction("transcribe", lang, style="pair"), text=u.text))
+            items.append(EvalItem(u.id, lang, str(u.audio_path(root)), prompt or make_instruction("transcribe", lang),
+                                  u.text, pair=prompt or make_instruction("transcribe", lang, style="pair"),
+                                  text=u.text, shots=len(shown)))
     return items
 
 
@@ -269,9 +290,16 @@ def build_tasks(manifest_path: str | Path, cfg: GenerationEvalConfig, pivot_lang
     if "heldout" in cfg.tasks and bank is None:
         raise ValueError("the heldout task needs an instruction template bank (it is a task of the mit recipe)")
     manifest_path = Path(manifest_path).resolve()
-    by_lang = _by_lang(read_manifest(manifest_path, split="test"))
+    test = read_manifest(manifest_path, split="test")
+    by_lang = _by_lang(test)
+    examples = {}
+    if cfg.shots and "asr" in cfg.tasks:
+        examples = shot_examples(read_manifest(manifest_path, split="train"), test, cfg.shots, cfg.seed)
+        zero = sorted(set(by_lang) - set(examples))
+        log.info("asr: %d-shot prompts in %d languages%s", cfg.shots, len(examples),
+                 f"; zero-shot (fewer than {cfg.shots} training sentences) in {', '.join(zero)}" if zero else "")
     builders: dict[str, Callable[[], list[EvalItem]]] = {
-        "asr": lambda: _asr_items(by_lang, manifest_path.parent, cfg),
+        "asr": lambda: _asr_items(by_lang, manifest_path.parent, cfg, examples),
         "translation": lambda: _translation_items(by_lang, manifest_path.parent, cfg, pivot_lang),
         "intent": lambda: _intent_items(p.resolve(), cfg) if (p := _intents_path(manifest_path, cfg)) else [],
         "heldout": lambda: _heldout_items(by_lang, manifest_path.parent, cfg, bank, pivot_lang, other_langs or []),

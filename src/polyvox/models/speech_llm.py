@@ -78,6 +78,14 @@ def ask(prompt: str, lang: str | None = None, target: str | None = "en_us", labe
     return make_instruction("chat", prompt=prompt, style=style)
 
 
+def few_shot_transcription(lang: str, examples: list[str]) -> tuple[str, str]:
+    """A transcription prompt for a base LLM as a (prefix, postfix) pair: each of `examples` (sentences in `lang`)
+    written down word for word, then the input. A base LLM continues this pattern far more faithfully than it
+    follows an instruction (README, BLSP probes); answers end at the first line break."""
+    shown = "".join(f"Input: {t}\nTranscript: {t}\n\n" for t in examples)
+    return f"Each {language_name(lang)} input is written down word for word.\n\n{shown}Input: ", "\nTranscript:"
+
+
 Part = list[int] | torch.Tensor  # token ids, or (L, D) input embeddings
 Prompt = str | tuple[str, str]  # an instruction for the prompt template, or a raw (prefix, postfix) pair
 

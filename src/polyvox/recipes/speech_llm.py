@@ -293,6 +293,8 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
     same style. `prepare(model, tasks)` may complete the items before they are asked
     (the mit recipe writes held-out references with the frozen LLM); `task_kwargs` go to `build_tasks`.
     """
+    if e.shots and not stop_at_newline:
+        raise ValueError("eval.shots: a few-shot answer ends at its first line break; turn stop_at_newline on")
     meta = read_meta(folder, "speech_llm")
     model = SpeechLLM.load(folder)
     if e.ctc_readout is not None:
