@@ -21,10 +21,12 @@
 - ``readout``: where a trained export loses its transcript, on training-split sentences of `--manifest` that are
   not in `--exclude` (the export's own corpus; neither its training nor its test sentences): the greedy CTC
   transcript against the LLM transcribing the compressed positions under each readout, paired against the
-  export's own readout; with ``--shots K``, also a K-shot prompt (K sentences of the language written down word for
-  word, then the input; ``--shots-other``: sentences of another language) for the oracle reading the transcript
-  and for the last readout. The ``full`` corpus's training split holds about 1,200 sentences per seen language
-  that `data/demo-4k` has nowhere.
+  export's own readout; with ``--shots K``, also the evaluation's K-shot prompt (``eval.shots``: K sentences of the
+  language written down word for word, then the input; ``--shots-other``: sentences of another language) for the
+  oracle reading the transcript, for the last readout and for the LLM reading the greedy CTC transcript as text;
+  ``--shots-heard``: also with each example's input as the model hears it (the example clip through the readout,
+  or its greedy CTC transcript), then its gold transcript. The ``full`` corpus's training split holds about 1,200
+  sentences per seen language that `data/demo-4k` has nowhere.
 
 ``ce`` and ``ctc`` hold out the training clips of 1 message group in 25 (never the test split). Every run is
 appended to benchmarks/results/blsp_probes.json under its tag.
@@ -315,6 +317,10 @@ def probe_readout(a) -> dict:
         hyps[f"ctc text {a.shots}-shot"] = m.generate_text(hyps["ctc greedy"], prompts, **gen)
         base |= {"oracle": "oracle", f"oracle {a.shots}-shot": "oracle", name: f"llm {a.readouts[-1]}",
                  f"ctc text {a.shots}-shot": "ctc greedy"}
+        if a.shots_heard:  # the same examples as the model hears them: noisy input -> gold transcript
+            hyps |= heard_shots(a, m, dev, clips, hyps["ctc greedy"], langs, gen)
+            base |= {f"llm {a.readouts[-1]} {a.shots}-shot heard": name,
+                     f"ctc text {a.shots}-shot heard": f"ctc text {a.shots}-shot"}
     stats = {name: lang_stats(dev, h) for name, h in hyps.items()}
     out = {"dev_items": len(dev), "langs": langs, "systems": {}}
     for name in hyps:
@@ -336,6 +342,42 @@ def few_shot_prompts(pool, dev, langs: list[str], k: int, other: bool = False) -
         raise SystemExit(f"{', '.join(missing)}: fewer than {k} example sentences in --exclude")
     return {lang: few_shot_transcription(lang, examples[langs[(i + 1) % len(langs)] if other else lang])
             for i, lang in enumerate(langs)}
+
+
+def heard_shots(a, m: SpeechLLM, dev, clips, ctc_text: list[str], langs: list[str], gen: dict) -> dict[str, list[str]]:
+    """K-shot transcription where each example's input is what the model hears of an example clip (through the
+    last of --readouts; for the CTC text, its greedy CTC transcript), followed by the example's gold transcript."""
+    pool = read_manifest(Path(a.exclude), split="train")
+    chosen = shot_examples(pool, dev, a.shots)
+    by_text = {(u.lang, u.text): u for u in pool}
+    ex = {lang: [by_text[lang, t] for t in chosen[lang]] for lang in langs}
+    flat = [u for lang in langs for u in ex[lang]]
+    states = encoder_states(m, flat, Path(a.exclude).parent, Path(a.cache))
+    reader = m.with_ctc_readout(a.readouts[-1])
+    with torch.no_grad():
+        heard = dict(zip([u.id for u in flat], reader.speech_embeds([states[u.id] for u in flat])))
+        x, n = m.adapter_frames([states[u.id] for u in flat])
+        ex_ctc = {u.id: m.tokenizer.decode(m.ctc_head.tokens(p)) for u, p in zip(flat, greedy_ctc_decode(m.ctc_head(x), n))}
+    head = {lang: f"Each {language_name(lang)} input is written down word for word.\n\n" for lang in langs}
+    text_prompts = {lang: (head[lang] + "".join(f"Input: {ex_ctc[u.id]}\nTranscript: {u.text}\n\n" for u in ex[lang])
+                           + "Input: ", "\nTranscript:") for lang in langs}
+    out = {f"ctc text {a.shots}-shot heard": m.generate_text(ctc_text, [text_prompts[u.lang] for u in dev], **gen)}
+
+    def row(lang: str, speech: torch.Tensor) -> list:
+        parts, before = [], head[lang] + "Input: "
+        for i, u in enumerate(ex[lang]):
+            ids = m.tokenizer(before, add_special_tokens=True)["input_ids"] if i == 0 else m.text_ids(before)
+            parts += [ids, heard[u.id]]
+            before = f"\nTranscript: {u.text}\n\nInput: "
+        return [*parts, m.text_ids(before), speech, m.text_ids("\nTranscript:")]
+
+    answers = []
+    for i in range(0, len(dev), 16):
+        with torch.no_grad():
+            speech = reader.speech_embeds(clips[i : i + 16])
+        answers += reader.decode([row(u.lang, sp) for u, sp in zip(dev[i : i + 16], speech)], **gen)
+    out[f"llm {a.readouts[-1]} {a.shots}-shot heard"] = answers
+    return out
 
 
 def paired_cer(system: dict[str, dict], baseline: dict[str, dict]) -> dict:
@@ -369,6 +411,8 @@ def main() -> None:
     ap.add_argument("--shots", type=int, default=0, help="readout: also K-shot prompts (examples from --exclude) for "
                     "the oracle and the last of --readouts, paired against their zero-shot answers")
     ap.add_argument("--shots-other", action="store_true", help="readout: the K examples in another language")
+    ap.add_argument("--shots-heard", action="store_true", help="readout: also K-shot prompts whose example inputs are "
+                    "what the model hears of the example clips (and their greedy CTC transcripts for the CTC text)")
     ap.add_argument("--manifest", default="data/demo/manifest.jsonl", help="its train split is used")
     ap.add_argument("--cache", default="runs/blsp-demo/cache", help="the encoder-state cache")
     ap.add_argument("--langs", type=lambda s: s.split(","), default=None, help="comma-separated (default: all)")
