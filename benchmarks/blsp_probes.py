@@ -358,18 +358,17 @@ def heard_shots(a, m: SpeechLLM, dev, clips, ctc_text: list[str], langs: list[st
         heard = dict(zip([u.id for u in flat], reader.speech_embeds([states[u.id] for u in flat])))
         x, n = m.adapter_frames([states[u.id] for u in flat])
         ex_ctc = {u.id: m.tokenizer.decode(m.ctc_head.tokens(p)) for u, p in zip(flat, greedy_ctc_decode(m.ctc_head(x), n))}
-    head = {lang: f"Each {language_name(lang)} input is written down word for word.\n\n" for lang in langs}
-    text_prompts = {lang: (head[lang] + "".join(f"Input: {ex_ctc[u.id]}\nTranscript: {u.text}\n\n" for u in ex[lang])
-                           + "Input: ", "\nTranscript:") for lang in langs}
+    start = {lang: few_shot_transcription(lang, [])[0] for lang in langs}  # the header, then "Input: "
+    after = "\nTranscript: {}\n\nInput: "  # closes an example and opens the next input
+    text_prompts = {lang: (start[lang] + "".join(ex_ctc[u.id] + after.format(u.text) for u in ex[lang]), "\nTranscript:")
+                    for lang in langs}
     out = {f"ctc text {a.shots}-shot heard": m.generate_text(ctc_text, [text_prompts[u.lang] for u in dev], **gen)}
 
     def row(lang: str, speech: torch.Tensor) -> list:
-        parts, before = [], head[lang] + "Input: "
-        for i, u in enumerate(ex[lang]):
-            ids = m.tokenizer(before, add_special_tokens=True)["input_ids"] if i == 0 else m.text_ids(before)
-            parts += [ids, heard[u.id]]
-            before = f"\nTranscript: {u.text}\n\nInput: "
-        return [*parts, m.text_ids(before), speech, m.text_ids("\nTranscript:")]
+        parts = [m.tokenizer(start[lang], add_special_tokens=True)["input_ids"]]
+        for u in ex[lang]:
+            parts += [heard[u.id], m.text_ids(after.format(u.text))]
+        return [*parts, speech, m.text_ids("\nTranscript:")]
 
     answers = []
     for i in range(0, len(dev), 16):
