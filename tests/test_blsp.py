@@ -20,7 +20,13 @@ from polyvox.losses import distill_kl
 from polyvox.models.adapter import build_adapter
 from polyvox.models.ctc import ctc_loss
 from polyvox.models.dual_encoder import DualEncoder
-from polyvox.models.speech_llm import IGNORE, SpeechLLM, build_speech_llm, make_instruction
+from polyvox.models.speech_llm import (
+    IGNORE,
+    SpeechLLM,
+    build_speech_llm,
+    few_shot_transcription,
+    make_instruction,
+)
 from polyvox.recipes import blsp
 from polyvox.recipes import speech_llm as speech_llm_recipes
 from polyvox.recipes.blsp import run_continuations, run_train
@@ -526,8 +532,8 @@ def test_kl_weight_adds_the_teacher_term(tiny_corpus: Path, tmp_path: Path) -> N
 
 
 # -- the command line ----------------------------------------------------------------------------------------
-def test_cli_blsp_pipeline_and_generate(tiny_corpus: Path, tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_blsp_pipeline_and_generate(tiny_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     run = tmp_path / "run"
     args = ["--config", str(BLSP_TINY), "--manifest", str(tiny_corpus), "--out", str(run)]
     assert main(["data", "continuations", *args]) == 0
@@ -563,6 +569,14 @@ def test_cli_blsp_pipeline_and_generate(tiny_corpus: Path, tmp_path: Path,
                    ["--prompt", "What colour is it?"]):
         assert main(["generate", "--model", model, "--audio", audio[0], *prompt, "--max-new-tokens", "2"]) == 0
         assert capsys.readouterr().out.startswith(f"{audio[0]}\t")
+    asked = []  # --examples: the few-shot transcription prompt of eval.shots reaches the model
+    monkeypatch.setattr(SpeechLLM, "generate", lambda self, wavs, ins, **kw: asked.append(ins) or ["x"] * len(wavs))
+    shown = ["Ouvrir le fichier", "Fermer la fenêtre"]
+    assert main(["generate", "--model", model, "--audio", audio[0], "--lang", "fr_fr", "--examples", *shown]) == 0
+    assert asked == [few_shot_transcription("fr_fr", shown)]
+    for bad in (["--prompt", "translate", "--lang", "fr_fr"], [], ["--lang", "fr_fr", "--multiline"]):
+        assert main(["generate", "--model", model, "--audio", audio[0], *bad, "--examples", *shown]) == 2
+        assert "--examples make a few-shot transcription prompt" in capsys.readouterr().err
 
 
 def test_cli_generate_names_a_bad_audio_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -210,7 +210,7 @@ def _recipe_cfg(args) -> BLSPConfig | MITConfig:
 def generate(model: str, audio: list[str], prompt: str = "transcribe", lang: str | None = None,
              target: str = "en_us", labels: list[str] | None = None, max_new_tokens: int = 64,
              sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, multiline: bool = False,
-             batch_size: int = 8) -> list[str]:
+             batch_size: int = 8, examples: list[str] | None = None) -> list[str]:
     """Answer a prompt about each audio file with a trained speech LLM, prompted in the style it was trained with
     (an instruction, or an xP3 prefix/postfix pair); prints one tab-separated line per file.
 
@@ -227,15 +227,21 @@ def generate(model: str, audio: list[str], prompt: str = "transcribe", lang: str
         top_p: nucleus sampling mass.
         multiline: do not stop at the first line break.
         batch_size: clips per generation batch.
+        examples: transcribe: sentences of the language, each written down word for word before the input (the
+            few-shot prompt of ``eval.shots``, for a base LLM; needs --lang).
     """
     from polyvox.data.languages import check_lang
-    from polyvox.models.speech_llm import SpeechLLM, ask
+    from polyvox.models.speech_llm import SpeechLLM, ask, few_shot_transcription
 
     if lang is not None:
         check_lang(lang)
+    if examples and (prompt != "transcribe" or lang is None or multiline):
+        raise ValueError("--examples make a few-shot transcription prompt: use them with --prompt transcribe and "
+                         "--lang, without --multiline")
     wavs = [load_audio(a, min_seconds=MIN_CLIP_S) for a in audio]  # a bad file fails here, before the model loads
     llm = SpeechLLM.load(model)
-    instruction = ask(prompt, lang, target, labels, llm.cfg.prompt_style)  # asked as the model was trained
+    instruction = (few_shot_transcription(lang, examples) if examples  # a raw pattern, in any prompt style
+                   else ask(prompt, lang, target, labels, llm.cfg.prompt_style))  # asked as the model was trained
     answers: list[str] = []
     for s in range(0, len(wavs), batch_size):
         answers += llm.generate(wavs[s : s + batch_size], instruction, max_new_tokens=max_new_tokens,
