@@ -429,6 +429,16 @@ def test_cached_cascade_keeps_its_front_end_transcripts(corpus, tmp_path):
         runs.append(evaluate_generation({"cascade": cascade}, tasks, cache=tmp_path / "a.jsonl"))
     assert asr.clips == len(tasks["asr"])  # the second run transcribed nothing
     assert runs[0] == runs[1] and "cascade front-end" in runs[1]["tasks"]["asr"]["systems"]
+    # the same clips under another prompt: new answers, but the front-end's transcripts come from the cache
+    n = len(tasks["asr"])
+    for front_end, prompt, transcribed in (("whisper-x", "again", n), ("whisper-x", "once more", 0), ("whisper-y", "again", n)):
+        asr.key, asr.clips, llm = front_end, 0, FakeLLM()
+        cascade = CascadeSystem(llm, asr)
+        cascade.key = f"cascade {front_end}"
+        asked = {"asr": [replace(it, instruction=f"Say it {prompt} ({it.lang}).") for it in tasks["asr"]]}
+        again = evaluate_generation({"cascade": cascade}, asked, cache=tmp_path / "a.jsonl")
+        assert asr.clips == transcribed and len(llm.calls) == 3  # each new question is asked (a batch a language)
+        assert again["tasks"]["asr"]["systems"]["cascade front-end"] == runs[0]["tasks"]["asr"]["systems"]["cascade front-end"]
 
 
 def test_oracle_text_reads_the_transcript_and_agreement_is_chrf_against_it(corpus):

@@ -108,7 +108,12 @@ class CascadeSystem:
     @functools.cached_property
     def key(self) -> str | None:
         """What its answers depend on besides the item (None: not cached; see `AnswerCache`)."""
-        return _text_key("cascade", self.model, self.style, self.gen_kwargs, getattr(self.transcriber, "key", None))
+        return _text_key("cascade", self.model, self.style, self.gen_kwargs, self.transcript_key)
+
+    @property
+    def transcript_key(self) -> str | None:
+        """What its transcripts depend on besides the clip and its language: the front-end (None: unknown)."""
+        return getattr(self.transcriber, "key", None)
 
     def _transcribe(self, items: list[EvalItem], wavs: list[np.ndarray]) -> None:
         todo: dict[str, dict[str, int]] = defaultdict(dict)  # lang -> item id -> index of its clip
@@ -177,7 +182,9 @@ class AnswerCache:
     """Answers of systems that have a ``key`` (what their answers depend on besides the item: the model's
     weights, the prompt style, decoding options), kept in a JSONL file under that key and a hash of the item's
     content (both prompt forms, the transcript, the clip's samples). A cascade's transcripts are kept beside
-    its answers, so its front-end is scored from cache too. Systems without a key are always asked.
+    its answers, so its front-end is scored from cache too, and keyed by its front-end, the language and the clip
+    alone, so the same clips asked under another prompt are not transcribed again. Systems without a key are
+    always asked.
 
     Every answered batch is appended at once, so a killed evaluation loses at most one batch.
     """
@@ -186,24 +193,33 @@ class AnswerCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rows = read_cache(self.path)
+        self.heard = {(r["front_end"], r["lang"], r["clip"]): r["transcript"] for r in self.rows.values()
+                      if "front_end" in r}  # (front-end, language, clip hash) -> a cascade's transcript
 
     def ask(self, name: str, system: System, task: str, items: list[EvalItem], wavs: list[np.ndarray]) -> list[str]:
         """The system's answers to the items, from the cache where it has them."""
         key = getattr(system, "key", None)
         if key is None:
             return ask(name, system, task, items, wavs)
-        ids = [answer_key(it.instruction, it.pair, it.text, hashlib.sha256(np.ascontiguousarray(w).tobytes()).hexdigest())
-               for it, w in zip(items, wavs)]
+        clips = [hashlib.sha256(np.ascontiguousarray(w).tobytes()).hexdigest() for w in wavs]
+        ids = [answer_key(it.instruction, it.pair, it.text, c) for it, c in zip(items, clips)]
         transcripts = getattr(system, "transcripts", None)
         transcripts = transcripts if isinstance(transcripts, dict) else None
+        front_end = getattr(system, "transcript_key", None) if transcripts is not None else None
         todo = [i for i, rid in enumerate(ids) if (key, rid) not in self.rows]
         if todo:
+            for i in todo:  # clips it transcribed before, under another prompt
+                if (heard := self.heard.get((front_end, items[i].lang, clips[i]))) is not None:
+                    transcripts.setdefault(items[i].id, heard)
             outs = ask(name, system, task, [items[i] for i in todo], [wavs[i] for i in todo])
             with self.path.open("a") as f:
                 for i, a in zip(todo, outs):
                     row = {"key": key, "id": ids[i], "system": name, "task": task, "item": items[i].id, "answer": str(a)}
                     if transcripts is not None and items[i].id in transcripts:
                         row["transcript"] = transcripts[items[i].id]
+                        if front_end is not None:
+                            row |= {"front_end": front_end, "lang": items[i].lang, "clip": clips[i]}
+                            self.heard[front_end, items[i].lang, clips[i]] = row["transcript"]
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
                     self.rows[key, ids[i]] = row
         rows = [self.rows[key, rid] for rid in ids]
