@@ -62,7 +62,13 @@ from polyvox.data.manifest import read_manifest
 from polyvox.eval.metrics import bootstrap_corpus_difference, bootstrap_corpus_macro, cer, item_statistics
 from polyvox.eval.tasks import shot_examples
 from polyvox.models.ctc import ctc_loss, ctc_min_frames, greedy_ctc_decode
-from polyvox.models.speech_llm import SpeechLLM, build_speech_llm, few_shot_transcription, make_instruction
+from polyvox.models.speech_llm import (
+    SpeechLLM,
+    build_speech_llm,
+    few_shot_transcription,
+    make_instruction,
+    sentence_prior,
+)
 from polyvox.recipes.speech_llm import encoder_states, mask_time
 
 
@@ -300,6 +306,8 @@ def probe_readout(a) -> dict:
             x, n = m.adapter_frames(clips[i : i + 32])
             hyps["ctc greedy"] += [m.tokenizer.decode(m.ctc_head.tokens(p)) for p in greedy_ctc_decode(m.ctc_head(x), n)]
     own = m.cfg.ctc_readout
+    if a.joint:
+        return joint_systems(a, m, dev, clips, hyps)
     for readout in dict.fromkeys([own, *a.readouts]):
         hyps[f"llm {readout}"] = transcribe(m.with_ctc_readout(readout), clips, dev, no_repeat_ngram=a.no_repeat[-1])
         print(readout, cer(refs, hyps[f"llm {readout}"]), flush=True)
@@ -321,6 +329,28 @@ def probe_readout(a) -> dict:
             hyps |= heard_shots(a, m, dev, clips, hyps["ctc greedy"], langs, gen)
             base |= {f"llm {a.readouts[-1]} {a.shots}-shot heard": name,
                      f"ctc text {a.shots}-shot heard": f"ctc text {a.shots}-shot"}
+    return scored(dev, langs, hyps, base)
+
+
+def joint_systems(a, m: SpeechLLM, dev, clips, hyps: dict[str, list[str]]) -> dict:
+    """Joint CTC/LLM decoding (`SpeechLLM.transcribe_joint`) under each --joint setting, the LLM reading the --shots
+    example sentences of the language as text, each paired against the greedy CTC transcript in `hyps`."""
+    examples = shot_examples(read_manifest(Path(a.exclude), split="train"), dev, a.shots)
+    priors = [sentence_prior(u.lang, examples[u.lang]) for u in dev]
+    for w, bonus in a.joint:
+        name = f"ctc+llm w={w:g} bonus={bonus:g}"
+        t0, hyps[name] = time.time(), []
+        for i in range(0, len(dev), 16):
+            hyps[name] += m.transcribe_joint(clips[i : i + 16], priors[i : i + 16], ctc_weight=w,
+                                             length_bonus=bonus, beam=a.beam, max_new_tokens=40)
+        print(name, cer([u.text for u in dev], hyps[name]), f"{(time.time() - t0) / len(dev):.2f} s/clip", flush=True)
+    return scored(dev, sorted({u.lang for u in dev}), hyps, {name: "ctc greedy" for name in hyps})
+
+
+def scored(dev, langs: list[str], hyps: dict[str, list[str]], base: dict[str, str]) -> dict:
+    """Each system's dev CER (macro over languages, 95 % interval) and examples, and its paired difference against
+    its entry of `base` (a system paired against itself has none)."""
+    refs = [u.text for u in dev]
     stats = {name: lang_stats(dev, h) for name, h in hyps.items()}
     out = {"dev_items": len(dev), "langs": langs, "systems": {}}
     for name in hyps:
@@ -412,6 +442,10 @@ def main() -> None:
     ap.add_argument("--shots-other", action="store_true", help="readout: the K examples in another language")
     ap.add_argument("--shots-heard", action="store_true", help="readout: also K-shot prompts whose example inputs are "
                     "what the model hears of the example clips (and their greedy CTC transcripts for the CTC text)")
+    ap.add_argument("--joint", type=lambda s: [tuple(map(float, p.split(":"))) for p in s.split(",")], default=[],
+                    help="readout: also joint CTC/LLM decoding, comma-separated ctc_weight:length_bonus settings, "
+                    "the LLM reading the --shots examples as text; paired against the greedy CTC transcript")
+    ap.add_argument("--beam", type=int, default=4, help="readout: hypotheses of --joint")
     ap.add_argument("--manifest", default="data/demo/manifest.jsonl", help="its train split is used")
     ap.add_argument("--cache", default="runs/blsp-demo/cache", help="the encoder-state cache")
     ap.add_argument("--langs", type=lambda s: s.split(","), default=None, help="comma-separated (default: all)")
@@ -429,6 +463,8 @@ def main() -> None:
         ap.error(f"{a.probe} needs --model")
     if a.shots and not a.exclude:
         ap.error("--shots takes its example sentences from --exclude")
+    if a.joint and not a.shots:
+        ap.error("--joint needs --shots: the LLM reads that many example sentences")
     torch.manual_seed(0)
     result = {"ce": probe_ce, "ctc": probe_ctc, "prompt": probe_prompt, "warmup": probe_warmup,
               "readout": probe_readout}[a.probe](a)

@@ -102,6 +102,11 @@ def targets(result: dict, system: str) -> dict:
            "beats_cascade": {}}
     if out["asr_cer_seen"] is not None:
         out["asr_cer_seen_le_40"] = out["asr_cer_seen"] <= 0.40
+    joint = f"{system} [ctc+llm]"  # the same model transcribing by joint CTC/LLM decoding (eval.joint_ctc_weight)
+    if (cer_joint := avg("asr", joint, "CER")) is not None:
+        paired = t["asr"].get("differences", {}).get(f"{joint} - cascade", {}).get("all")
+        out["asr_joint"] = {"system": joint, "cer_seen": cer_joint, "cer_seen_le_40": cer_joint <= 0.40,
+                            "beats_cascade": None if paired is None else paired["better"] == joint}
     for task in ("translation", "continuation"):
         a, u = avg(task, system, "agreement", "all"), avg(task, "untrained", "agreement", "all")
         if a is not None and u is not None:

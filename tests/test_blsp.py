@@ -18,7 +18,7 @@ from polyvox.config import AlignConfig, BLSPConfig, SpeechLLMConfig, load_config
 from polyvox.data.manifest import Utterance, read_manifest
 from polyvox.losses import distill_kl
 from polyvox.models.adapter import build_adapter
-from polyvox.models.ctc import ctc_loss
+from polyvox.models.ctc import CTCPrefixScorer, ctc_loss, greedy_ctc_decode
 from polyvox.models.dual_encoder import DualEncoder
 from polyvox.models.speech_llm import (
     IGNORE,
@@ -26,6 +26,7 @@ from polyvox.models.speech_llm import (
     build_speech_llm,
     few_shot_transcription,
     make_instruction,
+    sentence_prior,
 )
 from polyvox.recipes import blsp
 from polyvox.recipes import speech_llm as speech_llm_recipes
@@ -577,6 +578,14 @@ def test_cli_blsp_pipeline_and_generate(tiny_corpus: Path, tmp_path: Path, capsy
     for bad in (["--prompt", "translate", "--lang", "fr_fr"], [], ["--lang", "fr_fr", "--multiline"]):
         assert main(["generate", "--model", model, "--audio", audio[0], *bad, "--examples", *shown]) == 2
         assert "--examples make a few-shot transcription prompt" in capsys.readouterr().err
+    joint = []  # --ctc-weight: joint CTC/LLM decoding, the LLM reading the examples as sentences of the language
+    monkeypatch.setattr(SpeechLLM, "transcribe_joint", lambda self, wavs, prior, *a: joint.append((prior, a)) or ["y"])
+    assert main(["generate", "--model", model, "--audio", audio[0], "--lang", "fr_fr", "--examples", *shown,
+                 "--ctc-weight", "0.7", "--length-bonus", "2.5", "--beam", "3", "--max-new-tokens", "9"]) == 0
+    assert joint == [(sentence_prior("fr_fr", shown), (0.7, 2.5, 3, 9))] and capsys.readouterr().out == f"{audio[0]}\ty\n"
+    for bad in (["--prompt", "translate", "--lang", "fr_fr"], [], ["--lang", "fr_fr", "--sample"]):
+        assert main(["generate", "--model", model, "--audio", audio[0], *bad, "--ctc-weight", "0.7"]) == 2
+        assert "--ctc-weight transcribes by joint CTC/LLM decoding" in capsys.readouterr().err
 
 
 def test_cli_generate_names_a_bad_audio_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -761,14 +770,32 @@ def test_ctc_stage_and_compressed_readout_run_before_the_llm_stages(tiny_corpus:
     with pytest.raises(ValueError, match="needs the model's CTC head"):
         tiny_model().with_ctc_readout("hard")
     # eval.ctc_readout + eval.compare_readouts: the trained weights answer hard, and soft beside, paired on the items
+    # eval.joint_ctc_weight: joint CTC/LLM decoding as one more ASR system, paired with the model's own answers
     ev = blsp_cfg(tiny_corpus, run, "eval.ctc_readout=hard", "eval.compare_readouts=[soft]", "eval.tasks=[asr]",
-                  "eval.baselines=[]")
+                  "eval.baselines=[]", "eval.joint_ctc_weight=0.5", "eval.joint_beam=2")
     asr = blsp.run_eval(ev, name="readouts")["tasks"]["asr"]
-    assert set(asr["systems"]) == {"blsp", "blsp [soft]"} and list(asr["differences"]) == ["blsp - blsp [soft]"]
+    assert set(asr["systems"]) == {"blsp", "blsp [soft]", "blsp [ctc+llm]"}
+    assert list(asr["differences"]) == ["blsp - blsp [soft]", "blsp [ctc+llm] - blsp"]
     cached = [json.loads(r) for r in (run / "answers.jsonl").read_text().splitlines()]
-    keys = {name: {r["key"] for r in cached if r["system"] == name} for name in ("blsp", "blsp [soft]")}
-    assert len(keys["blsp"]) == len(keys["blsp [soft]"]) == 1 and keys["blsp"] != keys["blsp [soft]"]
+    keys = {name: {r["key"] for r in cached if r["system"] == name} for name in ("blsp", "blsp [soft]", "blsp [ctc+llm]")}
+    assert all(len(k) == 1 for k in keys.values()) and len(set.union(*keys.values())) == 3
+    answers = {r["item"]: r["answer"] for r in cached if r["system"] == "blsp [ctc+llm]"}
+    classes = set(model.ctc_head.token_ids.tolist())
+    assert answers and all(set(model.text_ids(a)) <= classes for a in answers.values() if a)  # grown over the head's tokens
     assert len(model.generate(wavs, make_instruction("transcribe", "fr_fr"), max_new_tokens=3)) == 2
+    # CTC alone (weight 1, no bonus): the search finds a labelling at least as probable as the best path's
+    x, n = model.adapter_frames(wavs)
+    log_probs = model.ctc_head(x).log_softmax(-1)
+    joint = model.transcribe_joint(wavs, sentence_prior("fr_fr", []), ctc_weight=1.0, length_bonus=0.0, beam=8)
+    for lp, k, text, path in zip(log_probs, n.tolist(), joint, greedy_ctc_decode(log_probs, n)):
+        scorer = CTCPrefixScorer(lp[:k].detach())
+        best = model.tokenizer.decode(model.ctc_head.tokens(path)).strip()  # both as answers: stripped
+        ours, theirs = (model.ctc_head.classes(model.text_ids(t)) for t in (text, best))
+        assert ctc_log_prob(scorer, ours) >= ctc_log_prob(scorer, theirs) - 1e-4
+    with pytest.raises(ValueError, match="ctc_weight"):
+        model.transcribe_joint(wavs, "", ctc_weight=0.0)
+    with pytest.raises(ValueError, match="CTC head"):
+        tiny_model().transcribe_joint(wavs, "")
     # init_from: another run (any recipe on the same model config) starts from this CTC stage's export
     _, started = speech_llm_recipes.start_run(blsp_cfg(tiny_corpus, tmp_path / "next", "model.ctc_readout=soft",
                                                        f"init_from={run / 'ctc' / 'model'}"))
@@ -780,6 +807,15 @@ def test_ctc_stage_and_compressed_readout_run_before_the_llm_stages(tiny_corpus:
         tiny_model(ctc_readout="soft").speech_frames(wavs)
     with pytest.raises(ValueError, match="ctc_readout"):
         tiny_model(ctc_readout="max")
+
+
+def ctc_log_prob(scorer: CTCPrefixScorer, classes: list[int]) -> float:
+    """log P(the CTC output is exactly `classes`)."""
+    r, last = scorer.initial()[None], torch.tensor([-1])
+    for c in classes:
+        _, rs = scorer.extend(r, last, torch.tensor([c]))
+        r, last = rs[:, 0], torch.tensor([c])
+    return float(scorer.final(r)[0])
 
 
 def test_ctc_weight_adds_the_transcripts_ctc_loss_on_the_models_head() -> None:

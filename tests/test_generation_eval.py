@@ -306,6 +306,31 @@ def test_oracle_and_silent_systems(corpus):
     assert 0 < len(ex) <= 3 and all(r == a for r, a in ex)
 
 
+class AsrOnly(Oracle):
+    tasks = ("asr",)
+
+    def __init__(self):
+        self.asked = []
+
+    def answer(self, items, wavs):
+        self.asked += [it.id for it in items]
+        return super().answer(items, wavs)
+
+
+def test_a_system_with_tasks_is_asked_those_only(corpus, tmp_path):
+    """A system's ``tasks`` (base task names, as the joint CTC/LLM system has): asked the ASR items and their degraded
+    copies, no other; scored and paired there only."""
+    tasks = build_tasks(corpus, GenerationEvalConfig(per_lang=2), "en_us")
+    tasks["asr:telephone"] = degraded_items(tasks["asr"], corpus.parent, tmp_path, "telephone")
+    only = AsrOnly()
+    result = evaluate_generation({"only": only, "silent": Silent()}, tasks, compare=[("only", "silent")])
+    assert sorted(only.asked) == sorted(it.id for t in ("asr", "asr:telephone") for it in tasks[t])
+    for name, t in result["tasks"].items():
+        asr = name.startswith("asr")
+        assert ("only" in t["systems"]) == asr and ("only - silent" in t["differences"]) == asr, name
+        assert "silent" in t["systems"]
+
+
 def test_bad_audio_is_reported_and_the_rest_scored(tmp_path):
     manifest = write_corpus(tmp_path, corrupt="audio/de_de/001.flac")
     tasks = build_tasks(manifest, GenerationEvalConfig(per_lang=0, tasks=["asr", "translation"]), "en_us")

@@ -432,6 +432,16 @@ class GenerationEvalConfig:
     compare_readouts: list[str] = field(default_factory=list)
     """Other CTC readouts the trained model also answers through, on the same items: one more system each,
     ``<name> [<readout>]``, with the paired difference of the model minus it (e.g. ``[soft]`` beside ``hard``)."""
+    joint_ctc_weight: float = 0.0
+    """When > 0, the trained model (it needs a CTC head) also transcribes the ASR items, clean and degraded, by joint
+    CTC/LLM beam search (`polyvox.models.speech_llm.SpeechLLM.transcribe_joint`), as one more system
+    ``<name> [ctc+llm]``: its CTC head reads the speech, and the frozen LLM, reading the language's example
+    sentences of `shots` as text (`sentence_prior`), scores each hypothesis as a language model. This is the CTC
+    score's weight (the LLM's is 1 minus it); 0: off."""
+    joint_length_bonus: float = 4.0
+    """Joint decoding: score added per token (the LLM, reading no speech, charges for every word)."""
+    joint_beam: int = 4
+    """Joint decoding: hypotheses kept per step."""
     batch_size: int = 16
     """Clips per generation batch."""
     seed: int = 0
@@ -439,7 +449,9 @@ class GenerationEvalConfig:
 
     def __post_init__(self) -> None:
         _at_least(self, 0, "per_lang", "no_repeat_ngram", "shots")
-        _at_least(self, 1, "max_new_tokens", "batch_size", "intent_choices")
+        _at_least(self, 1, "max_new_tokens", "batch_size", "intent_choices", "joint_beam")
+        if not 0 <= self.joint_ctc_weight <= 1:
+            raise ValueError(f"eval.joint_ctc_weight must be in [0, 1], got {self.joint_ctc_weight}")
 
 
 @dataclass

@@ -67,7 +67,8 @@ def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[EvalIt
 
     Args:
         systems: name -> system (see `System`); a system with a ``transcripts`` dict (the cascade) also gets
-            its front-end's ASR scored, as ``"<name> front-end"`` in the asr task.
+            its front-end's ASR scored, as ``"<name> front-end"`` in the asr task; one with ``tasks`` (base task
+            names) is asked only those.
         tasks: task name -> items (see `build_tasks`).
         root: folder that relative item audio paths are relative to (None: the working directory).
         seen_langs: languages seen in training, for the seen / unseen averages.
@@ -104,6 +105,8 @@ def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[EvalIt
             continue
         good |= {(task, it.id) for it in ok}
         for name, system in systems.items():
+            if base_task(task) not in getattr(system, "tasks", (base_task(task),)):
+                continue  # a system for some tasks only
             outs = store.ask(name, system, task, ok, wavs) if store is not None else ask(name, system, task, ok, wavs)
             answers[task][name].update({it.id: str(a) for it, a in zip(ok, outs)})
     result: dict[str, Any] = {"tasks": {}, "bad_lines": bad, "seen_langs": sorted(seen)}

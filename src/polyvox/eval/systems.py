@@ -20,7 +20,7 @@ import numpy as np
 from polyvox.eval.tasks import EvalItem
 from polyvox.models.answers import answer_key, read_cache
 from polyvox.models.sources import fingerprint
-from polyvox.models.speech_llm import STYLES
+from polyvox.models.speech_llm import STYLES, sentence_prior
 
 # -- systems -------------------------------------------------------------------------------------------
 
@@ -82,6 +82,37 @@ class SpeechLLMSystem:
     def answer(self, items: list[EvalItem], wavs: list[np.ndarray]) -> list[str]:
         clips = self.states(items, wavs) if self.states is not None else wavs
         return self.model.generate(clips, [it.prompt(self.style) for it in items], **self.gen_kwargs)
+
+
+class JointCTCSystem:
+    """A speech LLM transcribing by joint CTC/LLM beam search (`SpeechLLM.transcribe_joint`): its CTC head reads the
+    speech and the frozen LLM, reading the item's example sentences (`sentence_prior`), scores each hypothesis. It
+    answers ASR items only (``tasks``).
+
+    Args:
+        model: a `SpeechLLM` with a CTC head.
+        states: shared `EncoderStates`, as in `SpeechLLMSystem`.
+        options: ``ctc_weight``, ``length_bonus``, ``beam``, ``max_new_tokens`` of `SpeechLLM.transcribe_joint`.
+    """
+
+    tasks = ("asr",)
+    """The base tasks it answers (`polyvox.eval.generation.evaluate_generation` asks it no other)."""
+
+    def __init__(self, model, states: EncoderStates | None = None, **options: Any):
+        if model.ctc_head is None:
+            raise ValueError("joint CTC/LLM decoding needs a model with a CTC head")
+        self.model, self.states, self.options = model, states, options
+
+    @functools.cached_property
+    def key(self) -> str | None:
+        """What its answers depend on besides the item (see `AnswerCache`): the weights and the search's options,
+        not the CTC readout (the search does not read the compressed positions)."""
+        return answer_key("joint", self.model.with_ctc_readout("hard").fingerprint(), sorted(self.options.items()))
+
+    def answer(self, items: list[EvalItem], wavs: list[np.ndarray]) -> list[str]:
+        clips = self.states(items, wavs) if self.states is not None else wavs
+        priors = [sentence_prior(it.lang, it.examples) for it in items]
+        return self.model.transcribe_joint(clips, priors, **self.options)
 
 
 class CascadeSystem:

@@ -51,8 +51,13 @@ class EvalItem:
     """Heldout only: the id of the held-out template."""
     kind: str = ""
     """Heldout only: the template's kind (T or MI)."""
-    shots: int = 0
-    """ASR only: gold sentences of the language shown before the input (``eval.shots``; 0: zero-shot)."""
+    examples: list[str] = field(default_factory=list)
+    """ASR only: the gold sentences of the language shown before the input (``eval.shots``; none: zero-shot)."""
+
+    @property
+    def shots(self) -> int:
+        """How many example sentences the prompt shows (0: zero-shot)."""
+        return len(self.examples)
 
     def prompt(self, style: str) -> Prompt:
         """The prompt in a style of `polyvox.models.speech_llm.STYLES`."""
@@ -167,7 +172,7 @@ def _asr_items(by_lang: dict[str, list[Utterance]], root: Path, cfg: GenerationE
         for u in _sample(utts, cfg.per_lang, f"{cfg.seed}:{lang}"):
             items.append(EvalItem(u.id, lang, str(u.audio_path(root)), prompt or make_instruction("transcribe", lang),
                                   u.text, pair=prompt or make_instruction("transcribe", lang, style="pair"),
-                                  text=u.text, shots=len(shown)))
+                                  text=u.text, examples=shown))
     return items
 
 

@@ -225,3 +225,55 @@ def greedy_ctc_decode(logits: torch.Tensor, lengths: torch.Tensor, blank: int | 
         path = path[:n]
         out.append([k for j, k in enumerate(path) if k != blank and (j == 0 or k != path[j - 1])])
     return out
+
+
+class CTCPrefixScorer:
+    """CTC prefix probabilities of one clip (Watanabe et al. 2017; ESPnet's joint CTC/attention decoding): for a
+    hypothesis h, log P(the frames' output starts with h), summed over every alignment, for hypotheses grown one
+    class at a time; and log P(the output is exactly h) to end one.
+
+    A hypothesis is carried as its forward variables r, (T, 2) log-probabilities of its alignments up to frame t
+    that end in one of its tokens (r[:, 0]) or in a blank (r[:, 1]), and its last class (-1: empty).
+
+    Args:
+        log_probs: (T, C + 1) log-posteriors of the clip's valid frames; the blank is the last class.
+    """
+
+    def __init__(self, log_probs: torch.Tensor):
+        self.x = log_probs.float()  # (T, C + 1)
+        self.blank = log_probs.shape[1] - 1
+
+    def initial(self) -> torch.Tensor:
+        """(T, 2) forward variables of the empty hypothesis: only blanks so far (its prefix log-probability is 0)."""
+        r = torch.full((len(self.x), 2), -math.inf)
+        r[:, 1] = torch.cumsum(self.x[:, self.blank], 0)
+        return r
+
+    def extend(self, r: torch.Tensor, last: torch.Tensor, cands: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every hypothesis extended by every candidate class.
+
+        Args:
+            r: (N, T, 2) forward variables of N hypotheses; last: (N,) their last classes (-1: empty).
+            cands: (S,) candidate classes (no blank).
+
+        Returns:
+            (N, S) prefix log-probabilities of the extended hypotheses and their (N, S, T, 2) forward variables.
+        """
+        n, t = r.shape[:2]
+        xc = self.x[:, cands]  # (T, S)
+        xb = self.x[:, self.blank]  # (T,)
+        same = (last[:, None] == cands[None, :])[..., None]  # (N, S, 1): a repeat needs a blank between
+        # phi[t]: the hypothesis ends by frame t and the candidate may start a new token at frame t + 1
+        phi = torch.logaddexp(r[:, None, :, 1], torch.where(same, -math.inf, r[:, None, :, 0]))  # (N, S, T)
+        rn = torch.full_like(phi, -math.inf)
+        rb = torch.full_like(phi, -math.inf)
+        rn[:, :, 0] = torch.where(last[:, None] < 0, xc[0][None], -math.inf)  # only the first token starts at 0
+        for i in range(1, t):
+            rn[:, :, i] = torch.logaddexp(rn[:, :, i - 1], phi[:, :, i - 1]) + xc[i]
+            rb[:, :, i] = torch.logaddexp(rb[:, :, i - 1], rn[:, :, i - 1]) + xb[i]
+        starts = torch.cat([rn[:, :, :1], phi[:, :, :-1] + xc[1:].T[None]], dim=-1)  # (N, S, T): token starts at t
+        return torch.logsumexp(starts, -1), torch.stack([rn, rb], dim=-1)
+
+    def final(self, r: torch.Tensor) -> torch.Tensor:
+        """(N, T, 2) forward variables -> (N,) log P(the output is exactly each hypothesis)."""
+        return torch.logaddexp(r[:, -1, 0], r[:, -1, 1])

@@ -29,6 +29,7 @@ from polyvox.data.languages import language_name
 from polyvox.models.adapter import build_adapter
 from polyvox.models.ctc import CTC_READOUTS, EmbeddingCTCHead, ctc_compress
 from polyvox.models.export import load_trainable, read_meta, save_trainable, trainable_state
+from polyvox.models.joint_decode import first_token_ids, joint_ctc_search
 from polyvox.models.layer_mix import WeightedLayerSum
 from polyvox.models.sources import fingerprint, load_llm, load_speech_model
 from polyvox.models.speech_encoder import SpeechEncoder
@@ -84,6 +85,13 @@ def few_shot_transcription(lang: str, examples: list[str]) -> tuple[str, str]:
     follows an instruction (README, BLSP probes); answers end at the first line break."""
     shown = "".join(f"Input: {t}\nTranscript: {t}\n\n" for t in examples)
     return f"Each {language_name(lang)} input is written down word for word.\n\n{shown}Input: ", "\nTranscript:"
+
+
+def sentence_prior(lang: str, examples: list[str]) -> str:
+    """What the LLM reads before a transcript in joint CTC/LLM decoding (`SpeechLLM.transcribe_joint`): a list of
+    sentences in `lang`, each on its own line (e.g. the same training sentences as `few_shot_transcription`), so it
+    scores the next line as a sentence of that language."""
+    return f"Some {language_name(lang)} sentences:\n\n" + "".join(f"{t}\n" for t in examples)
 
 
 Part = list[int] | torch.Tensor  # token ids, or (L, D) input embeddings
@@ -381,6 +389,40 @@ class SpeechLLM(nn.Module):
         instructions = instructions if isinstance(instructions, list) else [instructions] * len(wavs)
         with torch.no_grad():
             return self.decode(self.speech_rows(wavs, instructions), **kwargs)
+
+    @torch.no_grad()
+    def transcribe_joint(self, wavs: list[np.ndarray], priors: str | list[str], ctc_weight: float = 0.7,
+                         length_bonus: float = 4.0, beam: int = 4, max_new_tokens: int = 48) -> list[str]:
+        """Transcripts by joint CTC/LLM beam search (`polyvox.models.joint_decode`): the CTC head reads the speech,
+        and the frozen LLM, reading only the text `priors` (one for all, or one per clip; e.g. `sentence_prior`),
+        scores each hypothesis as a language model of what is said. A hypothesis is grown over the CTC head's
+        tokens and scored ``(1 - ctc_weight) * LLM + ctc_weight * CTC + length_bonus * tokens``; an answer ends at
+        a line break. Needs the CTC head. The defaults were chosen on held-out sentences (README, BLSP probes)."""
+        head = self.ctc_head
+        if head is None:
+            raise ValueError("joint CTC/LLM decoding needs the model's CTC head: train the CTC stage (ctc.steps > 0)")
+        if not 0 < ctc_weight <= 1 or beam < 1 or max_new_tokens < 1:
+            raise ValueError("joint decoding needs 0 < ctc_weight <= 1, beam >= 1 and max_new_tokens >= 1, got "
+                             f"{ctc_weight}, {beam}, {max_new_tokens}")
+        priors = priors if isinstance(priors, list) else [priors] * len(wavs)
+        x, n = self.adapter_frames(wavs)
+        log_probs = head(x).log_softmax(-1)  # (B, T, C + 1)
+        ids = (head.token_ids if head.token_ids is not None else torch.arange(head.vocab_size)).cpu()
+        end = _vocab_classes(self.tokenizer)[0].clone()  # a line break ends the answer, as does EOS
+        eos = self.lm.generation_config.eos_token_id
+        end[[eos] if isinstance(eos, int) else list(eos or [self.tokenizer.eos_token_id])] = True
+        emb = self.lm.get_input_embeddings()
+        out = [""] * len(wavs)
+        with self.frozen_llm():
+            for prior in dict.fromkeys(priors):  # the clips that share a prior are searched together
+                idx = [i for i, p in enumerate(priors) if p == prior]
+                first = first_token_ids(self.tokenizer, tuple(ids.tolist()), bool(prior) and not prior[-1].isspace())
+                prompt = emb(torch.tensor(self.tokenizer(prior, add_special_tokens=True)["input_ids"], device=self.device))
+                answers = joint_ctc_search(self.lm, prompt, [log_probs[i, : n[i]] for i in idx], ids, first, end, beam,
+                                           ctc_weight, max_new_tokens, length_bonus=length_bonus)
+                for i, a in zip(idx, answers):
+                    out[i] = self.tokenizer.decode(a, skip_special_tokens=True).strip()
+        return out
 
     def generate_text(self, texts: list[str], instructions: Prompt | list[Prompt], **kwargs) -> list[str]:
         """The frozen LLM (`frozen_llm`: LoRA off) and the same prompt with a text in place of the speech

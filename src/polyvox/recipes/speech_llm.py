@@ -29,7 +29,13 @@ from polyvox.data.degrade import augmentation_subset, write_degraded
 from polyvox.data.manifest import Utterance, read_manifest
 from polyvox.eval.generation import evaluate_generation
 from polyvox.eval.report import write_generation_report
-from polyvox.eval.systems import CascadeSystem, EncoderStates, OracleTextSystem, SpeechLLMSystem
+from polyvox.eval.systems import (
+    CascadeSystem,
+    EncoderStates,
+    JointCTCSystem,
+    OracleTextSystem,
+    SpeechLLMSystem,
+)
 from polyvox.eval.tasks import build_tasks, degraded_items
 from polyvox.losses import distill_kl, mean_over_processes
 from polyvox.models.asr import Transcriber
@@ -317,6 +323,11 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
     for readout in e.compare_readouts:  # the same weights read another way
         systems[f"{system} [{readout}]"] = SpeechLLMSystem(model.with_ctc_readout(readout), states=states, **gen)
         compare.append((system, f"{system} [{readout}]"))
+    if e.joint_ctc_weight > 0:  # ASR by joint CTC/LLM beam search, paired with the model's answers and the cascade
+        joint = f"{system} [ctc+llm]"
+        systems[joint] = JointCTCSystem(model, states, ctc_weight=e.joint_ctc_weight, length_bonus=e.joint_length_bonus,
+                                        beam=e.joint_beam, max_new_tokens=e.max_new_tokens)
+        compare += [(joint, system)] + [(joint, "cascade")] * ("cascade" in systems)
     tasks = build_tasks(data.manifest, e, data.pivot_lang, **task_kwargs)
     if prepare is not None:
         prepare(model, tasks)
@@ -327,7 +338,7 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
         if "asr" not in tasks:
             raise ValueError("eval.conditions degrade the ASR task's clips: add asr to eval.tasks")
         degraded = {f"asr:{c}": degraded_items(tasks["asr"], root, Path(out_dir) / "degraded", c) for c in e.conditions}
-        hearing = {k: v for k, v in systems.items() if k in (system, "cascade")}
+        hearing = {k: v for k, v in systems.items() if k in (system, "cascade", f"{system} [ctc+llm]")}
         more = evaluate_generation(hearing, degraded, root, seen, e.batch_size, cache=cache,
                                    compare=[c for c in compare if c[1] in hearing])
         result["tasks"].update(more["tasks"])
