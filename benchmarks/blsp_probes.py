@@ -26,7 +26,9 @@
   oracle reading the transcript, for the last readout and for the LLM reading the greedy CTC transcript as text;
   ``--shots-heard``: also with each example's input as the model hears it (the example clip through the readout,
   or its greedy CTC transcript), then its gold transcript. The ``full`` corpus's training split holds about 1,200
-  sentences per seen language that `data/demo-4k` has nowhere.
+  sentences per seen language that `data/demo-4k` has nowhere. With ``--joint W:B,...`` (and ``--shots K``), only the
+  greedy CTC transcript and joint CTC/LLM decoding (`SpeechLLM.transcribe_joint`, CTC weight W, length bonus B, the
+  LLM reading the K example sentences as text), each paired against the greedy transcript.
 
 ``ce`` and ``ctc`` hold out the training clips of 1 message group in 25 (never the test split). Every run is
 appended to benchmarks/results/blsp_probes.json under its tag.

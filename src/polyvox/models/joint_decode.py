@@ -31,7 +31,7 @@ class RestrictedLM:
 
     def __init__(self, lm: nn.Module, ids: torch.Tensor):
         head = lm.get_output_embeddings()
-        self.lm, self.ids = lm, ids
+        self.lm = lm
         self.weight = head.weight[ids.to(head.weight.device)]  # (K, D)
         self.bias = None if getattr(head, "bias", None) is None else head.bias[ids.to(head.weight.device)]
         self.cap = getattr(lm.config, "final_logit_softcapping", None)
@@ -76,7 +76,7 @@ def joint_ctc_search(lm: nn.Module, prompt: torch.Tensor, log_probs: list[torch.
             the prompt calls for; see `first_token_ids`), -1 where the LLM has none.
         end: (V,) True for the LLM tokens that end an answer.
         beam: hypotheses kept per clip and step.
-        ctc_weight: w above, in [0, 1]; 1 is CTC prefix beam search, with the LLM only ending the answer.
+        ctc_weight: w above, in [0, 1]; 1 is CTC prefix beam search alone.
         max_new_tokens: bound on an answer's tokens (CTC also bounds it by the clip's frames).
         per_frame: a clip's candidate classes are those among the `per_frame` best of some frame (blank excluded).
         length_bonus: added per token (offsets the LLM's cost of every word, as it reads no speech).
