@@ -771,17 +771,24 @@ def test_ctc_stage_and_compressed_readout_run_before_the_llm_stages(tiny_corpus:
         tiny_model().with_ctc_readout("hard")
     # eval.ctc_readout + eval.compare_readouts: the trained weights answer hard, and soft beside, paired on the items
     # eval.joint_ctc_weight: joint CTC/LLM decoding as one more ASR system, paired with the model's own answers
-    ev = blsp_cfg(tiny_corpus, run, "eval.ctc_readout=hard", "eval.compare_readouts=[soft]", "eval.tasks=[asr]",
-                  "eval.baselines=[]", "eval.joint_ctc_weight=0.5", "eval.joint_beam=2")
-    asr = blsp.run_eval(ev, name="readouts")["tasks"]["asr"]
+    # and eval.joint_cascade: the LLM answers the other tasks from the joint decoder's transcripts
+    ev = blsp_cfg(tiny_corpus, run, "eval.ctc_readout=hard", "eval.compare_readouts=[soft]",
+                  "eval.tasks=[asr,translation]", "eval.baselines=[]", "eval.joint_ctc_weight=0.5", "eval.joint_beam=2",
+                  "eval.joint_cascade=true")
+    tasks = blsp.run_eval(ev, name="readouts")["tasks"]
+    asr, xl = tasks["asr"], tasks["translation"]
     assert set(asr["systems"]) == {"blsp", "blsp [soft]", "blsp [ctc+llm]"}
     assert list(asr["differences"]) == ["blsp - blsp [soft]", "blsp [ctc+llm] - blsp"]
+    assert set(xl["systems"]) == {"blsp", "blsp [soft]", "blsp [ctc+llm cascade]"}
+    assert list(xl["differences"]) == ["blsp - blsp [soft]", "blsp [ctc+llm cascade] - blsp"]
     cached = [json.loads(r) for r in (run / "answers.jsonl").read_text().splitlines()]
     keys = {name: {r["key"] for r in cached if r["system"] == name} for name in ("blsp", "blsp [soft]", "blsp [ctc+llm]")}
     assert all(len(k) == 1 for k in keys.values()) and len(set.union(*keys.values())) == 3
     answers = {r["item"]: r["answer"] for r in cached if r["system"] == "blsp [ctc+llm]"}
     classes = set(model.ctc_head.token_ids.tolist())
     assert answers and all(set(model.text_ids(a)) <= classes for a in answers.values() if a)  # grown over the head's tokens
+    chained = [r for r in cached if r["system"] == "blsp [ctc+llm cascade]"]  # its transcripts: the joint decoder's
+    assert chained and all(r["task"] == "translation" and r["transcript"] == answers[r["item"]] for r in chained)
     assert len(model.generate(wavs, make_instruction("transcribe", "fr_fr"), max_new_tokens=3)) == 2
     # CTC alone (weight 1, no bonus): the search finds a labelling at least as probable as the best path's
     x, n = model.adapter_frames(wavs)

@@ -442,6 +442,10 @@ class GenerationEvalConfig:
     """Joint decoding: score added per token (the LLM, reading no speech, charges for every word)."""
     joint_beam: int = 4
     """Joint decoding: hypotheses kept per step."""
+    joint_cascade: bool = False
+    """With joint decoding on, also a cascade on its transcripts, system ``<name> [ctc+llm cascade]``: the same LLM
+    answers every task but ASR (translation, intent, continuation, heldout) from the joint decoder's transcript of
+    the clip, as the cascade does from Whisper's."""
     batch_size: int = 16
     """Clips per generation batch."""
     seed: int = 0

@@ -105,7 +105,7 @@ def evaluate_generation(systems: dict[str, System], tasks: dict[str, list[EvalIt
             continue
         good |= {(task, it.id) for it in ok}
         for name, system in systems.items():
-            if base_task(task) not in getattr(system, "tasks", (base_task(task),)):
+            if getattr(system, "tasks", None) is not None and base_task(task) not in system.tasks:
                 continue  # a system for some tasks only
             outs = store.ask(name, system, task, ok, wavs) if store is not None else ask(name, system, task, ok, wavs)
             answers[task][name].update({it.id: str(a) for it, a in zip(ok, outs)})

@@ -115,22 +115,49 @@ class JointCTCSystem:
         return self.model.transcribe_joint(clips, priors, **self.options)
 
 
+class JointTranscriber:
+    """A `CascadeSystem` front-end made of a speech LLM's joint CTC/LLM decoding (`SpeechLLM.transcribe_joint`), the
+    LLM reading `examples[lang]` (`sentence_prior`; none for a language without).
+
+    Args:
+        model: a `SpeechLLM` with a CTC head.
+        examples: lang -> example sentences (e.g. those of the ASR items' few-shot prompts).
+        options: ``ctc_weight``, ``length_bonus``, ``beam``, ``max_new_tokens`` of `SpeechLLM.transcribe_joint`.
+    """
+
+    def __init__(self, model, examples: dict[str, list[str]], **options: Any):
+        self.model, self.examples, self.options = model, examples, options
+
+    @functools.cached_property
+    def key(self) -> str:
+        """What its transcripts depend on besides the clip and its language."""
+        fp = self.model.with_ctc_readout("hard").fingerprint()  # any readout: the search does not read it
+        return answer_key("joint", fp, sorted(self.options.items()), sorted(self.examples.items()))
+
+    def transcribe(self, clips: list[np.ndarray], lang: str, batch_size: int = 8) -> list[str]:
+        prior = sentence_prior(lang, self.examples.get(lang, []))
+        return [t for s in range(0, len(clips), batch_size)
+                for t in self.model.transcribe_joint(clips[s : s + batch_size], prior, **self.options)]
+
+
 class CascadeSystem:
-    """Whisper transcribes, then the same LLM answers the same instruction from the transcript.
+    """Whisper (or another front-end) transcribes, then the same LLM answers the same instruction from the transcript.
 
     Transcripts are cached by item id (a clip asked in several tasks is transcribed once) and kept in
     `transcripts`, so the front-end's own ASR quality can be scored.
 
     Args:
         model: a `SpeechLLM` (anything with ``generate_text(texts, instructions, **kwargs)``).
-        transcriber: a `Transcriber` (anything with ``transcribe(clips, lang, batch_size)``).
-        asr_batch_size: clips per Whisper batch.
+        transcriber: a `Transcriber` or `JointTranscriber` (anything with ``transcribe(clips, lang, batch_size)``).
+        asr_batch_size: clips per front-end batch.
         style: how the LLM is prompted, as in `SpeechLLMSystem`.
+        tasks: the base tasks it answers (None: every task).
         gen_kwargs: generation options for the LLM.
     """
 
-    def __init__(self, model, transcriber, asr_batch_size: int = 8, style: str = "instruction", **gen_kwargs: Any):
-        self.model, self.style = model, _check_style(style)
+    def __init__(self, model, transcriber, asr_batch_size: int = 8, style: str = "instruction",
+                 tasks: tuple[str, ...] | None = None, **gen_kwargs: Any):
+        self.model, self.style, self.tasks = model, _check_style(style), tasks
         self.transcriber = transcriber
         self.asr_batch_size = asr_batch_size
         self.gen_kwargs = {"stop_at_newline": True, **gen_kwargs}

@@ -33,6 +33,7 @@ from polyvox.eval.systems import (
     CascadeSystem,
     EncoderStates,
     JointCTCSystem,
+    JointTranscriber,
     OracleTextSystem,
     SpeechLLMSystem,
 )
@@ -329,6 +330,14 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
                                         beam=e.joint_beam, max_new_tokens=e.max_new_tokens)
         compare += [(joint, system)] + [(joint, "cascade")] * ("cascade" in systems)
     tasks = build_tasks(data.manifest, e, data.pivot_lang, **task_kwargs)
+    if e.joint_ctc_weight > 0 and e.joint_cascade:  # the LLM answers from the joint decoder's transcripts
+        examples = {it.lang: it.examples for it in tasks.get("asr", [])}
+        front = JointTranscriber(model, examples, ctc_weight=e.joint_ctc_weight, length_bonus=e.joint_length_bonus,
+                                 beam=e.joint_beam, max_new_tokens=e.max_new_tokens)
+        chained = f"{system} [ctc+llm cascade]"
+        systems[chained] = CascadeSystem(model, front, asr_batch_size=e.batch_size,
+                                         tasks=("translation", "intent", "continuation", "heldout"), **gen)
+        compare += [(chained, system)] + [(chained, "cascade")] * ("cascade" in systems)
     if prepare is not None:
         prepare(model, tasks)
     seen, root = set(meta.get("train_languages", [])), Path(data.manifest).parent
