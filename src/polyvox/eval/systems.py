@@ -107,12 +107,17 @@ class JointCTCSystem:
     def key(self) -> str | None:
         """What its answers depend on besides the item (see `AnswerCache`): the weights and the search's options,
         not the CTC readout (the search does not read the compressed positions)."""
-        return answer_key("joint", self.model.with_ctc_readout("hard").fingerprint(), sorted(self.options.items()))
+        return answer_key("joint", _joint_fingerprint(self.model), sorted(self.options.items()))
 
     def answer(self, items: list[EvalItem], wavs: list[np.ndarray]) -> list[str]:
         clips = self.states(items, wavs) if self.states is not None else wavs
         priors = [sentence_prior(it.lang, it.examples) for it in items]
         return self.model.transcribe_joint(clips, priors, **self.options)
+
+
+def _joint_fingerprint(model) -> str:
+    """The fingerprint of a model's joint decoding: its weights under any one CTC readout (the search reads none)."""
+    return model.with_ctc_readout("hard").fingerprint()
 
 
 class JointTranscriber:
@@ -131,8 +136,8 @@ class JointTranscriber:
     @functools.cached_property
     def key(self) -> str:
         """What its transcripts depend on besides the clip and its language."""
-        fp = self.model.with_ctc_readout("hard").fingerprint()  # any readout: the search does not read it
-        return answer_key("joint", fp, sorted(self.options.items()), sorted(self.examples.items()))
+        return answer_key("joint", _joint_fingerprint(self.model), sorted(self.options.items()),
+                          sorted(self.examples.items()))
 
     def transcribe(self, clips: list[np.ndarray], lang: str, batch_size: int = 8) -> list[str]:
         prior = sentence_prior(lang, self.examples.get(lang, []))
@@ -150,14 +155,16 @@ class CascadeSystem:
         model: a `SpeechLLM` (anything with ``generate_text(texts, instructions, **kwargs)``).
         transcriber: a `Transcriber` or `JointTranscriber` (anything with ``transcribe(clips, lang, batch_size)``).
         asr_batch_size: clips per front-end batch.
+        states: shared `EncoderStates` the front-end reads instead of the audio (a `JointTranscriber` of the same
+            speech LLM; None: the audio, as Whisper needs).
         style: how the LLM is prompted, as in `SpeechLLMSystem`.
         tasks: the base tasks it answers (None: every task).
         gen_kwargs: generation options for the LLM.
     """
 
     def __init__(self, model, transcriber, asr_batch_size: int = 8, style: str = "instruction",
-                 tasks: tuple[str, ...] | None = None, **gen_kwargs: Any):
-        self.model, self.style, self.tasks = model, _check_style(style), tasks
+                 tasks: tuple[str, ...] | None = None, states: EncoderStates | None = None, **gen_kwargs: Any):
+        self.model, self.style, self.tasks, self.states = model, _check_style(style), tasks, states
         self.transcriber = transcriber
         self.asr_batch_size = asr_batch_size
         self.gen_kwargs = {"stop_at_newline": True, **gen_kwargs}
@@ -170,16 +177,19 @@ class CascadeSystem:
 
     @property
     def transcript_key(self) -> str | None:
-        """What its transcripts depend on besides the clip and its language: the front-end (None: unknown)."""
-        return getattr(self.transcriber, "key", None)
+        """What its transcripts depend on besides the clip and its language: the front-end and whether it reads the
+        encoder states or the audio (None: unknown)."""
+        key = getattr(self.transcriber, "key", None)
+        return key if key is None or self.states is None else answer_key(key, "encoder states")
 
     def _transcribe(self, items: list[EvalItem], wavs: list[np.ndarray]) -> None:
         todo: dict[str, dict[str, int]] = defaultdict(dict)  # lang -> item id -> index of its clip
         for i, it in enumerate(items):
             if it.id not in self.transcripts:
                 todo[it.lang].setdefault(it.id, i)
+        heard = self.states(items, wavs) if self.states is not None and todo else wavs
         for lang, idx in todo.items():
-            clips = [wavs[i] for i in idx.values()]
+            clips = [heard[i] for i in idx.values()]
             texts = self.transcriber.transcribe(clips, lang, batch_size=self.asr_batch_size)
             self.transcripts.update(zip(idx, texts))
 

@@ -335,7 +335,7 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
         front = JointTranscriber(model, examples, ctc_weight=e.joint_ctc_weight, length_bonus=e.joint_length_bonus,
                                  beam=e.joint_beam, max_new_tokens=e.max_new_tokens)
         chained = f"{system} [ctc+llm cascade]"
-        systems[chained] = CascadeSystem(model, front, asr_batch_size=e.batch_size,
+        systems[chained] = CascadeSystem(model, front, asr_batch_size=e.batch_size, states=states,
                                          tasks=("translation", "intent", "continuation", "heldout"), **gen)
         compare += [(chained, system)] + [(chained, "cascade")] * ("cascade" in systems)
     if prepare is not None:
