@@ -445,8 +445,9 @@ def main() -> None:
     ap.add_argument("--shots-heard", action="store_true", help="readout: also K-shot prompts whose example inputs are "
                     "what the model hears of the example clips (and their greedy CTC transcripts for the CTC text)")
     ap.add_argument("--joint", type=lambda s: [tuple(map(float, p.split(":"))) for p in s.split(",")], default=[],
-                    help="readout: also joint CTC/LLM decoding, comma-separated ctc_weight:length_bonus settings, "
-                    "the LLM reading the --shots examples as text; paired against the greedy CTC transcript")
+                    help="readout: instead of the LLM readouts, joint CTC/LLM decoding under each of these "
+                    "comma-separated ctc_weight:length_bonus settings, the LLM reading the --shots examples as text; "
+                    "paired against the greedy CTC transcript")
     ap.add_argument("--beam", type=int, default=4, help="readout: hypotheses of --joint")
     ap.add_argument("--manifest", default="data/demo/manifest.jsonl", help="its train split is used")
     ap.add_argument("--cache", default="runs/blsp-demo/cache", help="the encoder-state cache")
