@@ -50,6 +50,7 @@ import json
 import random
 import time
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,7 @@ import torch.nn.functional as F
 from _common import RESULTS
 
 from polyvox.config import SpeechLLMConfig
+from polyvox.data.degrade import CONDITIONS, write_degraded
 from polyvox.data.instructions import default_bank
 from polyvox.data.languages import language_name
 from polyvox.data.manifest import read_manifest
@@ -300,8 +302,9 @@ def probe_readout(a) -> dict:
     fresh = [u for u in train_utts(a) if u.text not in known]
     langs = sorted({u.lang for u in fresh})
     dev = [u for lang in langs for u in [v for v in fresh if v.lang == lang][: a.dev_items // len(langs)]]
-    states = encoder_states(m, dev, Path(a.manifest).parent, Path(a.cache))
-    clips, refs, hyps = [states[u.id] for u in dev], [u.text for u in dev], {}
+    heard = degraded(a, dev) if a.condition else dev
+    states = encoder_states(m, heard, Path(a.manifest).parent, Path(a.cache))
+    clips, refs, hyps = [states[u.id] for u in heard], [u.text for u in dev], {}
     with torch.no_grad():
         hyps["ctc greedy"] = []
         for i in range(0, len(dev), 32):
@@ -315,7 +318,7 @@ def probe_readout(a) -> dict:
         print(readout, cer(refs, hyps[f"llm {readout}"]), flush=True)
     base = {name: f"llm {own}" for name in hyps}  # what each system is paired against
     if a.shots:  # the base LLM prompted with K gold examples of the language (from the export's corpus) first
-        shots = few_shot_prompts(read_manifest(Path(a.exclude), split="train"), dev, langs, a.shots, a.shots_other)
+        shots = few_shot_prompts(shot_pool(a, dev), dev, langs, a.shots, a.shots_other)
         prompts = [shots[u.lang] for u in dev]
         gen = {"max_new_tokens": 40, "stop_at_newline": True, "no_repeat_ngram": a.no_repeat[-1]}
         hyps["oracle"] = m.generate_text(refs, [make_instruction("transcribe", u.lang) for u in dev], **gen)
@@ -334,13 +337,19 @@ def probe_readout(a) -> dict:
     return scored(dev, langs, hyps, base)
 
 
+def degraded(a, dev) -> list:
+    """The dev clips under --condition (`polyvox.data.degrade`), written once under runs/probe-degraded."""
+    folder = Path("runs/probe-degraded", a.condition).resolve()
+    return [replace(c, audio=str(folder / c.audio)) for c in write_degraded(dev, Path(a.manifest).parent, folder, a.condition)]
+
+
 def joint_systems(a, m: SpeechLLM, dev, clips, hyps: dict[str, list[str]]) -> dict:
     """Joint CTC/LLM decoding (`SpeechLLM.transcribe_joint`) under each --joint setting, the LLM reading the --shots
     example sentences of the language as text, each paired against the greedy CTC transcript in `hyps`."""
-    examples = shot_examples(read_manifest(Path(a.exclude), split="train"), dev, a.shots)
-    priors = [sentence_prior(u.lang, examples[u.lang]) for u in dev]
+    examples = shot_examples(shot_pool(a, dev), dev, a.shots) if a.shots else {}
+    priors = [sentence_prior(u.lang, examples.get(u.lang, [])) for u in dev]
     for w, bonus in a.joint:
-        name = f"ctc+llm w={w:g} bonus={bonus:g}"
+        name = f"ctc+llm w={w:g} bonus={bonus:g}{'' if a.shots else ' shots=0'}"
         t0, hyps[name] = time.time(), []
         for i in range(0, len(dev), 16):
             hyps[name] += m.transcribe_joint(clips[i : i + 16], priors[i : i + 16], ctc_weight=w,
@@ -349,12 +358,19 @@ def joint_systems(a, m: SpeechLLM, dev, clips, hyps: dict[str, list[str]]) -> di
     return scored(dev, sorted({u.lang for u in dev}), hyps, {name: "ctc greedy" for name in hyps})
 
 
+def shot_pool(a, dev) -> list:
+    """The sentences the --shots examples come from: the train split of --pool, or of --exclude; never a dev
+    sentence."""
+    held = {u.text for u in dev}
+    return [u for u in read_manifest(Path(a.pool or a.exclude), split="train") if u.text not in held]
+
+
 def scored(dev, langs: list[str], hyps: dict[str, list[str]], base: dict[str, str]) -> dict:
     """Each system's dev CER (macro over languages, 95 % interval) and examples, and its paired difference against
     its entry of `base` (a system paired against itself has none)."""
     refs = [u.text for u in dev]
     stats = {name: lang_stats(dev, h) for name, h in hyps.items()}
-    out = {"dev_items": len(dev), "langs": langs, "systems": {}}
+    out = {"dev_items": len(dev), "langs": langs, "systems": {}, "dev_item_stats": stats}
     for name in hyps:
         out["systems"][name] = {"cer_macro_ci": bootstrap_corpus_macro(by_lang(stats[name]), "CER"),
                                 "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps[name]))[:: max(1, len(dev) // 6)]]}
@@ -439,7 +455,7 @@ def main() -> None:
     ap.add_argument("--model", help="warmup: a CTC-stage export (e.g. runs/blsp-demo/ctc/model); readout: any export with a CTC head")
     ap.add_argument("--exclude", help="readout: a manifest whose sentences (the export's training corpus) are not scored")
     ap.add_argument("--readouts", type=lambda s: s.split(","), default=["hard", "soft"], help="readout: comma-separated")
-    ap.add_argument("--shots", type=int, default=0, help="readout: also K-shot prompts (examples from --exclude) for "
+    ap.add_argument("--shots", type=int, default=0, help="readout: also K-shot prompts (examples from --pool or --exclude) for "
                     "the oracle and the last of --readouts, paired against their zero-shot answers")
     ap.add_argument("--shots-other", action="store_true", help="readout: the K examples in another language")
     ap.add_argument("--shots-heard", action="store_true", help="readout: also K-shot prompts whose example inputs are "
@@ -449,6 +465,10 @@ def main() -> None:
                     "comma-separated ctc_weight:length_bonus settings, the LLM reading the --shots examples as text; "
                     "paired against the greedy CTC transcript")
     ap.add_argument("--beam", type=int, default=4, help="readout: hypotheses of --joint")
+    ap.add_argument("--pool", help="readout: a manifest whose train split (never a dev sentence) gives the --shots "
+                    "examples instead of --exclude (e.g. text in languages the export was not trained on)")
+    ap.add_argument("--condition", choices=sorted(CONDITIONS), help="readout: the dev clips degraded so (the "
+                    "robustness report's conditions)")
     ap.add_argument("--manifest", default="data/demo/manifest.jsonl", help="its train split is used")
     ap.add_argument("--cache", default="runs/blsp-demo/cache", help="the encoder-state cache")
     ap.add_argument("--langs", type=lambda s: s.split(","), default=None, help="comma-separated (default: all)")
@@ -457,17 +477,16 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=len(PROMPTS), help="prompt: how many candidates (the first: the preset)")
     ap.add_argument("--no-repeat", type=lambda s: [int(n) for n in s.split(",")], default=[0],
                     help="prompt: comma-separated no_repeat_ngram settings tried with each candidate (0: off); readout: the last")
-    ap.add_argument("--baseline", help="ctc: a stored probe's tag, scored on the same dev clips: paired CER difference")
+    ap.add_argument("--baseline", help="ctc, readout: a stored probe's tag, scored on the same dev clips: paired CER "
+                    "difference (readout: of each system the baseline also ran)")
     ap.add_argument("--tag", default=None)
     a = ap.parse_args()
     a.lr = a.lr or {"ce": 1e-3, "ctc": 2e-3, "warmup": 2e-4}.get(a.probe, 0.0)
     a.batch = a.batch or {"ce": 16, "ctc": 32, "warmup": 8}.get(a.probe, 0)
     if a.probe in ("warmup", "readout") and not a.model:
         ap.error(f"{a.probe} needs --model")
-    if a.shots and not a.exclude:
-        ap.error("--shots takes its example sentences from --exclude")
-    if a.joint and not a.shots:
-        ap.error("--joint needs --shots: the LLM reads that many example sentences")
+    if a.shots and not (a.exclude or a.pool):
+        ap.error("--shots takes its example sentences from --pool or --exclude")
     torch.manual_seed(0)
     result = {"ce": probe_ce, "ctc": probe_ctc, "prompt": probe_prompt, "warmup": probe_warmup,
               "readout": probe_readout}[a.probe](a)
@@ -475,7 +494,9 @@ def main() -> None:
     path = RESULTS / "blsp_probes.json"
     runs = json.loads(path.read_text()) if path.exists() else {}
     if a.baseline:
-        result["minus_baseline"] = paired_cer(result["dev_item_stats"], runs[a.baseline]["dev_item_stats"])
+        base = runs[a.baseline]["dev_item_stats"]
+        result["minus_baseline"] = ({name: paired_cer(st, base[name]) for name, st in result["dev_item_stats"].items()
+                                     if name in base} if a.probe == "readout" else paired_cer(result["dev_item_stats"], base))
     runs[tag] = {"args": vars(a), **result, "torch_threads": torch.get_num_threads()}
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps(runs, indent=2, ensure_ascii=False) + "\n")

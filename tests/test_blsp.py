@@ -709,25 +709,29 @@ def test_asr_warmup_trains_the_adapter_to_repeat_then_alignment_goes_on_from_it(
 
 def test_train_augment_adds_degraded_copies_of_a_share_of_the_clips(tiny_corpus: Path, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """train.augment / augment_fraction: the speech LLM also trains on degraded copies (written once under
-    <out>/augmented, their encoder states cached like the originals'), each with its original's target."""
-    got = {}
+    """train.augment / augment_fraction: the CTC stage and the speech LLM stages also train on degraded copies
+    (written once under <out>/augmented, shared by the stages, their encoder states cached like the originals'),
+    each with its original's target."""
+    calls = []
     real = speech_llm_recipes.clip_batches
 
-    def capture(t, train_set, root, states=None):
-        got.update(train_set=train_set, states=states)
-        return real(t, train_set, root, states)
+    def capture(t, train_set, root, states=None, *masking):
+        calls.append((train_set, states))
+        return real(t, train_set, root, states, *masking)
 
     monkeypatch.setattr(speech_llm_recipes, "clip_batches", capture)
     run = tmp_path / "run"
-    run_train(blsp_cfg(tiny_corpus, run, "train.steps=1", "train.augment=[mixed]", "train.augment_fraction=0.5"))
-    originals = [(u, item) for u, item in got["train_set"] if "#" not in u.id]
-    copies = [(u, item) for u, item in got["train_set"] if "#" in u.id]
-    assert len(copies) == round(len(originals) / 2) and all(u.id.endswith("#mixed") for u, _ in copies)
-    by_id = {u.id: item for u, item in originals}
-    for u, item in copies:
-        assert item == by_id[u.id.split("#")[0]] and Path(u.audio).is_absolute() and Path(u.audio).exists()
-        assert str(run.resolve() / "augmented" / "mixed") in u.audio and u.id in got["states"]
+    run_train(blsp_cfg(tiny_corpus, run, "model.ctc_readout=soft", "ctc.steps=1", "ctc.batch_size=2", "train.steps=1",
+                       "train.augment=[mixed]", "train.augment_fraction=0.5"))
+    assert len(calls) == 2  # the CTC stage, then alignment
+    for (train_set, states), stage in zip(calls, ["ctc", "alignment"]):
+        originals = [(u, item) for u, item in train_set if "#" not in u.id]
+        copies = [(u, item) for u, item in train_set if "#" in u.id]
+        assert len(copies) == round(len(originals) / 2) and all(u.id.endswith("#mixed") for u, _ in copies), stage
+        by_id = {u.id: item for u, item in originals}
+        for u, item in copies:
+            assert item == by_id[u.id.split("#")[0]] and Path(u.audio).is_absolute() and Path(u.audio).exists()
+            assert str(run.resolve() / "augmented" / "mixed") in u.audio and u.id in states
 
 
 def test_ctc_stage_and_compressed_readout_run_before_the_llm_stages(tiny_corpus: Path, tmp_path: Path,

@@ -245,10 +245,11 @@ class CTCStage(nn.Module):
 
 def run_ctc(model: SpeechLLM, utts: list[Utterance], c: CTCStageConfig, t: TrainConfig, data: DataConfig,
             out: Path) -> Path:
-    """The CTC stage: CTC on the transcripts of `utts` trains the layer mix and adapter of `model` in place (and
-    its CTC head with ``model.ctc_readout``; the head's classes are the transcripts' tokens unless
-    `c.full_vocab`). Runs in ``out/ctc`` with its own checkpoints (resumable; the encoder-state cache is
-    ``out/cache``) and exports the speech LLM to ``ctc/model``."""
+    """The CTC stage: CTC on the transcripts of `utts` (and their `train.augment` copies, shared with the later
+    stages under ``out/augmented``) trains the layer mix and adapter of `model` in place (and its CTC head with
+    ``model.ctc_readout``; the head's classes are the transcripts' tokens unless `c.full_vocab`). Runs in
+    ``out/ctc`` with its own checkpoints (resumable; the encoder-state cache is ``out/cache``) and exports the
+    speech LLM to ``ctc/model``."""
     run = out / "ctc"
     tc = copy.deepcopy(t)
     tc.steps, tc.lr, tc.warmup_steps = c.steps, c.lr, c.warmup_steps
@@ -268,9 +269,10 @@ def run_ctc(model: SpeechLLM, utts: list[Utterance], c: CTCStageConfig, t: Train
         loss, m = stage(batch["wavs"], batch["items"])
         return loss, {"ctc": loss.item(), **m}
 
-    log.info("CTC stage: %d steps on %d utterances, %d token classes", tc.steps, len(train_set), head.vocab_size)
     root = Path(data.manifest).parent
-    states = encoder_states(model, utts, root, out / "cache")
+    train_set = train_set + augmented(t, train_set, root, out)
+    log.info("CTC stage: %d steps on %d clips, %d token classes", tc.steps, len(train_set), head.vocab_size)
+    states = encoder_states(model, [u for u, _ in train_set], root, out / "cache")
     batches = clip_batches(tc, train_set, root, states, c.time_mask, c.mask_span)
     train(stage, [{"params": stage.trainable(), "lr": tc.lr}], batches, loss_fn, tc, run)
     return model.save(run / "model", extra={"recipe": "ctc"})
