@@ -50,7 +50,6 @@ import json
 import random
 import time
 import zlib
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -339,8 +338,7 @@ def probe_readout(a) -> dict:
 
 def degraded(a, dev) -> list:
     """The dev clips under --condition (`polyvox.data.degrade`), written once under runs/probe-degraded."""
-    folder = Path("runs/probe-degraded", a.condition).resolve()
-    return [replace(c, audio=str(folder / c.audio)) for c in write_degraded(dev, Path(a.manifest).parent, folder, a.condition)]
+    return write_degraded(dev, Path(a.manifest).parent, Path("runs/probe-degraded", a.condition), a.condition)
 
 
 def joint_systems(a, m: SpeechLLM, dev, clips, hyps: dict[str, list[str]]) -> dict:

@@ -50,6 +50,7 @@ def test_degraded_copies_are_written_once_and_again_when_the_original_changes(tm
     (copy,) = write_degraded([u], src, tmp_path / "noisy", "noise10db")
     assert copy.id == "fr_fr/1#noise10db"
     path = tmp_path / "noisy" / u.audio
+    assert copy.audio == str(path.resolve())  # absolute: the copy lives outside the corpus
     first = load_audio(path)
     os.utime(path, ns=(path.stat().st_mtime_ns + 10**9,) * 2)  # a copy newer than its original is kept
     write_flac(src / u.audio, tone(880))

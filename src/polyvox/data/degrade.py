@@ -82,7 +82,7 @@ def write_degraded(utts: list[Utterance], root: str | Path, out_root: str | Path
     """Degraded copies of `utts` (audio under `root`) as FLAC under `out_root`, same relative paths, seeded by
     the utterance id and written once (a re-run keeps a copy unless its original is newer); returns the copies,
     ids suffixed ``#name``. A clip that cannot be read is left out (the caller's encoding reports bad lines of
-    the originals)."""
+    the originals). A copy's `audio` is the absolute path of its file, so it needs no root."""
     if name not in AUGMENTATIONS:
         raise ValueError(f"unknown condition {name!r}; known: {', '.join(AUGMENTATIONS)}")
     out = []
@@ -94,7 +94,7 @@ def write_degraded(utts: list[Utterance], root: str | Path, out_root: str | Path
             except ValueError:
                 continue
             write_flac(path, AUGMENTATIONS[name](wav, seed=zlib.crc32(u.id.encode())))  # same copy in any list
-        out.append(replace(u, id=f"{u.id}#{name}", duration=None))
+        out.append(replace(u, id=f"{u.id}#{name}", audio=str(path.resolve()), duration=None))
     return out
 
 

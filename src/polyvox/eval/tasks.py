@@ -269,7 +269,7 @@ def degraded_items(items: list[EvalItem], root: Path, folder: Path, condition: s
     utts = [Utterance(id=it.id, audio=str(Path(it.audio).resolve().relative_to(root)), text=it.text, lang=it.lang,
                       split="test") for it in items]
     copies = {c.id.split("#")[0]: c for c in write_degraded(utts, root, out, condition)}
-    return [replace(it, id=copies[it.id].id, audio=str((out / copies[it.id].audio).resolve()))
+    return [replace(it, id=copies[it.id].id, audio=copies[it.id].audio)
             for it in items if it.id in copies]
 
 

@@ -7,7 +7,6 @@ import copy
 import functools
 import logging
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -195,9 +194,7 @@ def augmented(t: TrainConfig, train_set: list[tuple[Utterance, Any]], root: Path
     utts = augmentation_subset(list({u.id: u for u, _ in train_set}.values()), t.augment_fraction, t.seed)
     extra = []
     for name in t.augment:
-        folder = (out / "augmented" / name).resolve()
-        copies = {c.id.split("#")[0]: replace(c, audio=str(folder / c.audio))  # absolute: outside the corpus
-                  for c in write_degraded(utts, root, folder, name)}
+        copies = {c.id.split("#")[0]: c for c in write_degraded(utts, root, out / "augmented" / name, name)}
         extra += [(copies[u.id], item) for u, item in train_set if u.id in copies]
         log.info("augmentation %s: %d training copies", name, len(copies))
     return extra
