@@ -8,9 +8,11 @@ Stages (each resumes; `--stage all` runs them in order):
             and batch, each starting from one CTC stage: `--init-from` (default BLSP's, runs/blsp-demo/ctc/model,
             trained by benchmarks/blsp_quality.py), or, when that folder is missing, the config's CTC stage trained
             once under <out_dir>/ctc. BLSP is trained by configs/blsp-demo.yaml (resumed to done if already there)
-  eval      every system on the same items: ASR, X->en translation, intent, held-out instructions; baselines:
-            the cascade (whisper-base -> the same LLM, same xP3 prompt), the untrained adapter and the oracle-text
-            LLM; the speech systems share the encoder's states, and every answer goes to <out_dir>/eval-answers.jsonl
+  eval      every system on the same items: ASR, X->en translation, intent, held-out instructions; baselines
+            (`--baselines`, default all): the cascade (whisper-base -> the same LLM, same xP3 prompt), the untrained
+            adapter and the oracle-text LLM; with `eval.joint_ctc_weight`, each variant also transcribes by joint
+            CTC/LLM decoding, "mit-<v> [ctc+llm]", and the LLM answers the other tasks from those transcripts,
+            "mit-<v> [ctc+llm cascade]"; the speech systems share the encoder's states, and every answer goes to <out_dir>/eval-answers.jsonl
             (a stopped evaluation resumes there; the cascade reuses the Whisper transcripts BLSP's evaluation made of
             the same clean clips); BLSP (instruction prompts) is evaluated too when listed in
             `--variants`. Paired differences with 95 % intervals over the same items: MI and TMI minus T, and each
@@ -44,12 +46,13 @@ from polyvox.models.asr import Transcriber
 from polyvox.models.export import read_meta
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
 from polyvox.recipes import blsp, mit
-from polyvox.recipes.speech_llm import run_ctc, sample_utterances, untrained_like
+from polyvox.recipes.speech_llm import joint_systems, run_ctc, sample_utterances, untrained_like
 
 log = logging.getLogger("polyvox.mit_quality")
 
 VARIANTS = tuple(MIT_VARIANTS)  # T, MI, TMI
 BASELINES = ("cascade", "cascade front-end", "untrained", "oracle")
+EVALUATED = ("cascade", "untrained", "oracle")  # the baselines `--baselines` chooses from
 
 
 def variant_cfg(base: MITConfig, name: str, init_from: str | None = None) -> MITConfig:
@@ -118,11 +121,16 @@ def reused_transcripts(cache: Path, asr_model: str, bcfg: BLSPConfig) -> dict[st
             if r.get("system") == "cascade" and "transcript" in r and ":" not in r["task"]}
 
 
-def stage_eval(base: MITConfig, variants: list[str], blsp_config: tuple[str, list[str]], with_blsp: bool) -> dict:
-    """Every system on the same items; BLSP (which has its own benchmark) only `with_blsp`."""
+def stage_eval(base: MITConfig, variants: list[str], blsp_config: tuple[str, list[str]], with_blsp: bool,
+               baselines: list[str]) -> dict:
+    """Every system on the same items (with `eval.joint_ctc_weight`, each variant's joint CTC/LLM decoder and the
+    LLM answering from its transcripts too); BLSP (which has its own benchmark) only `with_blsp`."""
     e = base.eval
-    gen = {"max_new_tokens": e.max_new_tokens, "stop_at_newline": base.targets.stop_at_newline}
+    gen = {"max_new_tokens": e.max_new_tokens, "stop_at_newline": base.targets.stop_at_newline,
+           **({"no_repeat_ngram": e.no_repeat_ngram} if e.no_repeat_ngram else {})}
     models = {f"mit-{v}": SpeechLLM.load(Path(base.out_dir) / v / "model") for v in variants}
+    if e.ctc_readout is not None:
+        models = {name: m.with_ctc_readout(e.ctc_readout) for name, m in models.items()}
     any_model = next(iter(models.values()))
     states = EncoderStates(any_model)  # every speech system here reads the same frozen encoder
     systems = {name: SpeechLLMSystem(m, style="pair", states=states, **gen) for name, m in models.items()}
@@ -132,11 +140,15 @@ def stage_eval(base: MITConfig, variants: list[str], blsp_config: tuple[str, lis
         if blsp_model.cfg.encoder != any_model.cfg.encoder:
             raise ValueError(f"BLSP's encoder {blsp_model.cfg.encoder!r} is not the variants' {any_model.cfg.encoder!r}")
         systems["blsp"] = SpeechLLMSystem(blsp_model, style="instruction", states=states, **gen)
-    systems["cascade"] = CascadeSystem(any_model, Transcriber(e.asr_model), style="pair", **gen)
-    systems["cascade"].transcripts.update(reused_transcripts(Path(bcfg.out_dir) / "eval-answers.jsonl", e.asr_model, bcfg))
-    log.info("cascade: %d transcripts reused from BLSP's evaluation", len(systems["cascade"].transcripts))
-    systems["untrained"] = SpeechLLMSystem(untrained_like(any_model), style="pair", states=states, **gen)
-    systems["oracle"] = OracleTextSystem(any_model, style="pair", **gen)
+    if "cascade" in baselines:
+        systems["cascade"] = CascadeSystem(any_model, Transcriber(e.asr_model), style="pair", **gen)
+        reused = reused_transcripts(Path(bcfg.out_dir) / "eval-answers.jsonl", e.asr_model, bcfg)
+        systems["cascade"].transcripts.update(reused)
+        log.info("cascade: %d transcripts reused from BLSP's evaluation", len(reused))
+    if "untrained" in baselines:
+        systems["untrained"] = SpeechLLMSystem(untrained_like(any_model), style="pair", states=states, **gen)
+    if "oracle" in baselines:
+        systems["oracle"] = OracleTextSystem(any_model, style="pair", **gen)
     seen = set(read_meta(Path(base.out_dir) / variants[0] / "model", "speech_llm")["train_languages"])
     tasks = build_tasks(base.data.manifest, e, base.data.pivot_lang, bank=mit.bank_of(base),
                         other_langs=base.targets.other_langs)
@@ -144,7 +156,12 @@ def stage_eval(base: MITConfig, variants: list[str], blsp_config: tuple[str, lis
     t = time.perf_counter()
     names = [f"mit-{v}" for v in variants]
     compare = [(a, names[0]) for a in names[1:]] + [(a, b) for a in names + ["blsp"] * ("blsp" in systems)
-                                                    for b in ("cascade", "untrained")]
+                                                    for b in ("cascade", "untrained") if b in systems]
+    for name in names:
+        joint, pairs = joint_systems(models[name], name, states, e, tasks, {**gen, "style": "pair"},
+                                     with_cascade="cascade" in systems)
+        systems.update(joint)
+        compare += pairs
     result = evaluate_generation(systems, tasks, Path(base.data.manifest).parent, seen, e.batch_size,
                                  cache=Path(base.out_dir) / "eval-answers.jsonl", compare=compare)
     result["eval_s"] = time.perf_counter() - t
@@ -165,6 +182,18 @@ def winners(result: dict) -> dict:
     return out
 
 
+def beats_cascade(differences: dict) -> dict[str, list[str]]:
+    """System -> the tasks where its paired difference with the cascade favours it (over all languages)."""
+    out: dict[str, list[str]] = {}
+    for task, d in differences.items():
+        for pair, groups in d.items():
+            name, _, other = pair.partition(" - ")
+            if other == "cascade":
+                out.setdefault(name, [])
+                out[name] += [task] * (groups.get("all", {}).get("better") == name)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="configs/mit-demo.yaml")
@@ -175,6 +204,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--stage", choices=["targets", "train", "eval", "all"], default="all")
     ap.add_argument("--variants", nargs="+", default=[*VARIANTS, "BLSP"], choices=[*VARIANTS, "BLSP"])
+    ap.add_argument("--baselines", nargs="*", default=list(EVALUATED), choices=EVALUATED,
+                    help="the baselines evaluated beside the variants (default: all)")
     args = ap.parse_args()
     base = load_config(args.config, args.set, MITConfig)
     root = Path(base.out_dir)
@@ -189,7 +220,7 @@ def main() -> None:
         return
     variants = [v for v in args.variants if v != "BLSP"]
     with_blsp = "BLSP" in args.variants
-    result = stage_eval(base, variants, (args.blsp_config, args.blsp_set), with_blsp)
+    result = stage_eval(base, variants, (args.blsp_config, args.blsp_set), with_blsp, args.baselines)
     summary = {task: {s: {"averages": r["averages"], "intervals": r.get("intervals", {})}
                       for s, r in t["systems"].items()} for task, t in result["tasks"].items()}
     differences = {task: t["differences"] for task, t in result["tasks"].items()}
@@ -210,9 +241,7 @@ def main() -> None:
         "blsp_training": training_stats(Path(load_config(args.blsp_config, args.blsp_set, BLSPConfig).out_dir))
         if with_blsp else None,
         "summary": summary, "differences": differences,
-        "beats_cascade": {n: [task for task, d in differences.items()
-                              if d.get(f"{n} - cascade", {}).get("all", {}).get("better") == n]
-                          for n in [f"mit-{v}" for v in variants] + ["blsp"] * with_blsp},
+        "beats_cascade": beats_cascade(differences),
         "winners": winners(result), "eval_s": result["eval_s"],
         "items": {task: len(t["languages"]) and sum(r["n"] for r in t["languages"].values())
                   for task, t in result["tasks"].items()},

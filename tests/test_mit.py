@@ -255,6 +255,29 @@ def test_heldout_items_ask_heldout_templates_and_get_llm_references(tiny_corpus:
         build_tasks(tiny_corpus, cfg.eval, "en_us")
 
 
+def test_joint_decoder_transcribes_and_the_llm_answers_heldout_instructions_from_it(tiny_corpus: Path,
+                                                                                    tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg = mit_cfg(tiny_corpus, run, "model.ctc_readout=soft", "ctc.steps=1", "train.steps=1", "eval.baselines=[]",
+                  "eval.tasks=[asr,heldout]", "eval.joint_ctc_weight=0.5", "eval.joint_beam=2", "eval.joint_cascade=true")
+    mit.run_train(cfg)
+    tasks = mit.run_eval(cfg)["tasks"]
+    assert set(tasks["asr"]["systems"]) == {"mit", "mit [ctc+llm]"}
+    assert set(tasks["heldout"]["systems"]) == {"mit", "mit [ctc+llm cascade]"}
+    assert list(tasks["heldout"]["differences"]) == ["mit [ctc+llm cascade] - mit"]
+    cached = [json.loads(r) for r in (run / "answers.jsonl").read_text().splitlines()]
+    joint = {r["item"]: r["answer"] for r in cached if r["system"] == "mit [ctc+llm]"}
+    chained = [r for r in cached if r["system"] == "mit [ctc+llm cascade]"]
+    assert chained and all(r["task"] == "heldout" and r["transcript"] == joint[r["item"]] for r in chained)
+    # the LLM answers the held-out pair (the recipe's prompt style) from the joint decoder's transcript
+    model = SpeechLLM.load(run / "model")
+    items = {it.id: it for it in build_tasks(tiny_corpus, cfg.eval, "en_us", bank=mit.bank_of(cfg),
+                                             other_langs=cfg.targets.other_langs)["heldout"]}
+    for r in chained[:3]:
+        want = model.generate_text([r["transcript"]], items[r["item"]].pair, max_new_tokens=12, stop_at_newline=True)
+        assert r["answer"] == want[0]
+
+
 def test_prompt_styles() -> None:
     assert make_instruction("transcribe", "fr_fr", style="pair") == ("A text in French: ", " The same text in French:")
     assert make_instruction("translate", "de_de", "en_us", style="pair")[1] == " The same text in English:"

@@ -289,6 +289,26 @@ def untrained_like(model: SpeechLLM) -> SpeechLLM:
     return fresh.eval()
 
 
+def joint_systems(model: SpeechLLM, system: str, states: EncoderStates, e: GenerationEvalConfig, tasks: dict,
+                  gen: dict, with_cascade: bool) -> tuple[dict, list[tuple[str, str]]]:
+    """The systems `e.joint_ctc_weight` and `e.joint_cascade` add beside `model` (answering as `system`), with the
+    paired differences to report: ``<system> [ctc+llm]`` transcribes the ASR items by joint CTC/LLM beam search, and
+    ``<system> [ctc+llm cascade]`` has the LLM (`gen`: its generation options) answer every other task from those
+    transcripts, each paired with the model's own answers and, `with_cascade`, the Whisper cascade's."""
+    systems: dict = {}
+    if e.joint_ctc_weight <= 0:
+        return systems, []
+    options = {"ctc_weight": e.joint_ctc_weight, "length_bonus": e.joint_length_bonus, "beam": e.joint_beam,
+               "max_new_tokens": e.max_new_tokens}
+    systems[f"{system} [ctc+llm]"] = JointCTCSystem(model, states, **options)
+    if e.joint_cascade:
+        front = JointTranscriber(model, {it.lang: it.examples for it in tasks.get("asr", [])}, **options)
+        systems[f"{system} [ctc+llm cascade]"] = CascadeSystem(
+            model, front, asr_batch_size=e.batch_size, states=states,
+            tasks=("translation", "intent", "continuation", "heldout"), **gen)
+    return systems, [(name, other) for name in systems for other in [system] + ["cascade"] * with_cascade]
+
+
 def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalConfig, out_dir: str | Path,
                         config: dict, name: str, system: str, stop_at_newline: bool = True,
                         prepare: Callable[[SpeechLLM, dict], None] | None = None, **task_kwargs: Any) -> dict:
@@ -323,20 +343,10 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
     for readout in e.compare_readouts:  # the same weights read another way
         systems[f"{system} [{readout}]"] = SpeechLLMSystem(model.with_ctc_readout(readout), states=states, **gen)
         compare.append((system, f"{system} [{readout}]"))
-    if e.joint_ctc_weight > 0:  # ASR by joint CTC/LLM beam search, paired with the model's answers and the cascade
-        joint = f"{system} [ctc+llm]"
-        systems[joint] = JointCTCSystem(model, states, ctc_weight=e.joint_ctc_weight, length_bonus=e.joint_length_bonus,
-                                        beam=e.joint_beam, max_new_tokens=e.max_new_tokens)
-        compare += [(joint, system)] + [(joint, "cascade")] * ("cascade" in systems)
     tasks = build_tasks(data.manifest, e, data.pivot_lang, **task_kwargs)
-    if e.joint_ctc_weight > 0 and e.joint_cascade:  # the LLM answers from the joint decoder's transcripts
-        examples = {it.lang: it.examples for it in tasks.get("asr", [])}
-        front = JointTranscriber(model, examples, ctc_weight=e.joint_ctc_weight, length_bonus=e.joint_length_bonus,
-                                 beam=e.joint_beam, max_new_tokens=e.max_new_tokens)
-        chained = f"{system} [ctc+llm cascade]"
-        systems[chained] = CascadeSystem(model, front, asr_batch_size=e.batch_size, states=states,
-                                         tasks=("translation", "intent", "continuation", "heldout"), **gen)
-        compare += [(chained, system)] + [(chained, "cascade")] * ("cascade" in systems)
+    more, pairs = joint_systems(model, system, states, e, tasks, gen, with_cascade="cascade" in systems)
+    systems.update(more)
+    compare += pairs
     if prepare is not None:
         prepare(model, tasks)
     seen, root = set(meta.get("train_languages", [])), Path(data.manifest).parent
