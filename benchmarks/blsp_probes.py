@@ -4,6 +4,7 @@
     python benchmarks/blsp_probes.py ctc [--stack 4 --lr 2e-3 --minutes 9 --time-mask 0.2]
     python benchmarks/blsp_probes.py prompt [--dev-items 160] [--prompts 1 --no-repeat 0,3,4]
     python benchmarks/blsp_probes.py warmup --model runs/blsp-demo/ctc/model [--lr 2e-4 --steps 30 --ctc-weight 1]
+    python benchmarks/blsp_probes.py agreement --manifest data/demo-4k/manifest.jsonl
     python benchmarks/blsp_probes.py readout --model runs/blsp-demo/model --exclude data/demo-4k/manifest.jsonl \
         --manifest data/full/manifest.jsonl --cache runs/probe-cache --langs <the 8 seen> --dev-items 320 --no-repeat 6
 
@@ -29,6 +30,9 @@
   sentences per seen language that `data/demo-4k` has nowhere. With ``--joint W:B,...`` (and ``--shots K``), only the
   greedy CTC transcript and joint CTC/LLM decoding (`SpeechLLM.transcribe_joint`, CTC weight W, length bonus B, the
   LLM reading the K example sentences as text), each paired against the greedy transcript.
+- ``agreement`` (``--answers runs/blsp-demo/eval-answers.jsonl --manifest data/demo-4k/manifest.jsonl``): no
+  training, a reading of an evaluation's answers: the agreement of the LLM answering from a transcript (Whisper's or
+  the joint decoder's) with its answer from the gold transcript, per bin of the transcript's CER.
 
 ``ce`` and ``ctc`` hold out the training clips of 1 message group in 25 (never the test split). Every run is
 appended to benchmarks/results/blsp_probes.json under its tag.
@@ -50,6 +54,7 @@ import json
 import random
 import time
 import zlib
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -435,9 +440,45 @@ def paired_cer(system: dict[str, dict], baseline: dict[str, dict]) -> dict:
     return {"cer_difference": d, "ci95": [lo, hi]}
 
 
+def probe_agreement(a) -> dict:
+    """How far the LLM's answer from a transcript drifts from its answer from the gold one, against how wrong the
+    transcript is: every cascade-like system of an evaluation's answer cache (those whose rows keep the transcript the
+    LLM read: Whisper's or the joint decoder's), its items binned by the transcript's CER, and per bin the agreement
+    (chrF against the oracle-text system's answer to the same item and prompt) with a bootstrap interval. Each
+    (system, task) counts with the key of its last row: the evaluation's latest answers. A reading of finished
+    answers: no choice is made from it."""
+    rows = [json.loads(r) for r in Path(a.answers).read_text().splitlines() if r.strip()]
+    latest = {(r["system"], r["task"]): r["key"] for r in rows}
+    answers: dict[tuple[str, str], dict[str, dict]] = {}
+    for r in rows:
+        if latest[r["system"], r["task"]] == r["key"]:
+            answers.setdefault((r["system"], r["task"]), {})[r["item"]] = r
+    gold = {u.id: u.text for u in read_manifest(a.manifest, split="test")}
+    edges = a.cer_bins + [float("inf")]
+    out = {}
+    for task in a.tasks:
+        oracle = answers.get(("oracle", task), {})
+        points = [(cer([gold[item]], [r["transcript"]]), r["answer"], oracle[item]["answer"], system)
+                  for (system, t), got in sorted(answers.items()) if t == task
+                  for item, r in got.items() if "transcript" in r and item in oracle]
+        if not points:
+            raise SystemExit(f"{a.answers}: no {task} answers from a transcript with the oracle's beside them")
+        bins = {}
+        for lo, hi in zip(edges, edges[1:]):
+            inside = [p for p in points if lo <= p[0] < hi]
+            if inside:
+                stats = item_statistics("chrF", [p[1] for p in inside], [p[2] for p in inside])
+                mean, low, high = bootstrap_corpus_macro({"all": stats}, "chrF")
+                bins[f"[{lo:g}, {hi:g})"] = {"n": len(inside), "agreement": round(mean, 1),
+                                            "ci95": [round(low, 1), round(high, 1)],
+                                            "systems": dict(Counter(p[3] for p in inside))}
+        out[task] = {"items": len(points), "bins": bins}
+    return {"answers": a.answers, "by_transcript_cer": out}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("probe", choices=["ce", "ctc", "prompt", "warmup", "readout"])
+    ap.add_argument("probe", choices=["ce", "ctc", "prompt", "warmup", "readout", "agreement"])
     ap.add_argument("--adapter", default="stack-mlp")
     ap.add_argument("--stack", type=int, default=4)
     ap.add_argument("--hidden", type=int, default=1024)
@@ -477,6 +518,11 @@ def main() -> None:
                     help="prompt: comma-separated no_repeat_ngram settings tried with each candidate (0: off); readout: the last")
     ap.add_argument("--baseline", help="ctc, readout: a stored probe's tag, scored on the same dev clips: paired CER "
                     "difference (readout: of each system the baseline also ran)")
+    ap.add_argument("--answers", default="runs/blsp-demo/eval-answers.jsonl", help="agreement: an evaluation's answer cache")
+    ap.add_argument("--tasks", type=lambda s: s.split(","), default=["translation", "continuation"],
+                    help="agreement: comma-separated")
+    ap.add_argument("--cer-bins", type=lambda s: [float(x) for x in s.split(",")], default=[0, 0.05, 0.15, 0.3, 0.5, 1],
+                    help="agreement: lower edges of the transcript-CER bins")
     ap.add_argument("--tag", default=None)
     a = ap.parse_args()
     a.lr = a.lr or {"ce": 1e-3, "ctc": 2e-3, "warmup": 2e-4}.get(a.probe, 0.0)
@@ -487,7 +533,7 @@ def main() -> None:
         ap.error("--shots takes its example sentences from --pool or --exclude")
     torch.manual_seed(0)
     result = {"ce": probe_ce, "ctc": probe_ctc, "prompt": probe_prompt, "warmup": probe_warmup,
-              "readout": probe_readout}[a.probe](a)
+              "readout": probe_readout, "agreement": probe_agreement}[a.probe](a)
     tag = a.tag or f"{a.probe}-{a.adapter if a.probe == 'ce' else ''}{a.stack}-lr{a.lr:g}"
     path = RESULTS / "blsp_probes.json"
     runs = json.loads(path.read_text()) if path.exists() else {}
