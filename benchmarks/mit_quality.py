@@ -12,11 +12,12 @@ Stages (each resumes; `--stage all` runs them in order):
             (`--baselines`, default all): the cascade (whisper-base -> the same LLM, same xP3 prompt), the untrained
             adapter and the oracle-text LLM; with `eval.joint_ctc_weight`, each variant also transcribes by joint
             CTC/LLM decoding, "mit-<v> [ctc+llm]", and the LLM answers the other tasks from those transcripts,
-            "mit-<v> [ctc+llm cascade]"; the speech systems share the encoder's states, and every answer goes to <out_dir>/eval-answers.jsonl
-            (a stopped evaluation resumes there; the cascade reuses the Whisper transcripts BLSP's evaluation made of
-            the same clean clips); BLSP (instruction prompts) is evaluated too when listed in
-            `--variants`. Paired differences with 95 % intervals over the same items: MI and TMI minus T, and each
-            trained system minus the cascade and minus the untrained adapter
+            "mit-<v> [ctc+llm cascade]"; the speech systems share the encoder's states, and every answer goes to
+            <out_dir>/eval-answers.jsonl (a stopped evaluation resumes there; the cascade reuses the Whisper
+            transcripts BLSP's evaluation made of the same clean clips); BLSP (instruction prompts) is evaluated too
+            when listed in `--variants`. Paired differences with 95 % intervals over the same items: MI and TMI
+            minus T, each trained system minus the cascade and minus the untrained adapter, each joint system minus
+            its variant's own answers and minus the cascade
 Training stages of different variants may run at once in separate processes (`--stage train --variants T`).
 A variant's training minutes (its CTC stage + its own steps) are in the JSON. Writes
 benchmarks/results/mit_quality.{json,md}.
