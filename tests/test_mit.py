@@ -255,13 +255,18 @@ def test_heldout_items_ask_heldout_templates_and_get_llm_references(tiny_corpus:
         build_tasks(tiny_corpus, cfg.eval, "en_us")
 
 
-def test_joint_decoder_transcribes_and_the_llm_answers_heldout_instructions_from_it(tiny_corpus: Path,
-                                                                                    tmp_path: Path) -> None:
+def test_joint_decoder_transcribes_and_the_llm_answers_heldout_instructions_from_it(
+        tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = tmp_path / "run"
     cfg = mit_cfg(tiny_corpus, run, "model.ctc_readout=soft", "ctc.steps=1", "train.steps=1", "eval.baselines=[]",
                   "eval.tasks=[asr,heldout]", "eval.joint_ctc_weight=0.5", "eval.joint_beam=2", "eval.joint_cascade=true")
     mit.run_train(cfg)
+    decoded = []  # every clip the joint search decodes
+    search = SpeechLLM.transcribe_joint
+    monkeypatch.setattr(SpeechLLM, "transcribe_joint", lambda self, clips, *a, **k: decoded.extend(clips) or
+                        search(self, clips, *a, **k))
     tasks = mit.run_eval(cfg)["tasks"]
+    monkeypatch.undo()
     assert set(tasks["asr"]["systems"]) == {"mit", "mit [ctc+llm]"}
     assert set(tasks["heldout"]["systems"]) == {"mit", "mit [ctc+llm cascade]"}
     assert list(tasks["heldout"]["differences"]) == ["mit [ctc+llm cascade] - mit"]
@@ -269,6 +274,7 @@ def test_joint_decoder_transcribes_and_the_llm_answers_heldout_instructions_from
     joint = {r["item"]: r["answer"] for r in cached if r["system"] == "mit [ctc+llm]"}
     chained = [r for r in cached if r["system"] == "mit [ctc+llm cascade]"]
     assert chained and all(r["task"] == "heldout" and r["transcript"] == joint[r["item"]] for r in chained)
+    assert len(decoded) == len(joint)  # a clip asked in both tasks is decoded once
     # the LLM answers the held-out pair (the recipe's prompt style) from the joint decoder's transcript
     model = SpeechLLM.load(run / "model")
     items = {it.id: it for it in build_tasks(tiny_corpus, cfg.eval, "en_us", bank=mit.bank_of(cfg),

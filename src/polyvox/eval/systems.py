@@ -92,16 +92,19 @@ class JointCTCSystem:
     Args:
         model: a `SpeechLLM` with a CTC head.
         states: shared `EncoderStates`, as in `SpeechLLMSystem`.
+        record: where its answers are also written by item id, e.g. the `transcripts` of a `CascadeSystem` on a
+            `JointTranscriber` with the same options, which then does not decode those clips again.
         options: ``ctc_weight``, ``length_bonus``, ``beam``, ``max_new_tokens`` of `SpeechLLM.transcribe_joint`.
     """
 
     tasks = ("asr",)
     """The base tasks it answers (`polyvox.eval.generation.evaluate_generation` asks it no other)."""
 
-    def __init__(self, model, states: EncoderStates | None = None, **options: Any):
+    def __init__(self, model, states: EncoderStates | None = None, record: dict[str, str] | None = None,
+                 **options: Any):
         if model.ctc_head is None:
             raise ValueError("joint CTC/LLM decoding needs a model with a CTC head")
-        self.model, self.states, self.options = model, states, options
+        self.model, self.states, self.record, self.options = model, states, record, options
 
     @functools.cached_property
     def key(self) -> str | None:
@@ -112,7 +115,10 @@ class JointCTCSystem:
     def answer(self, items: list[EvalItem], wavs: list[np.ndarray]) -> list[str]:
         clips = self.states(items, wavs) if self.states is not None else wavs
         priors = [sentence_prior(it.lang, it.examples) for it in items]
-        return self.model.transcribe_joint(clips, priors, **self.options)
+        texts = self.model.transcribe_joint(clips, priors, **self.options)
+        if self.record is not None:
+            self.record.update((it.id, t) for it, t in zip(items, texts))
+        return texts
 
 
 def _joint_fingerprint(model) -> str:

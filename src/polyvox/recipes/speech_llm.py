@@ -294,18 +294,20 @@ def joint_systems(model: SpeechLLM, system: str, states: EncoderStates, e: Gener
     """The systems `e.joint_ctc_weight` and `e.joint_cascade` add beside `model` (answering as `system`), with the
     paired differences to report: ``<system> [ctc+llm]`` transcribes the ASR items by joint CTC/LLM beam search, and
     ``<system> [ctc+llm cascade]`` has the LLM (`gen`: its generation options) answer every other task from those
-    transcripts, each paired with the model's own answers and, `with_cascade`, the Whisper cascade's."""
-    systems: dict = {}
+    transcripts, each paired with the model's own answers and, `with_cascade`, the Whisper cascade's. A clip the
+    first system has transcribed is not decoded again for the second."""
     if e.joint_ctc_weight <= 0:
-        return systems, []
+        return {}, []
     options = {"ctc_weight": e.joint_ctc_weight, "length_bonus": e.joint_length_bonus, "beam": e.joint_beam,
                "max_new_tokens": e.max_new_tokens}
-    systems[f"{system} [ctc+llm]"] = JointCTCSystem(model, states, **options)
+    chained = None
     if e.joint_cascade:
         front = JointTranscriber(model, {it.lang: it.examples for it in tasks.get("asr", [])}, **options)
-        systems[f"{system} [ctc+llm cascade]"] = CascadeSystem(
-            model, front, asr_batch_size=e.batch_size, states=states,
-            tasks=("translation", "intent", "continuation", "heldout"), **gen)
+        chained = CascadeSystem(model, front, asr_batch_size=e.batch_size, states=states,
+                                tasks=("translation", "intent", "continuation", "heldout"), **gen)
+    systems = {f"{system} [ctc+llm]": JointCTCSystem(model, states, chained.transcripts if chained else None,
+                                                       **options),
+               **({f"{system} [ctc+llm cascade]": chained} if chained else {})}
     return systems, [(name, other) for name in systems for other in [system] + ["cascade"] * with_cascade]
 
 
