@@ -11,7 +11,10 @@
 - ``ce``: a fresh adapter learns transcription through the frozen LLM (cross-entropy, transcribe prompt): how fast?
 - ``ctc``: CTC of the transcripts' LLM tokens over the LLM's frozen embedding rows (no LLM in the step); the
   greedy CTC transcript's CER, then the CER of the frozen LLM transcribing the compressed positions (readouts
-  hard / soft / mean), untrained on that.
+  hard / soft / mean), untrained on that. ``--classes chars``: a head over the transcripts' characters instead
+  (``--char-split N``: N character frames per adapter frame). ``--unseen M``: also the CER on held-out clips of a
+  manifest in languages the probe does not train on; ``--dev-langs``: the dev clips only in these languages, so
+  runs on different training languages score the same clips.
 - ``prompt``: the ceiling under each candidate transcription instruction: the frozen LLM reads the gold
   transcript of each dev clip (no speech, no training) and should write it back; CER per instruction, paired
   against the current ``transcribe`` preset (and, with ``--no-repeat``, each under a guard against loops: no
@@ -45,6 +48,16 @@ training sentences per seen language against the demo's 700)::
         --train-per-lang 700 --tag ctc-full-700-24min
     python benchmarks/blsp_probes.py ctc ... --train-per-lang 2000 --tag ctc-full-2000-24min \
         --baseline ctc-full-700-24min
+
+Training languages and head classes, on the same seen and unseen dev clips (``L8``: the 8 seen languages)::
+
+    python benchmarks/blsp_probes.py ctc --manifest data/full/manifest.jsonl --cache runs/probe-cache --langs $L8 \
+        --train-per-lang 2000 --dev-items 256 --llm-items 0 --minutes 12 --bf16 \
+        --unseen data/dev-unseen/manifest.jsonl --tag ctc-langs8-2000-12min
+    python benchmarks/blsp_probes.py ctc ... --stack 2 --classes chars --baseline ctc-langs8-2000-12min \
+        --tag ctc-chars-stack2-12min
+    python benchmarks/blsp_probes.py ctc ... --langs <20 languages> --dev-langs $L8 --train-per-lang 800 \
+        --baseline ctc-langs8-2000-12min --tag ctc-langs20-800-12min
 """
 
 from __future__ import annotations
@@ -103,10 +116,25 @@ def train_utts(a) -> list:
 
 
 def probe_data(a, m: SpeechLLM, dev_items: int):
-    """The probe's train and dev clips (`--manifest`, `--langs`, `--train-per-lang`) and their cached states."""
-    train, dev = split(train_utts(a), a.train_per_lang)
+    """The probe's train and dev clips (`--manifest`, `--langs`, `--train-per-lang`; dev in `--dev-langs`, so runs
+    on other training languages score the same dev clips) and their cached states."""
+    utts = train_utts(a)
+    train, dev = split(utts, a.train_per_lang)
+    if a.dev_langs:
+        dev = split([u for u in utts if u.lang in a.dev_langs])[1]
     dev = dev[:dev_items]
     return train, dev, encoder_states(m, train + dev, Path(a.manifest).parent, Path(a.cache))
+
+
+def unseen_data(a, m: SpeechLLM) -> tuple[list, dict]:
+    """`--unseen`'s held-out clips (its training split's dev groups, as `readout` draws them) and their states:
+    languages the probe's training clips never speak."""
+    if not a.unseen:
+        return [], {}
+    dev = split(list(read_manifest(Path(a.unseen), split="train")))[1][: a.unseen_items]
+    if overlap := {u.lang for u in dev} & {u.lang for u in train_utts(a)}:
+        raise SystemExit(f"--unseen speaks training languages of the probe: {', '.join(sorted(overlap))}")
+    return dev, encoder_states(m, dev, Path(a.unseen).parent, Path(a.cache))
 
 
 def update(opt: torch.optim.Optimizer, params: list, loss: torch.Tensor, lr: float) -> None:
@@ -170,42 +198,115 @@ def probe_ce(a) -> dict:
     return {"curve": curve, "dev_cer": cer([u.text for u in dev[:32]], hyps), "steps": step}
 
 
+class CharCTCHead(torch.nn.Module):
+    """A CTC head over the characters of the training transcripts (a linear layer, plus a blank), with the
+    interface `ctc_loss` and `greedy_ctc_decode` read: the alternative to classes that are LLM tokens. With
+    `split` > 1 each adapter frame gives `split` character frames (a 12.5 Hz adapter spelling at 25 Hz)."""
+
+    token_ids = None  # targets are class indices already
+
+    def __init__(self, dim: int, chars: set[str], split: int = 1):
+        super().__init__()
+        self.chars, self.split = sorted(chars), split
+        self.index = {c: i for i, c in enumerate(self.chars)}
+        self.expand = torch.nn.Linear(dim, split * dim) if split > 1 else torch.nn.Identity()
+        self.proj = torch.nn.Linear(dim, len(self.chars) + 1)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def classes(self, ids: list[int]) -> list[int]:
+        return list(ids)
+
+    def encode(self, text: str) -> list[int]:
+        return [self.index[c] for c in text if c in self.index]
+
+    def decode(self, classes: list[int]) -> str:
+        return "".join(self.chars[k] for k in classes)
+
+    def frames(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, D) adapter frames -> (B, T * split, D) character frames and their lengths."""
+        b, t, d = x.shape
+        return self.expand(x).reshape(b, t * self.split, d), lengths * self.split
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).float()  # (B, T, C + 1)
+
+
+def script_masked(head: CharCTCHead, ctc_hyps, out: dict, train, dev, unseen, a) -> dict:
+    """Greedy CTC CER with each clip's characters restricted to those of its language's text, paired against
+    the unrestricted transcripts of the same clips."""
+    text = train + (split(list(read_manifest(Path(a.unseen), split="train")))[0] if unseen else [])
+    seen: dict[str, set[str]] = {}
+    for u in text:
+        seen.setdefault(u.lang, set()).update(u.text)
+    allowed = {lang: torch.tensor([c in chars for c in head.chars] + [True]) for lang, chars in seen.items()}
+    res = {}
+    for name, clips in (("dev", dev), ("unseen", unseen)):
+        if clips:
+            stats = lang_stats(clips, ctc_hyps(clips, allowed))
+            res[f"{name}_masked_ctc_cer_macro_ci"] = bootstrap_corpus_macro(by_lang(stats), "CER")
+            res[f"{name}_masked_minus_unmasked"] = paired_cer(stats, out[f"{name}_item_stats"])
+    print(res, flush=True)
+    return res
+
+
 def probe_ctc(a) -> dict:
     m = build_speech_llm(SpeechLLMConfig(adapter="stack-mlp", adapter_stack=a.stack, adapter_hidden=a.hidden))
     train, dev, states = probe_data(a, m, a.dev_items)
-    ids = {u.id: m.text_ids(u.text) for u in train + dev}
-    head = m.add_ctc_head(sorted({k for u in train for k in ids[u.id]}))
-    oov = sum(k not in set(head.token_ids.tolist()) for u in dev for k in ids[u.id]) / sum(len(ids[u.id]) for u in dev)
+    unseen, unseen_states = unseen_data(a, m)
+    states.update(unseen_states)
+    if a.classes == "chars":
+        head = CharCTCHead(m.lm.config.hidden_size, {c for u in train for c in u.text}, a.char_split)
+        ids = {u.id: head.encode(u.text) for u in train + dev}
+        oov = 1 - sum(len(ids[u.id]) for u in dev) / sum(len(u.text) for u in dev)
+        decode = head.decode
+    else:
+        ids = {u.id: m.text_ids(u.text) for u in train + dev}
+        head = m.add_ctc_head(sorted({k for u in train for k in ids[u.id]}))
+        oov = (sum(k not in set(head.token_ids.tolist()) for u in dev for k in ids[u.id])
+               / sum(len(ids[u.id]) for u in dev))
+
+        def decode(classes: list[int]) -> str:
+            return m.tokenizer.decode(head.tokens(classes))
     params = [*m.adapter.parameters(), *head.parameters()]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.01)
     rng = random.Random(0)
+    frames = getattr(head, "frames", lambda x, n: (x, n))  # the character head's frames, else the adapter's
 
-    def ctc_hyps() -> list[str]:
+    def ctc_hyps(clips=dev, allowed: dict[str, torch.Tensor] | None = None) -> list[str]:
+        """Greedy CTC transcripts; with `allowed` (language -> (V + 1,) bool), each clip's classes outside its
+        language's are never chosen."""
         m.eval()
         hyps = []
         with torch.no_grad():
-            for i in range(0, len(dev), 32):
-                x, n = m.adapter_frames([states[u.id] for u in dev[i : i + 32]])
-                hyps += [m.tokenizer.decode(head.tokens(p)) for p in greedy_ctc_decode(head(x), n)]
+            for i in range(0, len(clips), 32):
+                x, n = frames(*m.adapter_frames([states[u.id] for u in clips[i : i + 32]]))
+                logits = head(x)  # (B, T, V + 1)
+                for j, u in enumerate(clips[i : i + 32]):
+                    if allowed is not None:
+                        logits[j, :, ~allowed[u.lang]] = -float("inf")
+                hyps += [decode(p) for p in greedy_ctc_decode(logits, n)]
         m.train()
         return hyps
 
-    def ctc_cer() -> float:
-        return cer([u.text for u in dev], ctc_hyps())
+    def ctc_cer(clips=dev) -> float:
+        return cer([u.text for u in clips], ctc_hyps(clips))
 
     curve, t0, step = [], time.time(), 0
     masks = np.random.default_rng(0)
     while time.time() - t0 < a.minutes * 60:
         us = rng.sample(train, a.batch)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):  # as train.mixed_precision=bf16
-            x, n = m.adapter_frames([mask_time(states[u.id], a.time_mask, a.mask_span, masks) for u in us])
+            x, n = frames(*m.adapter_frames([mask_time(states[u.id], a.time_mask, a.mask_span, masks) for u in us]))
             keep = [i for i, u in enumerate(us) if ctc_min_frames(ids[u.id]) <= n[i]]
             loss = ctc_loss(head, x[keep], n[keep], [ids[us[i].id] for i in keep])
         update(opt, params, loss, a.lr * min(1, (step + 1) / 50))
         step += 1
         if step % 100 == 0:
             curve.append({"step": step, "min": round((time.time() - t0) / 60, 2), "loss": loss.item(),
-                          "dev_ctc_cer": ctc_cer()})
+                          "dev_ctc_cer": ctc_cer(), **({"unseen_ctc_cer": ctc_cer(unseen)} if unseen else {})})
             print(curve[-1], flush=True)
     hyps = ctc_hyps()
     stats = lang_stats(dev, hyps)
@@ -214,8 +315,16 @@ def probe_ctc(a) -> dict:
            "dev_oov": oov, "dev_items": len(dev), "dev_ctc_cer": cer([u.text for u in dev], hyps),
            "dev_ctc_cer_macro_ci": bootstrap_corpus_macro(by_lang(stats), "CER"), "dev_item_stats": stats,
            "dev_examples": [{"ref": u.text, "hyp": h} for u, h in zip(dev[:5], hyps[:5])]}
+    if unseen:
+        hyps = ctc_hyps(unseen)
+        stats = lang_stats(unseen, hyps)
+        out |= {"unseen_items": len(unseen), "unseen_ctc_cer": cer([u.text for u in unseen], hyps),
+                "unseen_ctc_cer_macro_ci": bootstrap_corpus_macro(by_lang(stats), "CER"), "unseen_item_stats": stats,
+                "unseen_examples": [{"ref": u.text, "hyp": h} for u, h in zip(unseen[:5], hyps[:5])]}
+    if a.classes == "chars":  # the characters of each language's text (training transcripts; --unseen: its
+        out |= script_masked(head, ctc_hyps, out, train, dev, unseen, a)  # non-dev sentences, text only)
     m.eval()
-    ev = dev[: a.llm_items]
+    ev = dev[: a.llm_items] if a.classes == "tokens" else []  # the LLM reads token classes only
     for readout in ("hard", "soft", "mean") if ev else ():  # the frozen LLM, untrained on compressed positions
         m.cfg.ctc_readout = readout
         out[f"llm_cer_{readout}"] = cer([u.text for u in ev], transcribe(m, [states[u.id] for u in ev], ev))
@@ -512,6 +621,14 @@ def main() -> None:
     ap.add_argument("--cache", default="runs/blsp-demo/cache", help="the encoder-state cache")
     ap.add_argument("--langs", type=lambda s: s.split(","), default=None, help="comma-separated (default: all)")
     ap.add_argument("--train-per-lang", type=int, default=0, help="ce/ctc: training clips per language (0: all)")
+    ap.add_argument("--dev-langs", type=lambda s: s.split(","), default=None,
+                    help="ce/ctc: the dev clips only in these languages (default: --langs)")
+    ap.add_argument("--unseen", help="ctc: a manifest in languages the probe does not train on (e.g. "
+                    "data/dev-unseen/manifest.jsonl): greedy CTC CER on its held-out clips too")
+    ap.add_argument("--unseen-items", type=int, default=200, help="ctc: how many --unseen clips")
+    ap.add_argument("--classes", choices=["tokens", "chars"], default="tokens", help="ctc: the head's classes: the "
+                    "training transcripts' LLM tokens (over their frozen embedding rows) or their characters")
+    ap.add_argument("--char-split", type=int, default=1, help="ctc --classes chars: character frames per adapter frame")
     ap.add_argument("--dev-items", type=int, default=128, help="ctc / prompt: held-out clips scored")
     ap.add_argument("--prompts", type=int, default=len(PROMPTS), help="prompt: how many candidates (the first: the preset)")
     ap.add_argument("--no-repeat", type=lambda s: [int(n) for n in s.split(",")], default=[0],
@@ -541,10 +658,12 @@ def main() -> None:
         base = runs[a.baseline]["dev_item_stats"]
         result["minus_baseline"] = ({name: paired_cer(st, base[name]) for name, st in result["dev_item_stats"].items()
                                      if name in base} if a.probe == "readout" else paired_cer(result["dev_item_stats"], base))
+        if "unseen_item_stats" in result and "unseen_item_stats" in runs[a.baseline]:
+            result["unseen_minus_baseline"] = paired_cer(result["unseen_item_stats"], runs[a.baseline]["unseen_item_stats"])
     runs[tag] = {"args": vars(a), **result, "torch_threads": torch.get_num_threads()}
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps(runs, indent=2, ensure_ascii=False) + "\n")
-    print(json.dumps({k: v for k, v in runs[tag].items() if k != "dev_item_stats"}, indent=2, ensure_ascii=False))
+    print(json.dumps({k: v for k, v in runs[tag].items() if not k.endswith("item_stats")}, indent=2, ensure_ascii=False))
 
 
 if __name__ == "__main__":

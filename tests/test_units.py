@@ -1,4 +1,7 @@
+import dataclasses
+import hashlib
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -123,3 +126,26 @@ def test_feature_tokenizer_cache_and_streaming_chunks(tiny_corpus, tmp_path):
 
     cached, _ = encode_units(utts, root, NoEncoder(), tok, tmp_path / "cache")
     assert all(np.array_equal(cached[u.id], feats[u.id]) for u in utts)
+    # a moved corpus (the same bytes under another folder, path and id) is served from the cache too
+    shutil.copytree(root, tmp_path / "moved")
+    moved = [dataclasses.replace(u, id=f"moved/{u.id}", audio=str((tmp_path / "moved" / u.audio).resolve()))
+             for u in utts]
+    cached, bad = encode_units(moved, tmp_path / "elsewhere", NoEncoder(), tok, tmp_path / "cache")
+    assert not bad and all(np.array_equal(cached[m.id], feats[u.id]) for m, u in zip(moved, utts))
+
+
+def test_feature_cache_reads_entries_under_the_older_id_path_digest_keys(tiny_corpus, tmp_path):
+    """A cache written when keys were ``id<TAB>path<TAB>digest`` still answers: by the audio's digest."""
+    from safetensors.numpy import save_file
+
+    from polyvox.models.units import FeatureTokenizer
+
+    u = read_manifest(tiny_corpus)[0]
+    tok = FeatureTokenizer(UnitSpec("tiny-whisper", fingerprint("tiny-whisper"), 2, 2, False, False, 0,
+                                    kind="features"), 64)
+    digest = hashlib.blake2b((tiny_corpus.parent / u.audio).read_bytes(), digest_size=8).hexdigest()
+    old = np.arange(12, dtype=np.float16).reshape(3, 4)
+    (tmp_path / "cache" / f"features-{tok.fingerprint}").mkdir(parents=True)
+    save_file({f"{u.id}\t{u.audio}\t{digest}": old}, tmp_path / "cache" / f"features-{tok.fingerprint}" / "000000.safetensors")
+    got, bad = encode_units([u], tiny_corpus.parent, None, tok, tmp_path / "cache")
+    assert not bad and np.array_equal(got[u.id], old)

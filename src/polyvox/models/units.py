@@ -202,9 +202,9 @@ def iter_features(utts: list[Utterance], root: str | Path, encoder: SpeechEncode
 
 
 class UnitCache:
-    """Speech-tokenizer outputs on disk, keyed by utterance id, audio path and a digest of the audio file's
-    bytes (a rebuilt corpus with the same ids is re-encoded, never served stale), under the tokenizer's
-    fingerprint.
+    """Speech-tokenizer outputs on disk, keyed by a digest of the audio file's bytes (a rebuilt corpus with the
+    same ids is re-encoded, never served stale; a moved or copied one is not re-encoded), under the tokenizer's
+    fingerprint. Entries written under the older ``id<TAB>path<TAB>digest`` keys are found by their digest.
 
     Unit ids go to one JSONL file (``units-<fp>.jsonl``); continuous features to safetensors shards in
     ``features-<fp>/``, each written atomically, so a killed run keeps every shard it finished.
@@ -215,12 +215,12 @@ class UnitCache:
         self._keys: dict[tuple, str] = {}
         self.binary = isinstance(tokenizer, FeatureTokenizer)
         self.data: dict[str, list[int]] = {}  # unit ids (k-means tokenizer)
-        self._shards: dict[str, Any] = {}  # features: key -> open shard; arrays are read when asked for
+        self._shards: dict[str, tuple[Any, str]] = {}  # features: key -> (open shard, name in it); read when asked
         if self.binary:
             self.path = Path(folder) / f"features-{tokenizer.fingerprint}"
             for shard in sorted(self.path.glob("*.safetensors")):
                 handle = safe_open(str(shard), framework="np")
-                self._shards.update(dict.fromkeys(handle.keys(), handle))
+                self._shards.update({_digest_of(name): (handle, name) for name in handle.keys()})
             return
         self.path = Path(folder) / f"units-{tokenizer.fingerprint}.jsonl"
         if self.path.exists():
@@ -230,15 +230,16 @@ class UnitCache:
                         row = json.loads(line)
                     except json.JSONDecodeError:
                         break  # a torn last line from an interrupted run
-                    self.data[row["key"]] = row["units"]
+                    self.data[_digest_of(row["key"])] = row["units"]
 
     def key(self, u: Utterance) -> str:
+        """The digest of the clip's audio bytes (read once per id and path)."""
         if (u.id, u.audio) not in self._keys:
             try:
                 digest = hashlib.blake2b(u.audio_path(self.root).read_bytes(), digest_size=8).hexdigest()
             except (OSError, ManifestError):
                 digest = "unreadable"  # never stored: encoding reports the clip as a bad line
-            self._keys[u.id, u.audio] = f"{u.id}\t{u.audio}\t{digest}"
+            self._keys[u.id, u.audio] = digest
         return self._keys[u.id, u.audio]
 
     def has(self, u: Utterance) -> bool:
@@ -248,7 +249,10 @@ class UnitCache:
     def get(self, u: Utterance) -> list[int] | np.ndarray | None:
         key = self.key(u)
         if self.binary:
-            return self._shards[key].get_tensor(key) if key in self._shards else None
+            if key not in self._shards:
+                return None
+            handle, name = self._shards[key]
+            return handle.get_tensor(name)
         return self.data.get(key)
 
     def add_many(self, rows: list[tuple[Utterance, list[int] | np.ndarray]]) -> None:
@@ -258,13 +262,18 @@ class UnitCache:
             name = f"{len(list(self.path.glob('*.safetensors'))):06d}.safetensors"
             atomic_write(self.path / name, lambda p: save_file(shard, p))
             handle = safe_open(str(self.path / name), framework="np")
-            self._shards.update(dict.fromkeys(shard, handle))
+            self._shards.update({key: (handle, key) for key in shard})
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as f:
             for u, units in rows:
                 self.data[self.key(u)] = units
                 f.write(json.dumps({"key": self.key(u), "units": units}) + "\n")
+
+
+def _digest_of(key: str) -> str:
+    """A stored key's audio digest: the key itself, or the last field of an older ``id<TAB>path<TAB>digest`` key."""
+    return key.rsplit("\t", 1)[-1]
 
 
 class CachedFeatures(Mapping):
