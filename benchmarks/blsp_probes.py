@@ -12,7 +12,8 @@
 - ``ctc``: CTC of the transcripts' LLM tokens over the LLM's frozen embedding rows (no LLM in the step); the
   greedy CTC transcript's CER, then the CER of the frozen LLM transcribing the compressed positions (readouts
   hard / soft / mean), untrained on that. ``--classes chars``: a head over the transcripts' characters instead
-  (``--char-split N``: N character frames per adapter frame). ``--unseen M``: also the CER on held-out clips of a
+  (``--char-split N``: N character frames per adapter frame), also scored with each clip's characters restricted to
+  those of its language's text (a script mask). ``--unseen M``: also the CER on held-out clips of a
   manifest in languages the probe does not train on; ``--dev-langs``: the dev clips only in these languages, so
   runs on different training languages score the same clips.
 - ``prompt``: the ceiling under each candidate transcription instruction: the frozen LLM reads the gold
@@ -284,9 +285,8 @@ def probe_ctc(a) -> dict:
             for i in range(0, len(clips), 32):
                 x, n = frames(*m.adapter_frames([states[u.id] for u in clips[i : i + 32]]))
                 logits = head(x)  # (B, T, V + 1)
-                for j, u in enumerate(clips[i : i + 32]):
-                    if allowed is not None:
-                        logits[j, :, ~allowed[u.lang]] = -float("inf")
+                for j, u in enumerate(clips[i : i + 32] if allowed is not None else []):
+                    logits[j, :, ~allowed[u.lang]] = -float("inf")
                 hyps += [decode(p) for p in greedy_ctc_decode(logits, n)]
         m.train()
         return hyps
