@@ -127,15 +127,16 @@ def probe_data(a, m: SpeechLLM, dev_items: int):
     return train, dev, encoder_states(m, train + dev, Path(a.manifest).parent, Path(a.cache))
 
 
-def unseen_data(a, m: SpeechLLM) -> tuple[list, dict]:
-    """`--unseen`'s held-out clips (its training split's dev groups, as `readout` draws them) and their states:
-    languages the probe's training clips never speak."""
+def unseen_data(a, m: SpeechLLM, train: list) -> tuple[list, list, dict]:
+    """`--unseen`'s other sentences (text only), its held-out clips (its training split's dev groups, as `readout`
+    draws them) and their states: languages the probe's `train` clips never speak."""
     if not a.unseen:
-        return [], {}
-    dev = split(list(read_manifest(Path(a.unseen), split="train")))[1][: a.unseen_items]
-    if overlap := {u.lang for u in dev} & {u.lang for u in train_utts(a)}:
+        return [], [], {}
+    text, dev = split(list(read_manifest(Path(a.unseen), split="train")))
+    dev = dev[: a.unseen_items]
+    if overlap := {u.lang for u in dev} & {u.lang for u in train}:
         raise SystemExit(f"--unseen speaks training languages of the probe: {', '.join(sorted(overlap))}")
-    return dev, encoder_states(m, dev, Path(a.unseen).parent, Path(a.cache))
+    return text, dev, encoder_states(m, dev, Path(a.unseen).parent, Path(a.cache))
 
 
 def update(opt: torch.optim.Optimizer, params: list, loss: torch.Tensor, lr: float) -> None:
@@ -235,10 +236,9 @@ class CharCTCHead(torch.nn.Module):
         return self.proj(x).float()  # (B, T, C + 1)
 
 
-def script_masked(head: CharCTCHead, ctc_hyps, out: dict, train, dev, unseen, a) -> dict:
-    """Greedy CTC CER with each clip's characters restricted to those of its language's text, paired against
+def script_masked(head: CharCTCHead, ctc_hyps, out: dict, text: list, dev: list, unseen: list) -> dict:
+    """Greedy CTC CER with each clip's characters restricted to those of its language's `text`, paired against
     the unrestricted transcripts of the same clips."""
-    text = train + (split(list(read_manifest(Path(a.unseen), split="train")))[0] if unseen else [])
     seen: dict[str, set[str]] = {}
     for u in text:
         seen.setdefault(u.lang, set()).update(u.text)
@@ -256,7 +256,7 @@ def script_masked(head: CharCTCHead, ctc_hyps, out: dict, train, dev, unseen, a)
 def probe_ctc(a) -> dict:
     m = build_speech_llm(SpeechLLMConfig(adapter="stack-mlp", adapter_stack=a.stack, adapter_hidden=a.hidden))
     train, dev, states = probe_data(a, m, a.dev_items)
-    unseen, unseen_states = unseen_data(a, m)
+    unseen_text, unseen, unseen_states = unseen_data(a, m, train)
     states.update(unseen_states)
     if a.classes == "chars":
         head = CharCTCHead(m.lm.config.hidden_size, {c for u in train for c in u.text}, a.char_split)
@@ -321,8 +321,8 @@ def probe_ctc(a) -> dict:
         out |= {"unseen_items": len(unseen), "unseen_ctc_cer": cer([u.text for u in unseen], hyps),
                 "unseen_ctc_cer_macro_ci": bootstrap_corpus_macro(by_lang(stats), "CER"), "unseen_item_stats": stats,
                 "unseen_examples": [{"ref": u.text, "hyp": h} for u, h in zip(unseen[:5], hyps[:5])]}
-    if a.classes == "chars":  # the characters of each language's text (training transcripts; --unseen: its
-        out |= script_masked(head, ctc_hyps, out, train, dev, unseen, a)  # non-dev sentences, text only)
+    if a.classes == "chars":  # the characters of each language's text: training transcripts, --unseen's others
+        out |= script_masked(head, ctc_hyps, out, train + unseen_text, dev, unseen)
     m.eval()
     ev = dev[: a.llm_items] if a.classes == "tokens" else []  # the LLM reads token classes only
     for readout in ("hard", "soft", "mean") if ev else ():  # the frozen LLM, untrained on compressed positions
