@@ -149,3 +149,9 @@ def test_feature_cache_reads_entries_under_the_older_id_path_digest_keys(tiny_co
     save_file({f"{u.id}\t{u.audio}\t{digest}": old}, tmp_path / "cache" / f"features-{tok.fingerprint}" / "000000.safetensors")
     got, bad = encode_units([u], tiny_corpus.parent, None, tok, tmp_path / "cache")
     assert not bad and np.array_equal(got[u.id], old)
+    # and so does a unit-id (k-means) cache row
+    units = fit_units([u], tiny_corpus.parent, encoder(), spec(k=2), iters=1)[0]
+    (tmp_path / "cache" / f"units-{units.fingerprint}.jsonl").write_text(
+        json.dumps({"key": f"{u.id}\t{u.audio}\t{digest}", "units": [1, 0, 1]}) + "\n")
+    got, bad = encode_units([u], tiny_corpus.parent, None, units, tmp_path / "cache")
+    assert not bad and got == {u.id: [1, 0, 1]}

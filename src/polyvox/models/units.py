@@ -212,7 +212,7 @@ class UnitCache:
 
     def __init__(self, folder: str | Path, tokenizer: SpeechTokenizer, root: str | Path = "."):
         self.root = Path(root)
-        self._keys: dict[tuple, str] = {}
+        self._keys: dict[str, str] = {}  # audio path -> digest of its bytes
         self.binary = isinstance(tokenizer, FeatureTokenizer)
         self.data: dict[str, list[int]] = {}  # unit ids (k-means tokenizer)
         self._shards: dict[str, tuple[Any, str]] = {}  # features: key -> (open shard, name in it); read when asked
@@ -233,14 +233,14 @@ class UnitCache:
                     self.data[_digest_of(row["key"])] = row["units"]
 
     def key(self, u: Utterance) -> str:
-        """The digest of the clip's audio bytes (read once per id and path)."""
-        if (u.id, u.audio) not in self._keys:
+        """The digest of the clip's audio bytes (read once per path)."""
+        if u.audio not in self._keys:
             try:
                 digest = hashlib.blake2b(u.audio_path(self.root).read_bytes(), digest_size=8).hexdigest()
             except (OSError, ManifestError):
                 digest = "unreadable"  # never stored: encoding reports the clip as a bad line
-            self._keys[u.id, u.audio] = digest
-        return self._keys[u.id, u.audio]
+            self._keys[u.audio] = digest
+        return self._keys[u.audio]
 
     def has(self, u: Utterance) -> bool:
         key = self.key(u)
