@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from conftest import char_speech, content_sensitive, tone_speech
 
-from polyvox.audio import SAMPLE_RATE, write_flac
+from polyvox.audio import SAMPLE_RATE, load_audio, write_flac
 from polyvox.cli import main
 from polyvox.config import AlignConfig, BLSPConfig, SpeechLLMConfig, load_config
 from polyvox.data.manifest import Utterance, read_manifest
@@ -818,6 +818,47 @@ def test_ctc_stage_and_compressed_readout_run_before_the_llm_stages(tiny_corpus:
         tiny_model(ctc_readout="soft").speech_frames(wavs)
     with pytest.raises(ValueError, match="ctc_readout"):
         tiny_model(ctc_readout="max")
+
+
+def test_ctc_stage_over_characters_keeps_its_head_as_the_models_transcriber(tiny_corpus: Path, tmp_path: Path) -> None:
+    """ctc.classes chars: the CTC stage trains a head over the training transcripts' characters (split frames), the
+    LLM stage keeps its CTC loss on it, the export records and reloads it, and its untrained baseline gets a fresh
+    one over the same characters. The evaluation adds ``[ctc]`` (its best path, in the language's scripts) for
+    ASR and ``[ctc cascade]`` (the LLM reading those transcripts) for the other tasks. A token readout of a
+    character head is refused, in the config and on the model."""
+    run = tmp_path / "run"
+    arch = ["model.adapter=stack-mlp", "model.adapter_stack=2", "ctc.classes=chars"]  # 25 Hz, spelt at 50 Hz
+    cfg = blsp_cfg(tiny_corpus, run, *arch, "ctc.char_split=2", "ctc.steps=2", "ctc.batch_size=2", "train.steps=2",
+                   "loss.ctc_weight=1.0", "continuation.max_utterances=4")
+    folder = run_train(cfg)
+    utts = read_manifest(tiny_corpus, split="train")
+    chars = sorted({c for u in utts for c in u.text})
+    model, ctc_model = SpeechLLM.load(folder), SpeechLLM.load(run / "ctc" / "model")
+    assert model.ctc_head.chars == chars and model.ctc_head.split == 2
+    assert json.loads((folder / "model.json").read_text())["ctc_chars"] == chars
+    assert not torch.equal(model.ctc_head.proj.weight, ctc_model.ctc_head.proj.weight)  # the LLM stage trained it on
+    assert all(r["ctc_items"] > 0 for r in metric_rows(run / "ctc") + metric_rows(run))
+    assert model.ctc_targets(utts[0].text) == model.ctc_head.encode(utts[0].text)
+    fresh = speech_llm_recipes.untrained_like(model)
+    assert fresh.ctc_head.chars == chars and fresh.ctc_head is not model.ctc_head
+    ev = blsp_cfg(tiny_corpus, run, *arch, "eval.tasks=[asr,translation]", "eval.baselines=[]",
+                  "eval.joint_cascade=true")
+    tasks = blsp.run_eval(ev, name="chars")["tasks"]
+    assert set(tasks["asr"]["systems"]) == {"blsp", "blsp [ctc]"}
+    assert set(tasks["translation"]["systems"]) == {"blsp", "blsp [ctc cascade]"}
+    cached = [json.loads(r) for r in (run / "answers.jsonl").read_text().splitlines()]
+    answers = {r["item"]: r["answer"] for r in cached if r["system"] == "blsp [ctc]"}
+    items = [u for u in read_manifest(tiny_corpus, split="test") if u.id in answers]
+    assert items and model.transcribe_ctc([load_audio(u.audio_path(tiny_corpus.parent)) for u in items], [u.lang for u in items],
+                                          [""] * len(items)) == [answers[u.id] for u in items]
+    chained = [r for r in cached if r["system"] == "blsp [ctc cascade]"]
+    assert chained and all(r["transcript"] == answers[r["item"]] for r in chained)
+    with pytest.raises(ValueError, match="greedily"):
+        model.transcribe_ctc([load_audio(items[0].audio_path(tiny_corpus.parent))], [items[0].lang], [""], ctc_weight=0.5)
+    with pytest.raises(ValueError, match="over characters"):
+        model.with_ctc_readout("hard")
+    with pytest.raises(ValueError, match="no token rows"):
+        blsp_cfg(tiny_corpus, run, "ctc.classes=chars", "model.ctc_readout=soft", "ctc.steps=1")
 
 
 def ctc_log_prob(scorer: CTCPrefixScorer, classes: list[int]) -> float:

@@ -6,10 +6,20 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import tone_speech
 from torch import nn
 
-from polyvox.models.ctc import EmbeddingCTCHead, ctc_compress, ctc_loss, ctc_min_frames, greedy_ctc_decode
+from polyvox.data.languages import scripts
+from polyvox.models.ctc import (
+    CharCTCHead,
+    EmbeddingCTCHead,
+    aligned_ctc_loss,
+    ctc_compress,
+    ctc_loss,
+    ctc_min_frames,
+    greedy_ctc_decode,
+)
 from polyvox.models.layer_mix import WeightedLayerSum
 from polyvox.models.sources import load_llm, load_speech_model
 from polyvox.models.speech_encoder import SpeechEncoder
@@ -106,6 +116,42 @@ def test_a_restricted_head_scores_the_same_rows_and_learns_in_token_ids(llm):
     with torch.no_grad():
         decoded = greedy_ctc_decode(head(upstream(feats)), torch.tensor([10, 8, 10, 9]))
     assert [head.tokens(d) for d in decoded] == targets
+
+
+def test_char_head_splits_frames_learns_to_spell_and_masks_other_scripts():
+    """CharCTCHead: `split` CTC frames per input frame (the loss scales the lengths: the same value as torch's CTC
+    on the split logits), a few steps spell two transcripts from random frames, and `allowed` keeps the
+    non-letters and the letters of the language's scripts (CLDR's, through `scripts`)."""
+    torch.manual_seed(0)
+    texts = ["ab ba.", "baa, b"]
+    head = CharCTCHead(8, sorted(set("".join(texts))), split=2)
+    assert head.chars == [" ", ",", ".", "a", "b"] and head.vocab_size == 5
+    targets = [head.encode(t) for t in texts]
+    assert head.decode(targets[0]) == texts[0] and head.encode("abc") == [3, 4]  # unknown characters are dropped
+    x, n = torch.randn(2, 5, 8), torch.tensor([5, 4])  # 6 characters need 6 CTC frames: 10 and 8 here
+    logits = head(x)
+    assert logits.shape == (2, 10, 6)
+    want = F.ctc_loss(logits.log_softmax(-1).transpose(0, 1), torch.tensor(sum(targets, [])), n * 2,
+                      torch.tensor([6, 6]), blank=5)
+    assert ctc_loss(head, x, n, targets).item() == pytest.approx(want.item(), rel=1e-5)
+    assert aligned_ctc_loss(head, x, torch.tensor([5, 2]), targets)[1] == 1  # 4 CTC frames cannot hold 6 characters
+    opt = torch.optim.Adam(head.parameters(), lr=0.05)
+    for _ in range(150):
+        loss = ctc_loss(head, x, n, targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert [head.decode(p) for p in greedy_ctc_decode(head(x), n * 2)] == texts
+    mixed = CharCTCHead(4, ["a", "é", "ж", "ł", " ", ".", "1", "\u0301", "の", "カ", "字", "한"])
+    allowed = {s: {c for c, ok in zip(mixed.chars, mixed.allowed(scripts(lang)).tolist()) if ok}
+               for s, lang in (("latn", "pl_pl"), ("cyrl", "uk_ua"), ("jpan", "ja_jp"))}
+    common = {" ", ".", "1", "\u0301"}  # not letters: any script
+    assert allowed["latn"] == common | {"a", "é", "ł"} and allowed["cyrl"] == common | {"ж"}
+    assert allowed["jpan"] == common | {"の", "カ", "字"}
+    assert mixed.allowed([]).all() and mixed.allowed(["Latn"])[-1]  # no script: no mask; the blank is always allowed
+    assert scripts("ko_kr") == ("Hang", "Hani") and scripts("sr_rs") == ("Cyrl",)
+    with pytest.raises(ValueError, match="single characters"):
+        CharCTCHead(4, ["ab"])
 
 
 def test_ctc_loss_by_hand():

@@ -308,6 +308,9 @@ def _check_speech_llm_run(cfg: Any, recipe: str) -> None:
         raise ValueError(f"recipe: this is a {recipe} config, not {cfg.recipe!r}")
     if cfg.train.steps == 0 and cfg.ctc.steps == 0 and not cfg.init_from:
         raise ValueError("train.steps and ctc.steps are both 0 and there is no init_from: nothing to train")
+    if cfg.ctc.classes == "chars" and cfg.model.ctc_readout is not None:
+        raise ValueError(f"ctc.classes chars: a character head has no token rows for model.ctc_readout "
+                         f"({cfg.model.ctc_readout!r}) to read; set model.ctc_readout to null")
 
 
 # ------------------------------------------------------------------------------ speech LLM (BLSP)
@@ -489,6 +492,12 @@ class CTCStageConfig:
     """Linear warm-up, then cosine decay."""
     batch_size: int | None = None
     """Clips per step (None: ``train.batch_size``); a CTC step is cheap next to one through the LLM."""
+    classes: str = "tokens"
+    """What the CTC head's classes are: ``tokens``, rows of the LLM's frozen embedding table (what
+    ``model.ctc_readout`` reads); or ``chars``, the characters of the training transcripts (a linear head, kept
+    with the model as its transcriber, `SpeechLLM.transcribe_ctc`; needs ``model.ctc_readout: null``)."""
+    char_split: int = 1
+    """With ``classes: chars``: CTC frames per adapter frame (2: a 12.5 Hz adapter spells at 25 Hz)."""
     full_vocab: bool = False
     """Classes over the LLM's whole embedding table (the paper); by default only the tokens that occur in the
     training transcripts (still the table's frozen rows), a few percent of the cost per frame."""
@@ -500,8 +509,10 @@ class CTCStageConfig:
 
     def __post_init__(self) -> None:
         _at_least(self, 0, "steps", "warmup_steps")
-        _at_least(self, 1, "batch_size", "mask_span")
+        _at_least(self, 1, "batch_size", "mask_span", "char_split")
         _above_zero(self, "lr")
+        if self.classes not in ("tokens", "chars"):
+            raise ValueError(f"classes must be tokens or chars, got {self.classes!r}")
 
 
 @dataclass

@@ -53,3 +53,17 @@ def check_lang(code: str) -> str:
 def language_name(code: str) -> str:
     """English name of a FLEURS language code."""
     return FLEURS[check_lang(code)]
+
+
+# CLDR scripts that stand for several Unicode scripts (a Japanese text mixes kanji and both kana).
+_SCRIPT_SETS = {"Hans": ("Hani",), "Hant": ("Hani",), "Jpan": ("Hani", "Hira", "Kana"), "Kore": ("Hang", "Hani")}
+
+
+def scripts(code: str) -> tuple[str, ...]:
+    """The Unicode scripts a FLEURS language is written in (ISO 15924 codes, as ``\\p{Script=...}`` of the `regex`
+    module reads them): CLDR's likely script of the language and region, through `langcodes`; e.g. ``pl_pl`` ->
+    ``("Latn",)``, ``ja_jp`` -> ``("Hani", "Hira", "Kana")``."""
+    import langcodes
+
+    script = langcodes.Language.get(check_lang(code).replace("_", "-")).maximize().script
+    return _SCRIPT_SETS.get(script, (script,))

@@ -85,16 +85,17 @@ class SpeechLLMSystem:
 
 
 class JointCTCSystem:
-    """A speech LLM transcribing by joint CTC/LLM beam search (`SpeechLLM.transcribe_joint`): its CTC head reads the
-    speech and the frozen LLM, reading the item's example sentences (`sentence_prior`), scores each hypothesis. It
-    answers ASR items only (``tasks``).
+    """A speech LLM transcribing with its CTC head (`SpeechLLM.transcribe_ctc`): a token head by joint CTC/LLM beam
+    search, the frozen LLM reading the item's example sentences (`sentence_prior`) scoring each hypothesis; a
+    character head by its best path in the item's scripts. It answers ASR items only (``tasks``).
 
     Args:
         model: a `SpeechLLM` with a CTC head.
         states: shared `EncoderStates`, as in `SpeechLLMSystem`.
         record: where its answers are also written by item id, e.g. the `transcripts` of a `CascadeSystem` on a
             `JointTranscriber` with the same options, which then does not decode those clips again.
-        options: ``ctc_weight``, ``length_bonus``, ``beam``, ``max_new_tokens`` of `SpeechLLM.transcribe_joint`.
+        options: ``ctc_weight``, ``length_bonus``, ``beam``, ``max_new_tokens`` of `SpeechLLM.transcribe_joint` (none
+            for a character head).
     """
 
     tasks = ("asr",)
@@ -115,20 +116,21 @@ class JointCTCSystem:
     def answer(self, items: list[EvalItem], wavs: list[np.ndarray]) -> list[str]:
         clips = self.states(items, wavs) if self.states is not None else wavs
         priors = [sentence_prior(it.lang, it.examples) for it in items]
-        texts = self.model.transcribe_joint(clips, priors, **self.options)
+        texts = self.model.transcribe_ctc(clips, [it.lang for it in items], priors, **self.options)
         if self.record is not None:
             self.record.update((it.id, t) for it, t in zip(items, texts))
         return texts
 
 
 def _joint_fingerprint(model) -> str:
-    """The fingerprint of a model's joint decoding: its weights under any one CTC readout (the search reads none)."""
-    return model.with_ctc_readout("hard").fingerprint()
+    """The fingerprint of a model's CTC transcripts: its weights under any one CTC readout (they read none)."""
+    return model.fingerprint() if model.cfg.ctc_readout is None else model.with_ctc_readout("hard").fingerprint()
 
 
 class JointTranscriber:
-    """A `CascadeSystem` front-end made of a speech LLM's joint CTC/LLM decoding (`SpeechLLM.transcribe_joint`), the
-    LLM reading `examples[lang]` (`sentence_prior`; none for a language without).
+    """A `CascadeSystem` front-end made of a speech LLM's CTC transcripts (`SpeechLLM.transcribe_ctc`): joint CTC/LLM
+    decoding, the LLM reading `examples[lang]` (`sentence_prior`; none for a language without), or a character
+    head's best path.
 
     Args:
         model: a `SpeechLLM` with a CTC head.
@@ -147,8 +149,11 @@ class JointTranscriber:
 
     def transcribe(self, clips: list[np.ndarray], lang: str, batch_size: int = 8) -> list[str]:
         prior = sentence_prior(lang, self.examples.get(lang, []))
-        return [t for s in range(0, len(clips), batch_size)
-                for t in self.model.transcribe_joint(clips[s : s + batch_size], prior, **self.options)]
+        out = []
+        for s in range(0, len(clips), batch_size):
+            part = clips[s : s + batch_size]
+            out += self.model.transcribe_ctc(part, [lang] * len(part), [prior] * len(part), **self.options)
+        return out
 
 
 class CascadeSystem:

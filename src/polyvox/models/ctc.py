@@ -10,6 +10,9 @@ that is 1 MiB of float32 per frame, and the log-softmax and its gradient need as
 about 3 MiB per frame, e.g. ~1.2 GiB for 8 clips of 50 adapter frames. Restricted to the tokens of the
 training transcripts (`vocab`, a few thousand), the classes are still rows of the same frozen table, at a
 few percent of that cost.
+
+`CharCTCHead` is the alternative whose classes are the characters of the training transcripts (a linear layer):
+it reads speech better than token classes (README, BLSP probes) but has no embedding rows for the LLM to read.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import regex
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,6 +50,9 @@ class EmbeddingCTCHead(nn.Module):
         learn_scale: learn the scale (stored as its log, so it stays positive); otherwise keep it fixed.
         vocab: the LLM token ids that are classes (e.g. those of the training transcripts); None: every row.
     """
+
+    split = 1
+    """CTC frames per input frame (see `CharCTCHead`)."""
 
     def __init__(self, embedding: nn.Embedding, learn_scale: bool = True, vocab: Sequence[int] | None = None):
         super().__init__()
@@ -105,31 +112,91 @@ class EmbeddingCTCHead(nn.Module):
         return torch.cat([tokens, blank], dim=-1).float()  # (B, T, V + 1)
 
 
+class CharCTCHead(nn.Module):
+    """CTC output layer over characters (e.g. those of the training transcripts), plus a blank: a linear layer.
+
+    With `split` > 1 each input frame gives `split` CTC frames (a learned (D, split * D) expansion), so a 12.5 Hz
+    adapter can spell at 25 Hz; `ctc_loss` scales the lengths by it. Targets are class indices (`encode`).
+
+    Args:
+        dim: D, the width of the input frames.
+        chars: the classes (single characters; sorted); the blank is class ``len(chars)``.
+        split: CTC frames per input frame.
+    """
+
+    token_ids = None  # classes are characters, not LLM tokens
+
+    def __init__(self, dim: int, chars: Sequence[str], split: int = 1):
+        super().__init__()
+        self.chars = sorted(set(chars))
+        if not self.chars or any(len(c) != 1 for c in self.chars) or split < 1:
+            raise ValueError(f"a character CTC head needs single characters and split >= 1, got "
+                             f"{len(self.chars)} classes, split {split}")
+        self.split = split
+        self._index = {c: i for i, c in enumerate(self.chars)}
+        self.expand = nn.Linear(dim, split * dim) if split > 1 else nn.Identity()
+        self.proj = nn.Linear(dim, len(self.chars) + 1)
+
+    @property
+    def vocab_size(self) -> int:
+        """C, the number of character classes; the blank is class C."""
+        return len(self.chars)
+
+    def classes(self, ids: Sequence[int]) -> list[int]:
+        """Targets are class indices already (`encode`)."""
+        return list(ids)
+
+    def encode(self, text: str) -> list[int]:
+        """A transcript -> its class indices; characters outside the classes are dropped."""
+        return [self._index[c] for c in text if c in self._index]
+
+    def decode(self, classes: Sequence[int]) -> str:
+        return "".join(self.chars[k] for k in classes)
+
+    def allowed(self, scripts: Sequence[str]) -> torch.Tensor:
+        """(C + 1,) mask of the classes a text in `scripts` (ISO 15924 codes, `polyvox.data.languages.scripts`)
+        may hold: every character that is not a letter (digits, punctuation, marks, spaces), the letters of
+        those scripts, and the blank; every class when `scripts` is empty."""
+        if not scripts:
+            return torch.ones(len(self.chars) + 1, dtype=torch.bool)
+        script = regex.compile("[" + "".join(f"\\p{{Script={s}}}" for s in scripts) + "]")
+        ok = [not regex.match(r"\p{L}", c) or bool(script.match(c)) for c in self.chars]
+        return torch.tensor(ok + [True])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, D) frames -> (B, T * split, C + 1) float32 logits; the last class is the blank."""
+        b, t, d = x.shape
+        return self.proj(self.expand(x).reshape(b, t * self.split, d)).float()
+
+
+CTCHead = EmbeddingCTCHead | CharCTCHead
+
+
 def ctc_min_frames(target: list[int]) -> int:
     """The fewest input frames CTC can align `target` to: one per token, plus a blank between repeats."""
     return len(target) + sum(a == b for a, b in zip(target, target[1:]))
 
 
-def ctc_loss(head: EmbeddingCTCHead, x: torch.Tensor, lengths: torch.Tensor,
-             targets: list[list[int]]) -> torch.Tensor:
+def ctc_loss(head: CTCHead, x: torch.Tensor, lengths: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
     """CTC loss of `targets` given encoder-side frames, mean over the batch of (loss / target length).
 
     Args:
-        head: the embedding CTC head (V token classes + blank V).
+        head: the CTC head (V classes + blank V; ``head.split`` CTC frames per input frame).
         x: (B, T, D) frames.
-        lengths: (B,) valid frames of each item.
-        targets: LLM token ids of each item's transcript (no blank; among the head's classes).
+        lengths: (B,) valid input frames of each item.
+        targets: each item's transcript as the head's targets: LLM token ids for `EmbeddingCTCHead` (among its
+            classes), class indices for `CharCTCHead` (no blank).
 
     Raises:
         ValueError: when an item cannot be aligned (fewer valid frames than `ctc_min_frames` of its target),
             naming its batch index; filter such items with `ctc_min_frames` before batching. Also for ids out
             of range and mismatched batch sizes.
     """
-    b, t, _ = x.shape
+    b, t = x.shape[0], x.shape[1] * head.split
     if len(targets) != b or len(lengths) != b:
         raise ValueError(f"batch of {b} frames but {len(targets)} targets and {len(lengths)} lengths")
     v = head.vocab_size
-    lengths = lengths.to(torch.long).cpu()
+    lengths = lengths.to(torch.long).cpu() * head.split
     for i, (tgt, n) in enumerate(zip(targets, lengths.tolist())):
         if not 1 <= n <= t:
             raise ValueError(f"batch item {i}: {n} valid frames, expected 1..{t}")
@@ -146,13 +213,13 @@ def ctc_loss(head: EmbeddingCTCHead, x: torch.Tensor, lengths: torch.Tensor,
                       zero_infinity=True)
 
 
-def aligned_ctc_loss(head: EmbeddingCTCHead, x: torch.Tensor, lengths: torch.Tensor,
+def aligned_ctc_loss(head: CTCHead, x: torch.Tensor, lengths: torch.Tensor,
                      targets: list[list[int]]) -> tuple[torch.Tensor, int]:
     """`ctc_loss` over the items it can score: a non-empty target of the head's classes with enough frames
     (`ctc_min_frames`); returns the loss (0 with a graph when none) and how many items it scored."""
     known = set(head.token_ids.tolist()) if head.token_ids is not None else None
     keep = [i for i, (t, n) in enumerate(zip(targets, lengths.tolist()))
-            if t and ctc_min_frames(t) <= n and (known is None or known.issuperset(t))]
+            if t and ctc_min_frames(t) <= n * head.split and (known is None or known.issuperset(t))]
     if not keep:
         return x.sum() * 0.0, 0
     idx = torch.tensor(keep, device=x.device)

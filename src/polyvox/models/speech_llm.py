@@ -25,9 +25,16 @@ from transformers import StoppingCriteria
 from polyvox.audio import SAMPLE_RATE
 from polyvox.config import SpeechLLMConfig, config_from_dict
 from polyvox.data.instructions import default_bank
-from polyvox.data.languages import language_name
+from polyvox.data.languages import language_name, scripts
 from polyvox.models.adapter import build_adapter
-from polyvox.models.ctc import CTC_READOUTS, EmbeddingCTCHead, ctc_compress
+from polyvox.models.ctc import (
+    CTC_READOUTS,
+    CharCTCHead,
+    CTCHead,
+    EmbeddingCTCHead,
+    ctc_compress,
+    greedy_ctc_decode,
+)
 from polyvox.models.export import load_trainable, read_meta, save_trainable, trainable_state
 from polyvox.models.joint_decode import first_token_ids, joint_ctc_search
 from polyvox.models.layer_mix import WeightedLayerSum
@@ -136,7 +143,7 @@ class SpeechLLM(nn.Module):
                                      cfg.adapter_stack, out_scale=rms)
         self.layer_mix = WeightedLayerSum(encoder.layer + 1, norm=True) if cfg.layer_mix else None
         _check_readout(cfg.ctc_readout)
-        self.ctc_head: EmbeddingCTCHead | None = None
+        self.ctc_head: CTCHead | None = None
         if cfg.lora_rank > 0:
             self._add_lora()
 
@@ -159,6 +166,22 @@ class SpeechLLM(nn.Module):
         `save` records its vocabulary."""
         self.ctc_head = EmbeddingCTCHead(self.lm.get_input_embeddings(), vocab=vocab).to(self.device)
         return self.ctc_head
+
+    def add_char_head(self, chars: list[str], split: int = 1) -> CharCTCHead:
+        """A fresh CTC head over `chars` (`CharCTCHead`, `split` CTC frames per adapter frame), part of the model from
+        now on: it transcribes (`transcribe_ctc`); it has no embedding rows, so no ``model.ctc_readout`` reads it."""
+        if self.cfg.ctc_readout is not None:
+            raise ValueError(f"model.ctc_readout {self.cfg.ctc_readout!r} reads the CTC head's token rows; a character "
+                             "head has none: set model.ctc_readout to null")
+        with torch.random.fork_rng():  # seeded like the adapter, without touching the global generator
+            torch.manual_seed(self.seed)
+            head = CharCTCHead(self.lm.get_input_embeddings().weight.shape[1], chars, split)
+        self.ctc_head = head.to(self.device)
+        return self.ctc_head
+
+    def ctc_targets(self, text: str) -> list[int]:
+        """A transcript as the CTC head's targets: its LLM token ids (`text_ids`), or a character head's classes."""
+        return self.ctc_head.encode(text) if isinstance(self.ctc_head, CharCTCHead) else self.text_ids(text)
 
     @contextlib.contextmanager
     def frozen_llm(self) -> Iterator[nn.Module]:
@@ -265,6 +288,8 @@ class SpeechLLM(nn.Module):
         (`ctc_compress`'s readouts); its config, and so the `fingerprint` that keys cached answers, says which."""
         if self.ctc_head is None:
             raise ValueError(f"a CTC readout ({readout!r}) needs the model's CTC head: this model has none")
+        if isinstance(self.ctc_head, CharCTCHead):
+            raise ValueError(f"a CTC readout ({readout!r}) reads token rows; this model's CTC head is over characters")
         _check_readout(readout)
         other = copy.copy(self)  # a new attribute dict over the same submodules
         other.cfg = replace(self.cfg, ctc_readout=readout)
@@ -424,6 +449,21 @@ class SpeechLLM(nn.Module):
                     out[i] = self.tokenizer.decode(a, skip_special_tokens=True).strip()
         return out
 
+    @torch.no_grad()
+    def transcribe_ctc(self, wavs: list[np.ndarray], langs: list[str], priors: list[str], **options) -> list[str]:
+        """Transcripts read by the CTC head of the clips in languages `langs` (FLEURS codes): a token head's by joint
+        CTC/LLM decoding (`transcribe_joint` with `priors` and its `options`); a character head's by its best path
+        (greedy), each clip's characters restricted to its language's scripts (`CharCTCHead.allowed`; no options)."""
+        head = self.ctc_head
+        if not isinstance(head, CharCTCHead):
+            return self.transcribe_joint(wavs, priors, **options)
+        if options:
+            raise ValueError(f"a character CTC head transcribes greedily; options {sorted(options)} are for a token head")
+        x, n = self.adapter_frames(wavs)
+        allowed = torch.stack([head.allowed(scripts(lang)) for lang in langs]).to(x.device)  # (B, C + 1)
+        logits = head(x).masked_fill(~allowed[:, None, :], -torch.inf)  # (B, T * split, C + 1)
+        return [head.decode(p).strip() for p in greedy_ctc_decode(logits, n * head.split)]
+
     def generate_text(self, texts: list[str], instructions: Prompt | list[Prompt], **kwargs) -> list[str]:
         """The frozen LLM (`frozen_llm`: LoRA off) and the same prompt with a text in place of the speech
         (continuations, answers, the cascade baseline)."""
@@ -451,7 +491,9 @@ class SpeechLLM(nn.Module):
         meta = {"kind": "speech_llm", "model": asdict(self.cfg), "seed": self.seed,
                 "encoder_fingerprint": fingerprint(self.cfg.encoder), "llm_fingerprint": fingerprint(self.cfg.llm),
                 **(extra or {})}
-        if self.ctc_head is not None:
+        if isinstance(self.ctc_head, CharCTCHead):
+            meta["ctc_chars"], meta["ctc_split"] = self.ctc_head.chars, self.ctc_head.split
+        elif self.ctc_head is not None:
             ids = self.ctc_head.token_ids
             meta["ctc_vocab"] = None if ids is None else ids.tolist()
         return save_trainable(self, folder, meta)
@@ -480,6 +522,8 @@ class SpeechLLM(nn.Module):
                              + ", ".join(f"{k} {b!r} (here {a!r})" for k, (a, b) in differ.items()))
         if "ctc_vocab" in meta:
             self.add_ctc_head(meta["ctc_vocab"])
+        if "ctc_chars" in meta:
+            self.add_char_head(meta["ctc_chars"], meta["ctc_split"])
         load_trainable(self, folder)
 
 

@@ -39,7 +39,7 @@ from polyvox.eval.systems import (
 from polyvox.eval.tasks import build_tasks, degraded_items
 from polyvox.losses import distill_kl, mean_over_processes
 from polyvox.models.asr import Transcriber
-from polyvox.models.ctc import EmbeddingCTCHead, aligned_ctc_loss
+from polyvox.models.ctc import CharCTCHead, CTCHead, EmbeddingCTCHead, aligned_ctc_loss
 from polyvox.models.export import read_meta, save_trainable
 from polyvox.models.speech_llm import SpeechLLM, build_speech_llm
 from polyvox.models.units import encode_units
@@ -180,9 +180,10 @@ def transcript_ctc(model: SpeechLLM, batch: dict) -> tuple[torch.Tensor, int]:
     """CTC loss of the batch's transcripts on the adapter's frames with the model's own CTC head, over the clips
     it can score (every token among the head's classes, enough frames); returns the loss and that count."""
     if model.ctc_head is None:
-        raise ValueError("loss.ctc_weight needs the model's CTC head: set model.ctc_readout and ctc.steps > 0")
+        raise ValueError("loss.ctc_weight needs the model's CTC head: ctc.steps > 0 with model.ctc_readout set or "
+                         "ctc.classes chars")
     x, n = model.adapter_frames(batch["wavs"])  # (B, T, D), (B,)
-    return aligned_ctc_loss(model.ctc_head, x, n, [model.text_ids(u.text) for u in batch["utts"]])
+    return aligned_ctc_loss(model.ctc_head, x, n, [model.ctc_targets(u.text) for u in batch["utts"]])
 
 
 def augmented(t: TrainConfig, train_set: list[tuple[Utterance, Any]], root: Path,
@@ -218,10 +219,10 @@ def fit(model: SpeechLLM, train_set: list[tuple[Utterance, Any]], lc: AlignConfi
 
 
 class CTCStage(nn.Module):
-    """The speech LLM's adapter side + a CTC head over the LLM's frozen input-embedding table: the model's own
-    head (`SpeechLLM.add_ctc_head`, with ``model.ctc_readout``) or one of its own, dropped after the stage."""
+    """The speech LLM's adapter side + a CTC head: the model's own (over the LLM's frozen embedding rows with
+    ``model.ctc_readout``, or over characters) or one of its own, dropped after the stage."""
 
-    def __init__(self, model: SpeechLLM, head: EmbeddingCTCHead):
+    def __init__(self, model: SpeechLLM, head: CTCHead):
         super().__init__()
         self.model, self.head = model, head
 
@@ -231,7 +232,7 @@ class CTCStage(nn.Module):
         return [p for m in parts for p in m.parameters() if p.requires_grad]
 
     def forward(self, wavs: list, targets: list[list[int]]) -> tuple[torch.Tensor, dict[str, float]]:
-        """CTC loss of the transcripts' LLM tokens; items too short to align are left out and counted."""
+        """CTC loss of the transcripts (the head's targets); items too short to align are left out and counted."""
         x, n = self.model.adapter_frames(wavs)  # (B, L, D_llm), (B,)
         loss, kept = aligned_ctc_loss(self.head, x, n, targets)
         return mean_over_processes(loss * kept, kept), {"ctc_items": kept, "ctc_skipped": len(targets) - kept}
@@ -244,7 +245,8 @@ def run_ctc(model: SpeechLLM, utts: list[Utterance], c: CTCStageConfig, t: Train
             out: Path) -> Path:
     """The CTC stage: CTC on the transcripts of `utts` (and their `train.augment` copies, shared with the later
     stages under ``out/augmented``) trains the layer mix and adapter of `model` in place (and its CTC head with
-    ``model.ctc_readout``; the head's classes are the transcripts' tokens unless `c.full_vocab`). Runs in
+    ``model.ctc_readout``; the head's classes are the transcripts' tokens unless `c.full_vocab`; with
+    ``c.classes: chars``, a head over the transcripts' characters that stays with the model). Runs in
     ``out/ctc`` with its own checkpoints (resumable; the encoder-state cache is ``out/cache``) and exports the
     speech LLM to ``ctc/model``."""
     run = out / "ctc"
@@ -252,14 +254,22 @@ def run_ctc(model: SpeechLLM, utts: list[Utterance], c: CTCStageConfig, t: Train
     tc.steps, tc.lr, tc.warmup_steps = c.steps, c.lr, c.warmup_steps
     tc.batch_size = c.batch_size or t.batch_size
     tc.grad_accum = min(tc.grad_accum, tc.batch_size)
-    train_set = [(u, model.text_ids(u.text)) for u in utts]
-    vocab = None if c.full_vocab else sorted({k for _, ids in train_set for k in ids})
-    if model.cfg.ctc_readout is not None:  # the model's own head (kept if it already scores these classes)
+    if c.classes == "chars":  # the model's own head (kept if it already has these classes)
+        chars = sorted({ch for u in utts for ch in u.text})
         have = model.ctc_head
-        same = have is not None and (None if have.token_ids is None else have.token_ids.tolist()) == vocab
-        head = have if same else model.add_ctc_head(vocab)
+        same = isinstance(have, CharCTCHead) and (have.chars, have.split) == (chars, c.char_split)
+        head = have if same else model.add_char_head(chars, c.char_split)
+        train_set = [(u, head.encode(u.text)) for u in utts]
     else:
-        head = EmbeddingCTCHead(model.lm.get_input_embeddings(), vocab=vocab)
+        train_set = [(u, model.text_ids(u.text)) for u in utts]
+        vocab = None if c.full_vocab else sorted({k for _, ids in train_set for k in ids})
+        if model.cfg.ctc_readout is not None:  # the model's own head (kept if it already scores these classes)
+            have = model.ctc_head
+            same = isinstance(have, EmbeddingCTCHead) and (
+                None if have.token_ids is None else have.token_ids.tolist()) == vocab
+            head = have if same else model.add_ctc_head(vocab)
+        else:
+            head = EmbeddingCTCHead(model.lm.get_input_embeddings(), vocab=vocab)
     stage = CTCStage(model, head)
 
     def loss_fn(stage: CTCStage, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
@@ -268,7 +278,7 @@ def run_ctc(model: SpeechLLM, utts: list[Utterance], c: CTCStageConfig, t: Train
 
     root = Path(data.manifest).parent
     train_set = train_set + augmented(t, train_set, root, out)
-    log.info("CTC stage: %d steps on %d clips, %d token classes", tc.steps, len(train_set), head.vocab_size)
+    log.info("CTC stage: %d steps on %d clips, %d %s classes", tc.steps, len(train_set), head.vocab_size, c.classes)
     states = encoder_states(model, [u for u, _ in train_set], root, out / "cache")
     batches = clip_batches(tc, train_set, root, states, c.time_mask, c.mask_span)
     train(stage, [{"params": stage.trainable(), "lr": tc.lr}], batches, loss_fn, tc, run)
@@ -278,36 +288,46 @@ def run_ctc(model: SpeechLLM, utts: list[Utterance], c: CTCStageConfig, t: Train
 def untrained_like(model: SpeechLLM) -> SpeechLLM:
     """The same speech LLM with its trainable parts at initialisation: a fresh adapter (and layer mix) on the
     shared frozen encoder and LLM; with LoRA, on a freshly loaded LLM, as the shared one carries trained LoRA; with a
-    CTC head, a fresh one over the same token classes."""
+    CTC head, a fresh one over the same classes."""
     if model.cfg.lora_rank > 0:
         fresh = build_speech_llm(model.cfg, model.seed)
     else:
         fresh = SpeechLLM(model.encoder, model.lm, model.tokenizer, model.cfg, model.seed)
-    if model.ctc_head is not None:  # a fresh head over the same classes
-        ids = model.ctc_head.token_ids
-        fresh.add_ctc_head(None if ids is None else ids.tolist())
+    head = model.ctc_head
+    if isinstance(head, CharCTCHead):
+        fresh.add_char_head(head.chars, head.split)
+    elif head is not None:
+        fresh.add_ctc_head(None if head.token_ids is None else head.token_ids.tolist())
     return fresh.eval()
+
+
+def ctc_tag(model: SpeechLLM) -> str:
+    """How a system name says that `model`'s CTC head transcribed (`joint_systems`)."""
+    return "ctc" if isinstance(model.ctc_head, CharCTCHead) else "ctc+llm"
 
 
 def joint_systems(model: SpeechLLM, system: str, states: EncoderStates, e: GenerationEvalConfig, tasks: dict,
                   gen: dict, with_cascade: bool) -> tuple[dict, list[tuple[str, str]]]:
-    """The systems `e.joint_ctc_weight` and `e.joint_cascade` add beside `model` (answering as `system`), with the
-    paired differences to report: ``<system> [ctc+llm]`` transcribes the ASR items by joint CTC/LLM beam search, and
-    ``<system> [ctc+llm cascade]`` has the LLM (`gen`: its generation options) answer every other task from those
-    transcripts, each paired with the model's own answers and, `with_cascade`, the Whisper cascade's. A clip the
-    first system has transcribed is not decoded again for the second."""
-    if e.joint_ctc_weight <= 0:
+    """The systems that transcribe with `model`'s CTC head (`SpeechLLM.transcribe_ctc`) beside `model` (answering as
+    `system`), with the paired differences to report: ``<system> [ctc+llm]`` transcribes the ASR items by joint
+    CTC/LLM beam search (when `e.joint_ctc_weight` > 0), or, with a character head, ``<system> [ctc]`` by the head's
+    best path; and with `e.joint_cascade`, ``<system> [ctc+llm cascade]`` (``[ctc cascade]``) has the LLM (`gen`: its
+    generation options) answer every other task from those transcripts. Each is paired with the model's own answers
+    and, `with_cascade`, the Whisper cascade's. A clip the first system has transcribed is not decoded again for the
+    second."""
+    chars = isinstance(model.ctc_head, CharCTCHead)
+    if e.joint_ctc_weight <= 0 and not chars:
         return {}, []
-    options = {"ctc_weight": e.joint_ctc_weight, "length_bonus": e.joint_length_bonus, "beam": e.joint_beam,
-               "max_new_tokens": e.max_new_tokens}
+    options = {} if chars else {"ctc_weight": e.joint_ctc_weight, "length_bonus": e.joint_length_bonus,
+                                "beam": e.joint_beam, "max_new_tokens": e.max_new_tokens}
+    tag = ctc_tag(model)
     chained = None
     if e.joint_cascade:
         front = JointTranscriber(model, {it.lang: it.examples for it in tasks.get("asr", [])}, **options)
         chained = CascadeSystem(model, front, asr_batch_size=e.batch_size, states=states,
                                 tasks=("translation", "intent", "continuation", "heldout"), **gen)
-    systems = {f"{system} [ctc+llm]": JointCTCSystem(model, states, chained.transcripts if chained else None,
-                                                       **options),
-               **({f"{system} [ctc+llm cascade]": chained} if chained else {})}
+    systems = {f"{system} [{tag}]": JointCTCSystem(model, states, chained.transcripts if chained else None, **options),
+               **({f"{system} [{tag} cascade]": chained} if chained else {})}
     return systems, [(name, other) for name in systems for other in [system] + ["cascade"] * with_cascade]
 
 
@@ -358,7 +378,7 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
         if "asr" not in tasks:
             raise ValueError("eval.conditions degrade the ASR task's clips: add asr to eval.tasks")
         degraded = {f"asr:{c}": degraded_items(tasks["asr"], root, Path(out_dir) / "degraded", c) for c in e.conditions}
-        hearing = {k: v for k, v in systems.items() if k in (system, "cascade", f"{system} [ctc+llm]")}
+        hearing = {k: v for k, v in systems.items() if k in (system, "cascade", f"{system} [{ctc_tag(model)}]")}
         more = evaluate_generation(hearing, degraded, root, seen, e.batch_size, cache=cache,
                                    compare=[c for c in compare if c[1] in hearing])
         result["tasks"].update(more["tasks"])
