@@ -83,7 +83,7 @@ from polyvox.data.languages import language_name
 from polyvox.data.manifest import read_manifest
 from polyvox.eval.metrics import bootstrap_corpus_difference, bootstrap_corpus_macro, cer, item_statistics
 from polyvox.eval.tasks import shot_examples
-from polyvox.models.ctc import ctc_loss, ctc_min_frames, greedy_ctc_decode
+from polyvox.models.ctc import CharCTCHead, ctc_loss, ctc_min_frames, greedy_ctc_decode
 from polyvox.models.speech_llm import (
     SpeechLLM,
     build_speech_llm,
@@ -200,42 +200,6 @@ def probe_ce(a) -> dict:
     return {"curve": curve, "dev_cer": cer([u.text for u in dev[:32]], hyps), "steps": step}
 
 
-class CharCTCHead(torch.nn.Module):
-    """A CTC head over the characters of the training transcripts (a linear layer, plus a blank), with the
-    interface `ctc_loss` and `greedy_ctc_decode` read: the alternative to classes that are LLM tokens. With
-    `split` > 1 each adapter frame gives `split` character frames (a 12.5 Hz adapter spelling at 25 Hz)."""
-
-    token_ids = None  # targets are class indices already
-
-    def __init__(self, dim: int, chars: set[str], split: int = 1):
-        super().__init__()
-        self.chars, self.split = sorted(chars), split
-        self.index = {c: i for i, c in enumerate(self.chars)}
-        self.expand = torch.nn.Linear(dim, split * dim) if split > 1 else torch.nn.Identity()
-        self.proj = torch.nn.Linear(dim, len(self.chars) + 1)
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.chars)
-
-    def classes(self, ids: list[int]) -> list[int]:
-        return list(ids)
-
-    def encode(self, text: str) -> list[int]:
-        return [self.index[c] for c in text if c in self.index]
-
-    def decode(self, classes: list[int]) -> str:
-        return "".join(self.chars[k] for k in classes)
-
-    def frames(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, D) adapter frames -> (B, T * split, D) character frames and their lengths."""
-        b, t, d = x.shape
-        return self.expand(x).reshape(b, t * self.split, d), lengths * self.split
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).float()  # (B, T, C + 1)
-
-
 def script_masked(head: CharCTCHead, ctc_hyps, out: dict, text: list, dev: list, unseen: list) -> dict:
     """Greedy CTC CER with each clip's characters restricted to those of its language's `text`, paired against
     the unrestricted transcripts of the same clips."""
@@ -259,7 +223,7 @@ def probe_ctc(a) -> dict:
     unseen_text, unseen, unseen_states = unseen_data(a, m, train)
     states.update(unseen_states)
     if a.classes == "chars":
-        head = CharCTCHead(m.lm.config.hidden_size, {c for u in train for c in u.text}, a.char_split)
+        head = m.add_char_head(sorted({c for u in train for c in u.text}), a.char_split)
         ids = {u.id: head.encode(u.text) for u in train + dev}
         oov = 1 - sum(len(ids[u.id]) for u in dev) / sum(len(u.text) for u in dev)
         decode = head.decode
@@ -274,7 +238,6 @@ def probe_ctc(a) -> dict:
     params = [*m.adapter.parameters(), *head.parameters()]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.01)
     rng = random.Random(0)
-    frames = getattr(head, "frames", lambda x, n: (x, n))  # the character head's frames, else the adapter's
 
     def ctc_hyps(clips=dev, allowed: dict[str, torch.Tensor] | None = None) -> list[str]:
         """Greedy CTC transcripts; with `allowed` (language -> (V + 1,) bool), each clip's classes outside its
@@ -283,11 +246,11 @@ def probe_ctc(a) -> dict:
         hyps = []
         with torch.no_grad():
             for i in range(0, len(clips), 32):
-                x, n = frames(*m.adapter_frames([states[u.id] for u in clips[i : i + 32]]))
-                logits = head(x)  # (B, T, V + 1)
+                x, n = m.adapter_frames([states[u.id] for u in clips[i : i + 32]])
+                logits = head(x)  # (B, T * split, V + 1)
                 for j, u in enumerate(clips[i : i + 32] if allowed is not None else []):
                     logits[j, :, ~allowed[u.lang]] = -float("inf")
-                hyps += [decode(p) for p in greedy_ctc_decode(logits, n)]
+                hyps += [decode(p) for p in greedy_ctc_decode(logits, n * head.split)]
         m.train()
         return hyps
 
@@ -299,8 +262,8 @@ def probe_ctc(a) -> dict:
     while time.time() - t0 < a.minutes * 60:
         us = rng.sample(train, a.batch)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):  # as train.mixed_precision=bf16
-            x, n = frames(*m.adapter_frames([mask_time(states[u.id], a.time_mask, a.mask_span, masks) for u in us]))
-            keep = [i for i, u in enumerate(us) if ctc_min_frames(ids[u.id]) <= n[i]]
+            x, n = m.adapter_frames([mask_time(states[u.id], a.time_mask, a.mask_span, masks) for u in us])
+            keep = [i for i, u in enumerate(us) if ctc_min_frames(ids[u.id]) <= n[i] * head.split]
             loss = ctc_loss(head, x[keep], n[keep], [ids[us[i].id] for i in keep])
         update(opt, params, loss, a.lr * min(1, (step + 1) / 50))
         step += 1

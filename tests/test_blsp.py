@@ -579,13 +579,16 @@ def test_cli_blsp_pipeline_and_generate(tiny_corpus: Path, tmp_path: Path, capsy
         assert main(["generate", "--model", model, "--audio", audio[0], *bad, "--examples", *shown]) == 2
         assert "--examples make a few-shot transcription prompt" in capsys.readouterr().err
     joint = []  # --ctc-weight: joint CTC/LLM decoding, the LLM reading the examples as sentences of the language
-    monkeypatch.setattr(SpeechLLM, "transcribe_joint", lambda self, wavs, prior, *a: joint.append((prior, a)) or ["y"])
+    monkeypatch.setattr(SpeechLLM, "transcribe_joint", lambda self, wavs, priors, **kw: joint.append((priors, kw)) or ["y"])
     assert main(["generate", "--model", model, "--audio", audio[0], "--lang", "fr_fr", "--examples", *shown,
                  "--ctc-weight", "0.7", "--length-bonus", "2.5", "--beam", "3", "--max-new-tokens", "9"]) == 0
-    assert joint == [(sentence_prior("fr_fr", shown), (0.7, 2.5, 3, 9))] and capsys.readouterr().out == f"{audio[0]}\ty\n"
+    options = {"ctc_weight": 0.7, "length_bonus": 2.5, "beam": 3, "max_new_tokens": 9}
+    assert joint == [([sentence_prior("fr_fr", shown)], options)] and capsys.readouterr().out == f"{audio[0]}\ty\n"
+    assert main(["generate", "--model", model, "--audio", audio[0], "--lang", "fr_fr", "--ctc"]) == 0  # weight 0.7
+    assert joint[-1] == ([sentence_prior("fr_fr", [])], {**options, "length_bonus": 4.0, "beam": 4, "max_new_tokens": 64})
     for bad in (["--prompt", "translate", "--lang", "fr_fr"], [], ["--lang", "fr_fr", "--sample"]):
         assert main(["generate", "--model", model, "--audio", audio[0], *bad, "--ctc-weight", "0.7"]) == 2
-        assert "--ctc-weight transcribes by joint CTC/LLM decoding" in capsys.readouterr().err
+        assert "--ctc / --ctc-weight transcribe with the CTC head" in capsys.readouterr().err
 
 
 def test_cli_generate_names_a_bad_audio_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -820,7 +823,8 @@ def test_ctc_stage_and_compressed_readout_run_before_the_llm_stages(tiny_corpus:
         tiny_model(ctc_readout="max")
 
 
-def test_ctc_stage_over_characters_keeps_its_head_as_the_models_transcriber(tiny_corpus: Path, tmp_path: Path) -> None:
+def test_ctc_stage_over_characters_keeps_its_head_as_the_models_transcriber(tiny_corpus: Path, tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
     """ctc.classes chars: the CTC stage trains a head over the training transcripts' characters (split frames), the
     LLM stage keeps its CTC loss on it, the export records and reloads it, and its untrained baseline gets a fresh
     one over the same characters. The evaluation adds ``[ctc]`` (its best path, in the language's scripts) for
@@ -855,6 +859,13 @@ def test_ctc_stage_over_characters_keeps_its_head_as_the_models_transcriber(tiny
     assert chained and all(r["transcript"] == answers[r["item"]] for r in chained)
     with pytest.raises(ValueError, match="greedily"):
         model.transcribe_ctc([load_audio(items[0].audio_path(tiny_corpus.parent))], [items[0].lang], [""], ctc_weight=0.5)
+    audio = [str(u.audio_path(tiny_corpus.parent)) for u in items[:2]]  # the CLI: generate --ctc
+    assert main(["generate", "--model", str(folder), "--audio", *audio, "--lang", items[0].lang, "--ctc"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    want = model.transcribe_ctc([load_audio(a) for a in audio], [items[0].lang] * 2, [""] * 2)
+    assert printed == [f"{a}\t{t}" for a, t in zip(audio, want)]
+    assert main(["generate", "--model", str(folder), "--audio", audio[0], "--lang", items[0].lang, "--ctc-weight", "0.5"]) == 2
+    assert "greedily" in capsys.readouterr().err
     with pytest.raises(ValueError, match="over characters"):
         model.with_ctc_readout("hard")
     with pytest.raises(ValueError, match="no token rows"):

@@ -210,7 +210,7 @@ def _recipe_cfg(args) -> BLSPConfig | MITConfig:
 def generate(model: str, audio: list[str], prompt: str = "transcribe", lang: str | None = None,
              target: str = "en_us", labels: list[str] | None = None, max_new_tokens: int = 64,
              sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, multiline: bool = False,
-             batch_size: int = 8, examples: list[str] | None = None, ctc_weight: float = 0.0,
+             batch_size: int = 8, examples: list[str] | None = None, ctc: bool = False, ctc_weight: float = 0.0,
              length_bonus: float = 4.0, beam: int = 4) -> list[str]:
     """Answer a prompt about each audio file with a trained speech LLM, prompted in the style it was trained with
     (an instruction, or an xP3 prefix/postfix pair); prints one tab-separated line per file.
@@ -230,13 +230,17 @@ def generate(model: str, audio: list[str], prompt: str = "transcribe", lang: str
         batch_size: clips per generation batch.
         examples: transcribe: sentences of the language, each written down word for word before the input (the
             few-shot prompt of ``eval.shots``, for a base LLM; needs --lang).
+        ctc: transcribe with the model's CTC head (`SpeechLLM.transcribe_ctc`): a character head's best path in the
+            scripts of --lang; a token head by joint CTC/LLM decoding (--ctc-weight, 0.7 if not given).
         ctc_weight: transcribe: when > 0, by joint CTC/LLM beam search (`SpeechLLM.transcribe_joint`; a model with
-            a CTC head): the CTC head hears the speech, and the frozen LLM, reading the --examples as sentences of
-            --lang, scores each hypothesis as a language model; the CTC score's weight (``eval.joint_ctc_weight``).
+            a CTC head over tokens): the CTC head hears the speech, and the frozen LLM, reading the --examples as
+            sentences of --lang, scores each hypothesis as a language model; the CTC score's weight
+            (``eval.joint_ctc_weight``).
         length_bonus: joint decoding: score added per token.
         beam: joint decoding: hypotheses kept per step.
     """
     from polyvox.data.languages import check_lang
+    from polyvox.models.ctc import CharCTCHead
     from polyvox.models.speech_llm import SpeechLLM, ask, few_shot_transcription, sentence_prior
 
     if lang is not None:
@@ -244,20 +248,25 @@ def generate(model: str, audio: list[str], prompt: str = "transcribe", lang: str
     if examples and (prompt != "transcribe" or lang is None or multiline):
         raise ValueError("--examples make a few-shot transcription prompt: use them with --prompt transcribe and "
                          "--lang, without --multiline")
-    if ctc_weight and (prompt != "transcribe" or lang is None or multiline or sample):
-        raise ValueError("--ctc-weight transcribes by joint CTC/LLM decoding: use it with --prompt transcribe and "
+    ctc = ctc or bool(ctc_weight)
+    if ctc and (prompt != "transcribe" or lang is None or multiline or sample):
+        raise ValueError("--ctc / --ctc-weight transcribe with the CTC head: use them with --prompt transcribe and "
                          "--lang, without --multiline or --sample")
     wavs = [load_audio(a, min_seconds=MIN_CLIP_S) for a in audio]  # a bad file fails here, before the model loads
     llm = SpeechLLM.load(model)
     instruction = (few_shot_transcription(lang, examples) if examples  # a raw pattern, in any prompt style
                    else ask(prompt, lang, target, labels, llm.cfg.prompt_style))  # asked as the model was trained
     answers: list[str] = []
+    joint = {"ctc_weight": ctc_weight or 0.7, "length_bonus": length_bonus, "beam": beam,
+             "max_new_tokens": max_new_tokens}
+    options = {} if isinstance(llm.ctc_head, CharCTCHead) and not ctc_weight else joint  # a character head: greedy
     for s in range(0, len(wavs), batch_size):
-        if ctc_weight:
-            answers += llm.transcribe_joint(wavs[s : s + batch_size], sentence_prior(lang, examples or []),
-                                            ctc_weight, length_bonus, beam, max_new_tokens)
+        part = wavs[s : s + batch_size]
+        if ctc:
+            answers += llm.transcribe_ctc(part, [lang] * len(part), [sentence_prior(lang, examples or [])] * len(part),
+                                          **options)
         else:
-            answers += llm.generate(wavs[s : s + batch_size], instruction, max_new_tokens=max_new_tokens,
+            answers += llm.generate(part, instruction, max_new_tokens=max_new_tokens,
                                     do_sample=sample, temperature=temperature, top_p=top_p,
                                     stop_at_newline=not multiline)
     for a, text in zip(audio, answers):
