@@ -104,8 +104,7 @@ def targets(result: dict, system: str) -> dict:
     def avg(task, name, metric, group="seen"):  # None when the task or system was not evaluated
         return t.get(task, {}).get("systems", {}).get(name, {}).get("averages", {}).get(group, {}).get(metric)
 
-    out = {"asr_cer_seen": avg("asr", system, "CER"), "asr_cer_seen_le_40": None, "agreement_halfway": {},
-           "beats_cascade": {}}
+    out = {"asr_cer_seen": avg("asr", system, "CER"), "asr_cer_seen_le_40": None, "beats_cascade": {}}
     if out["asr_cer_seen"] is not None:
         out["asr_cer_seen_le_40"] = out["asr_cer_seen"] <= 0.40
     # the same model transcribing with its CTC head: joint CTC/LLM decoding (eval.joint_ctc_weight), or characters
@@ -115,11 +114,15 @@ def targets(result: dict, system: str) -> dict:
         paired = t["asr"].get("differences", {}).get(f"{joint} - cascade", {}).get("all")
         out["asr_joint"] = {"system": joint, "cer_seen": cer_joint, "cer_seen_le_40": cer_joint <= 0.40,
                             "beats_cascade": None if paired is None else paired["better"] == joint}
-    for task in ("translation", "continuation"):
-        a, u = avg(task, system, "agreement", "all"), avg(task, "untrained", "agreement", "all")
-        if a is not None and u is not None:
-            out["agreement_halfway"][task] = {"system": a, "untrained": u, "halfway": (u + 100) / 2,
-                                              "met": a >= (u + 100) / 2}
+    def halfway(name: str) -> dict:  # agreement at least halfway from the untrained adapter's to a perfect match
+        res = {}
+        for task in ("translation", "continuation"):
+            a, u = avg(task, name, "agreement", "all"), avg(task, "untrained", "agreement", "all")
+            if a is not None and u is not None:
+                res[task] = {"system": a, "untrained": u, "halfway": (u + 100) / 2, "met": a >= (u + 100) / 2}
+        return res
+
+    out["agreement_halfway"] = halfway(system)
     for task, metric, lower in (("asr", "CER", True), ("translation", "chrF", False), ("intent", "accuracy", False)):
         a, c = avg(task, system, metric, "all"), avg(task, "cascade", metric, "all")
         if a is not None and c is not None:
@@ -137,7 +140,8 @@ def targets(result: dict, system: str) -> dict:
             via[task] = {"system": name, "paired_difference": paired, "met": paired["better"] == name}
     if via:
         out["through_joint_decoder"] = {"beats_cascade": via,
-                                        "beats_cascade_on_2_of_3": sum(v["met"] for v in via.values()) >= 2}
+                                        "beats_cascade_on_2_of_3": sum(v["met"] for v in via.values()) >= 2,
+                                        "agreement_halfway": halfway(f"{system} [{tag} cascade]")}
     return out
 
 
