@@ -35,10 +35,11 @@ ARMS: dict[str, list[str]] = {
     "blsp+kl": ["loss.kl_weight=0.5", "loss.kl_temperature=2.0"],  # Ultravox's text-teacher KL
     "no-warmup": ["asr_warmup.steps=0"],
     "paper": ["model.adapter=conv-glu", "model.ctc_readout=null", "ctc.steps=0", "asr_warmup.steps=0"],
-    # a CTC head over characters (README, BLSP probes: a fifth of the CER cost per step, half the CER), kept as the
-    # model's transcriber; the LLM reads the adapter's 12.5 Hz frames (no token rows to compress them onto)
-    "chars": ["model.ctc_readout=null", "ctc.classes=chars", "ctc.char_split=2", "ctc.steps=5000",
-              "eval.ctc_readout=null", "eval.compare_readouts=[]"],
+    # a CTC head over characters (README, BLSP probes: a fifth of the cost per step of token classes, half the CER),
+    # kept as the model's transcriber; the CTC stage alone (no alignment through the LLM, which would read the
+    # adapter's 12.5 Hz frames: a character head has no token rows to compress them onto)
+    "chars": ["model.ctc_readout=null", "ctc.classes=chars", "ctc.char_split=2", "ctc.steps=3000", "train.steps=0",
+              "eval.ctc_readout=null", "eval.compare_readouts=[]", "eval.speech_positions=false"],
 }
 """Arm name -> config overrides."""
 

@@ -857,6 +857,11 @@ def test_ctc_stage_over_characters_keeps_its_head_as_the_models_transcriber(tiny
                                           [""] * len(items)) == [answers[u.id] for u in items]
     chained = [r for r in cached if r["system"] == "blsp [ctc cascade]"]
     assert chained and all(r["transcript"] == answers[r["item"]] for r in chained)
+    alone = blsp_cfg(tiny_corpus, run, *arch, "eval.tasks=[asr,translation]", "eval.baselines=[]",
+                     "eval.joint_cascade=true", "eval.speech_positions=false")  # through the CTC head only
+    tasks = blsp.run_eval(alone, name="chars-alone")["tasks"]
+    assert set(tasks["asr"]["systems"]) == {"blsp [ctc]"} and set(tasks["translation"]["systems"]) == {"blsp [ctc cascade]"}
+    assert not tasks["asr"].get("differences")
     with pytest.raises(ValueError, match="greedily"):
         model.transcribe_ctc([load_audio(items[0].audio_path(tiny_corpus.parent))], [items[0].lang], [""], ctc_weight=0.5)
     audio = [str(u.audio_path(tiny_corpus.parent)) for u in items[:2]]  # the CLI: generate --ctc

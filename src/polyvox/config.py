@@ -449,6 +449,10 @@ class GenerationEvalConfig:
     """With joint decoding on, also a cascade on its transcripts, system ``<name> [ctc+llm cascade]``: the same LLM
     answers every task but ASR (translation, intent, continuation, heldout) from the joint decoder's transcript of
     the clip, as the cascade does from Whisper's."""
+    speech_positions: bool = True
+    """Also answer every task from the speech positions (the LLM reading the adapter: the system itself). Off
+    for a model whose LLM never read its adapter (the CTC stage alone, ``train.steps: 0``): it then answers
+    through its CTC head only (``[ctc]``, ``[ctc cascade]``)."""
     batch_size: int = 16
     """Clips per generation batch."""
     seed: int = 0

@@ -359,7 +359,7 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}; known: {sorted(baselines)}")
     states = EncoderStates(model)  # the encoder runs once per clip for every speech system
-    systems = {system: SpeechLLMSystem(model, states=states, **gen),
+    systems = {**({system: SpeechLLMSystem(model, states=states, **gen)} if e.speech_positions else {}),
                **{b: baselines[b](model, states) for b in e.baselines}}
     compare = [(system, b) for b in ("cascade", "untrained") if b in systems]  # paired, with intervals
     for readout in e.compare_readouts:  # the same weights read another way
@@ -368,7 +368,7 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
     tasks = build_tasks(data.manifest, e, data.pivot_lang, **task_kwargs)
     more, pairs = joint_systems(model, system, states, e, tasks, gen, with_cascade="cascade" in systems)
     systems.update(more)
-    compare += pairs
+    compare = [c for c in compare + pairs if set(c) <= set(systems)]
     if prepare is not None:
         prepare(model, tasks)
     seen, root = set(meta.get("train_languages", [])), Path(data.manifest).parent
