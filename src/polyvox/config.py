@@ -26,7 +26,6 @@ def _above_zero(cfg: Any, *names: str) -> None:
             raise ValueError(f"{name} must be above 0, got {getattr(cfg, name)}")
 
 
-
 @dataclass
 class DataConfig:
     manifest: str = "data/demo/manifest.jsonl"
@@ -309,8 +308,7 @@ def _check_speech_llm_run(cfg: Any, recipe: str) -> None:
     if cfg.train.steps == 0 and cfg.ctc.steps == 0 and not cfg.init_from:
         raise ValueError("train.steps and ctc.steps are both 0 and there is no init_from: nothing to train")
     if cfg.ctc.classes == "chars" and cfg.model.ctc_readout is not None:
-        raise ValueError(f"ctc.classes chars: a character head has no token rows for model.ctc_readout "
-                         f"({cfg.model.ctc_readout!r}) to read; set model.ctc_readout to null")
+        raise ValueError("ctc.classes chars: a character head has no token rows for model.ctc_readout: set it null")
 
 
 # ------------------------------------------------------------------------------ speech LLM (BLSP)
@@ -450,9 +448,8 @@ class GenerationEvalConfig:
     answers every task but ASR (translation, intent, continuation, heldout) from the joint decoder's transcript of
     the clip, as the cascade does from Whisper's."""
     speech_positions: bool = True
-    """Also answer every task from the speech positions (the LLM reading the adapter: the system itself). Off
-    for a model whose LLM never read its adapter (the CTC stage alone, ``train.steps: 0``): it then answers
-    through its CTC head only (``[ctc]``, ``[ctc cascade]``)."""
+    """Also answer from the speech positions (the system itself); off for a model whose LLM never read its adapter
+    (the CTC stage alone, ``train.steps: 0``): it answers through its CTC head only (``[ctc]``, ``[ctc cascade]``)."""
     batch_size: int = 16
     """Clips per generation batch."""
     seed: int = 0
@@ -497,9 +494,8 @@ class CTCStageConfig:
     batch_size: int | None = None
     """Clips per step (None: ``train.batch_size``); a CTC step is cheap next to one through the LLM."""
     classes: str = "tokens"
-    """What the CTC head's classes are: ``tokens``, rows of the LLM's frozen embedding table (what
-    ``model.ctc_readout`` reads); or ``chars``, the characters of the training transcripts (a linear head, kept
-    with the model as its transcriber, `SpeechLLM.transcribe_ctc`; needs ``model.ctc_readout: null``)."""
+    """The CTC head's classes: ``tokens``, rows of the LLM's frozen embedding table (what ``model.ctc_readout``
+    reads), or ``chars``, the training transcripts' characters (a linear head kept as the model's transcriber)."""
     char_split: int = 1
     """With ``classes: chars``: CTC frames per adapter frame (2: a 12.5 Hz adapter spells at 25 Hz)."""
     full_vocab: bool = False
