@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 # FLEURS code -> English name. Codes are `<iso639>_<region>` (a script is inserted for cmn/yue).
 FLEURS: dict[str, str] = {
     "af_za": "Afrikaans", "am_et": "Amharic", "ar_eg": "Arabic", "as_in": "Assamese",
@@ -59,6 +61,7 @@ def language_name(code: str) -> str:
 _SCRIPT_SETS = {"Hans": ("Hani",), "Hant": ("Hani",), "Jpan": ("Hani", "Hira", "Kana"), "Kore": ("Hang", "Hani")}
 
 
+@functools.cache
 def scripts(code: str) -> tuple[str, ...]:
     """The Unicode scripts a FLEURS language is written in (ISO 15924 codes, as ``\\p{Script=...}`` of the `regex`
     module reads them): CLDR's likely script of the language and region, through `langcodes`; e.g. ``pl_pl`` ->

@@ -460,7 +460,8 @@ class SpeechLLM(nn.Module):
         if options:
             raise ValueError(f"a character CTC head transcribes greedily; options {sorted(options)} are for a token head")
         x, n = self.adapter_frames(wavs)
-        allowed = torch.stack([head.allowed(scripts(lang)) for lang in langs]).to(x.device)  # (B, C + 1)
+        masks = {lang: head.allowed(scripts(lang)) for lang in set(langs)}  # once per language, not per clip
+        allowed = torch.stack([masks[lang] for lang in langs]).to(x.device)  # (B, C + 1)
         logits = head(x).masked_fill(~allowed[:, None, :], -torch.inf)  # (B, T * split, C + 1)
         return [head.decode(p).strip() for p in greedy_ctc_decode(logits, n * head.split)]
 
