@@ -384,8 +384,13 @@ def probe_readout(a) -> dict:
     with torch.no_grad():
         hyps["ctc greedy"] = []
         for i in range(0, len(dev), 32):
+            if isinstance(m.ctc_head, CharCTCHead):  # its best path in the language's scripts
+                hyps["ctc greedy"] += m.transcribe_ctc(clips[i : i + 32], [u.lang for u in dev[i : i + 32]], [])
+                continue
             x, n = m.adapter_frames(clips[i : i + 32])
             hyps["ctc greedy"] += [m.tokenizer.decode(m.ctc_head.tokens(p)) for p in greedy_ctc_decode(m.ctc_head(x), n)]
+    if isinstance(m.ctc_head, CharCTCHead):
+        return char_rescoring(a, m, dev, clips, hyps)
     own = m.cfg.ctc_readout
     if a.joint:
         return joint_systems(a, m, dev, clips, hyps)
@@ -431,6 +436,30 @@ def joint_systems(a, m: SpeechLLM, dev, clips, hyps: dict[str, list[str]]) -> di
                                              length_bonus=bonus, beam=a.beam, max_new_tokens=40)
         print(name, cer([u.text for u in dev], hyps[name]), f"{(time.time() - t0) / len(dev):.2f} s/clip", flush=True)
     return scored(dev, sorted({u.lang for u in dev}), hyps, {name: "ctc greedy" for name in hyps})
+
+
+def char_rescoring(a, m: SpeechLLM, dev, clips, hyps: dict[str, list[str]]) -> dict:
+    """A character head's N-best lists (`SpeechLLM.ctc_nbest`, --beam of them), each rescored by the frozen LLM
+    reading the --shots example sentences of the language as text, under each --joint ctc_weight:length_bonus
+    setting (the bonus per character); with the best of each list (oracle) and the CTC beam's own best, each paired
+    against the greedy transcript. The N-best lists and their scores are computed once for all settings."""
+    examples = shot_examples(shot_pool(a, dev), dev, a.shots) if a.shots else {}
+    priors = [sentence_prior(u.lang, examples.get(u.lang, [])) for u in dev]
+    t0, nbest = time.time(), []
+    for i in range(0, len(dev), 16):
+        nbest += m.ctc_nbest(clips[i : i + 16], [u.lang for u in dev[i : i + 16]], priors[i : i + 16], a.beam)
+        print(f"{len(nbest)}/{len(dev)} clips, {(time.time() - t0) / len(nbest):.2f} s/clip", flush=True)
+    took = (time.time() - t0) / len(dev)
+    print(f"{a.beam}-best lists and their LLM scores: {took:.2f} s/clip", flush=True)
+    hyps[f"ctc beam {a.beam}"] = [max(h, key=lambda x: x[1])[0] for h in nbest]
+    hyps[f"oracle of {a.beam}-best"] = [min(h, key=lambda x: cer([u.text], [x[0]]))[0] for u, h in zip(dev, nbest)]
+    for w, bonus in a.joint:
+        hyps[f"ctc+llm w={w:g} bonus={bonus:g}"] = [max(h, key=lambda x: w * x[1] + (1 - w) * x[2] + bonus * len(x[0]))[0]
+                                                  for h in nbest]
+    for name, h in hyps.items():
+        print(name, round(cer([u.text for u in dev], h), 4), flush=True)
+    out = scored(dev, sorted({u.lang for u in dev}), hyps, {name: "ctc greedy" for name in hyps})
+    return out | {"nbest_s_per_clip": round(took, 3)}
 
 
 def shot_pool(a, dev) -> list:

@@ -37,9 +37,11 @@ ARMS: dict[str, list[str]] = {
     "paper": ["model.adapter=conv-glu", "model.ctc_readout=null", "ctc.steps=0", "asr_warmup.steps=0"],
     # a CTC head over characters (README, BLSP probes: a fifth of the cost per step of token classes, half the CER),
     # kept as the model's transcriber; the CTC stage alone (no alignment through the LLM, which would read the
-    # adapter's 12.5 Hz frames: a character head has no token rows to compress them onto)
+    # adapter's 12.5 Hz frames: a character head has no token rows to compress them onto); it transcribes by its
+    # best path ([ctc]) and by its 16-best list rescored by the LLM ([ctc+llm]; weights chosen on held-out sentences)
     "chars": ["model.ctc_readout=null", "ctc.classes=chars", "ctc.char_split=2", "ctc.steps=3000", "train.steps=0",
-              "eval.ctc_readout=null", "eval.compare_readouts=[]", "eval.speech_positions=false"],
+              "eval.ctc_readout=null", "eval.compare_readouts=[]", "eval.speech_positions=false",
+              "eval.joint_ctc_weight=0.5", "eval.joint_length_bonus=1.0", "eval.joint_beam=16"],
 }
 """Arm name -> config overrides."""
 

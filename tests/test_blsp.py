@@ -20,6 +20,7 @@ from polyvox.losses import distill_kl
 from polyvox.models.adapter import build_adapter
 from polyvox.models.ctc import CTCPrefixScorer, ctc_loss, greedy_ctc_decode
 from polyvox.models.dual_encoder import DualEncoder
+from polyvox.models.joint_decode import sentence_logprobs
 from polyvox.models.speech_llm import (
     IGNORE,
     SpeechLLM,
@@ -828,8 +829,9 @@ def test_ctc_stage_over_characters_keeps_its_head_as_the_models_transcriber(tiny
     """ctc.classes chars: the CTC stage trains a head over the training transcripts' characters (split frames), the
     LLM stage keeps its CTC loss on it, the export records and reloads it, and its untrained baseline gets a fresh
     one over the same characters. The evaluation adds ``[ctc]`` (its best path, in the language's scripts) for
-    ASR and ``[ctc cascade]`` (the LLM reading those transcripts) for the other tasks. A token readout of a
-    character head is refused, in the config and on the model."""
+    ASR and ``[ctc cascade]`` (the LLM reading those transcripts) for the other tasks, or with eval.joint_ctc_weight
+    ``[ctc+llm]``: its N-best list rescored by the LLM (by hand here). A token readout of a character head is
+    refused, in the config and on the model."""
     run = tmp_path / "run"
     arch = ["model.adapter=stack-mlp", "model.adapter_stack=2", "ctc.classes=chars"]  # 25 Hz, spelt at 50 Hz
     cfg = blsp_cfg(tiny_corpus, run, *arch, "ctc.char_split=2", "ctc.steps=2", "ctc.batch_size=2", "train.steps=2",
@@ -862,15 +864,32 @@ def test_ctc_stage_over_characters_keeps_its_head_as_the_models_transcriber(tiny
     tasks = blsp.run_eval(alone, name="chars-alone")["tasks"]
     assert set(tasks["asr"]["systems"]) == {"blsp [ctc]"} and set(tasks["translation"]["systems"]) == {"blsp [ctc cascade]"}
     assert not tasks["asr"].get("differences")
-    with pytest.raises(ValueError, match="greedily"):
-        model.transcribe_ctc([load_audio(items[0].audio_path(tiny_corpus.parent))], [items[0].lang], [""], ctc_weight=0.5)
+    # the N-best list rescored by the LLM reading the prior: the best of w * CTC + (1 - w) * LLM + bonus * characters
+    wavs, langs, prior = [load_audio(u.audio_path(tiny_corpus.parent)) for u in items[:3]], [u.lang for u in items[:3]], "Some:\n"
+    nbest = model.ctc_nbest(wavs, langs, [prior] * 3, beam=5)
+    assert all(1 <= len(h) <= 5 and len({t for t, _, _ in h}) == len(h) for h in nbest)
+    llm_scores = sentence_logprobs(model.lm, model.tokenizer(prior)["input_ids"],
+                                   model.tokenizer([t + "\n" for t, _, _ in nbest[0]], add_special_tokens=False)["input_ids"])
+    assert [s for _, _, s in nbest[0]] == pytest.approx(llm_scores.tolist(), abs=1e-4)
+    for w, bonus in ((1.0, 0.0), (0.3, 0.0), (0.5, 2.0)):
+        want = [max(h, key=lambda x: w * x[1] + (1 - w) * x[2] + bonus * len(x[0]))[0] for h in nbest]
+        assert model.transcribe_ctc(wavs, langs, [prior] * 3, ctc_weight=w, length_bonus=bonus, beam=5) == want
+    with pytest.raises(ValueError, match="not \\['max_new_tokens'\\]"):
+        model.transcribe_ctc(wavs, langs, [prior] * 3, ctc_weight=0.5, max_new_tokens=9)
     audio = [str(u.audio_path(tiny_corpus.parent)) for u in items[:2]]  # the CLI: generate --ctc
-    assert main(["generate", "--model", str(folder), "--audio", *audio, "--lang", items[0].lang, "--ctc"]) == 0
-    printed = capsys.readouterr().out.splitlines()
-    want = model.transcribe_ctc([load_audio(a) for a in audio], [items[0].lang] * 2, [""] * 2)
-    assert printed == [f"{a}\t{t}" for a, t in zip(audio, want)]
-    assert main(["generate", "--model", str(folder), "--audio", audio[0], "--lang", items[0].lang, "--ctc-weight", "0.5"]) == 2
-    assert "greedily" in capsys.readouterr().err
+    for flags, options in ((["--ctc"], {}), (["--ctc-weight", "0.5", "--beam", "3"], {"ctc_weight": 0.5, "beam": 3})):
+        assert main(["generate", "--model", str(folder), "--audio", *audio, "--lang", items[0].lang, *flags]) == 0
+        printed = capsys.readouterr().out.splitlines()
+        want = model.transcribe_ctc([load_audio(a) for a in audio], [items[0].lang] * 2,
+                                    [sentence_prior(items[0].lang, [])] * 2, **options)
+        assert printed == [f"{a}\t{t}" for a, t in zip(audio, want)]
+    rescored = blsp_cfg(tiny_corpus, run, *arch, "eval.tasks=[asr,translation]", "eval.baselines=[]", "eval.joint_cascade=true",
+                        "eval.speech_positions=false", "eval.joint_ctc_weight=0.5", "eval.joint_length_bonus=0.5")
+    tasks = blsp.run_eval(rescored, name="chars-rescored")["tasks"]  # both transcribers, paired
+    assert set(tasks["asr"]["systems"]) == {"blsp [ctc]", "blsp [ctc+llm]"}
+    assert set(tasks["translation"]["systems"]) == {"blsp [ctc cascade]", "blsp [ctc+llm cascade]"}
+    assert set(tasks["asr"]["differences"]) == {"blsp [ctc+llm] - blsp [ctc]"}
+    assert set(tasks["translation"]["differences"]) == {"blsp [ctc+llm cascade] - blsp [ctc cascade]"}
     with pytest.raises(ValueError, match="over characters"):
         model.with_ctc_readout("hard")
     with pytest.raises(ValueError, match="no token rows"):

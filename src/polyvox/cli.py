@@ -211,7 +211,7 @@ def generate(model: str, audio: list[str], prompt: str = "transcribe", lang: str
              target: str = "en_us", labels: list[str] | None = None, max_new_tokens: int = 64,
              sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, multiline: bool = False,
              batch_size: int = 8, examples: list[str] | None = None, ctc: bool = False, ctc_weight: float = 0.0,
-             length_bonus: float = 4.0, beam: int = 4) -> list[str]:
+             length_bonus: float | None = None, beam: int | None = None) -> list[str]:
     """Answer a prompt about each audio file with a trained speech LLM, prompted in the style it was trained with
     (an instruction, or an xP3 prefix/postfix pair); prints one tab-separated line per file.
 
@@ -231,13 +231,13 @@ def generate(model: str, audio: list[str], prompt: str = "transcribe", lang: str
         examples: transcribe: sentences of the language, each written down word for word before the input (the
             few-shot prompt of ``eval.shots``, for a base LLM; needs --lang).
         ctc: transcribe with the model's CTC head (`SpeechLLM.transcribe_ctc`): a character head's best path in the
-            scripts of --lang; a token head by joint CTC/LLM decoding (--ctc-weight, 0.7 if not given).
-        ctc_weight: transcribe: when > 0, by joint CTC/LLM beam search (`SpeechLLM.transcribe_joint`; a model with
-            a CTC head over tokens): the CTC head hears the speech, and the frozen LLM, reading the --examples as
-            sentences of --lang, scores each hypothesis as a language model; the CTC score's weight
-            (``eval.joint_ctc_weight``).
-        length_bonus: joint decoding: score added per token.
-        beam: joint decoding: hypotheses kept per step.
+            scripts of --lang (its N-best list rescored by the LLM with any of the three options below); a token
+            head by joint CTC/LLM decoding (--ctc-weight, 0.7 if not given).
+        ctc_weight: transcribe: when > 0, by joint CTC/LLM decoding (`SpeechLLM.transcribe_ctc`): the CTC head hears
+            the speech, and the frozen LLM, reading the --examples as sentences of --lang, scores each hypothesis
+            as a language model; the CTC score's weight (``eval.joint_ctc_weight``).
+        length_bonus: joint decoding: score added per token (default 4), per character for a character head.
+        beam: joint decoding: hypotheses kept per step (default 4), the N-best list of a character head.
     """
     from polyvox.data.languages import check_lang
     from polyvox.models.ctc import CharCTCHead
@@ -257,9 +257,10 @@ def generate(model: str, audio: list[str], prompt: str = "transcribe", lang: str
     instruction = (few_shot_transcription(lang, examples) if examples  # a raw pattern, in any prompt style
                    else ask(prompt, lang, target, labels, llm.cfg.prompt_style))  # asked as the model was trained
     answers: list[str] = []
-    joint = {"ctc_weight": ctc_weight or 0.7, "length_bonus": length_bonus, "beam": beam,
-             "max_new_tokens": max_new_tokens}
-    options = {} if isinstance(llm.ctc_head, CharCTCHead) and not ctc_weight else joint  # a character head: greedy
+    given = {k: v for k, v in {"ctc_weight": ctc_weight or None, "length_bonus": length_bonus, "beam": beam}.items()
+             if v is not None}  # a character head: its best path when none is given
+    options = given if isinstance(llm.ctc_head, CharCTCHead) else {
+        "ctc_weight": 0.7, "length_bonus": 4.0, "beam": 4, **given, "max_new_tokens": max_new_tokens}
     for s in range(0, len(wavs), batch_size):
         part = wavs[s : s + batch_size]
         if ctc:

@@ -440,9 +440,9 @@ class GenerationEvalConfig:
     sentences of `shots` as text (`sentence_prior`), scores each hypothesis as a language model. This is the CTC
     score's weight (the LLM's is 1 minus it); 0: off."""
     joint_length_bonus: float = 4.0
-    """Joint decoding: score added per token (the LLM, reading no speech, charges for every word)."""
+    """Joint decoding: score added per token, per character for a character head (the LLM charges for each word)."""
     joint_beam: int = 4
-    """Joint decoding: hypotheses kept per step."""
+    """Joint decoding: hypotheses kept per step; a character head's N-best list, which the LLM rescores."""
     joint_cascade: bool = False
     """With joint decoding on, also a cascade on its transcripts, system ``<name> [ctc+llm cascade]``: the same LLM
     answers every task but ASR (translation, intent, continuation, heldout) from the joint decoder's transcript of

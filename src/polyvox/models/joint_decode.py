@@ -11,16 +11,23 @@ An ended answer is scored by CTC as the exact output.
 
 Clips that share the prompt are searched together: their live hypotheses are one batch of the LLM, whose KV cache
 is reordered between steps.
+
+A character head's classes are not the LLM's tokens, so its hypotheses are not grown with the LLM: CTC prefix beam
+search (`ctc_beam_search`) gives each clip's N best transcripts, and the LLM rescores the whole sentences
+(`sentence_logprobs`), the same weighted sum with the bonus per character (`SpeechLLM.transcribe_ctc`).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 
 from polyvox.models.ctc import CTCPrefixScorer
 
@@ -145,3 +152,77 @@ def first_token_ids(tokenizer, ids: tuple[int, ...], spaced: bool) -> torch.Tens
     texts = tokenizer.batch_decode([[k] for k in ids])
     enc = tokenizer([t if t[:1].isspace() else " " + t for t in texts], add_special_tokens=False)["input_ids"]
     return torch.tensor([e[0] if len(e) == 1 else -1 for e in enc])
+
+
+def ctc_beam_search(log_probs: torch.Tensor, beam: int = 8, prune: float = -8.0) -> list[tuple[list[int], float]]:
+    """CTC prefix beam search (Hannun et al. 2014) over one clip's frames: its `beam` best outputs (class indices)
+    and each one's log P_ctc, summed over its alignments, best first.
+
+    Args:
+        log_probs: (T, C + 1) log-posteriors of the clip's valid frames; the blank is the last class; a class that
+            may not be written is at -inf.
+        beam: prefixes kept per frame (and outputs returned).
+        prune: a frame extends the prefixes only by the classes above this log-probability there (and its best).
+    """
+    x = log_probs.float().cpu()
+    blank = x.shape[1] - 1
+    rows, keep = x.tolist(), (x[:, :-1] > prune) | (x[:, :-1] == x[:, :-1].max(-1, keepdim=True).values)
+    cands = [k.nonzero().squeeze(1).tolist() for k in keep]
+    add = _logaddexp
+    beams = {(): (0.0, -math.inf)}  # prefix -> log P(its alignments so far end in a blank, in its last class)
+    for row, cs in zip(rows, cands):
+        nxt: dict[tuple[int, ...], list[float]] = {}
+        for prefix, (pb, pnb) in beams.items():
+            here = nxt.setdefault(prefix, [-math.inf, -math.inf])
+            here[0] = add(here[0], add(pb, pnb) + row[blank])
+            last = prefix[-1] if prefix else -1
+            for c in cs:
+                grown = nxt.setdefault(prefix + (c,), [-math.inf, -math.inf])
+                if c == last:  # a repeat without a blank between collapses into the prefix itself
+                    here[1] = add(here[1], pnb + row[c])
+                    grown[1] = add(grown[1], pb + row[c])
+                else:
+                    grown[1] = add(grown[1], add(pb, pnb) + row[c])
+        scored = sorted(((add(*v), p) for p, v in nxt.items() if max(v) > -math.inf), reverse=True)[:beam]
+        beams = {p: tuple(nxt[p]) for _, p in scored}
+    return [(list(p), add(*v)) for p, v in sorted(beams.items(), key=lambda kv: -_logaddexp(*kv[1]))]
+
+
+def _logaddexp(a: float, b: float) -> float:
+    if a == -math.inf:
+        return b
+    if b == -math.inf:
+        return a
+    return max(a, b) + math.log1p(math.exp(-abs(a - b)))
+
+
+@torch.no_grad()
+def sentence_logprobs(lm: nn.Module, prefix: list[int], texts: list[list[int]], batch_size: int = 16) -> torch.Tensor:
+    """(N,) log P_llm(text | prefix) of each token sequence after the same `prefix` (token ids), normalised over the
+    LLM's whole vocabulary. The prefix is read once (its KV cache copied for each batch), and the LM head reads only
+    the texts' positions.
+
+    Args:
+        lm: a Hugging Face ``*ForCausalLM`` (``base_model``, output embeddings).
+        prefix: what the LLM reads first (e.g. `sentence_prior`'s tokens, with BOS); at least one token.
+        texts: each hypothesis's token ids (e.g. ending in the line break that closes it), none empty.
+    """
+    head = lm.get_output_embeddings()
+    cap = getattr(lm.config, "final_logit_softcapping", None)
+    device, out = head.weight.device, []
+    first = lm.base_model(input_ids=torch.tensor([prefix], device=device), use_cache=True)  # the prefix, once
+    for s in range(0, len(texts), batch_size):
+        part = texts[s : s + batch_size]
+        cache = copy.deepcopy(first.past_key_values)
+        cache.batch_repeat_interleave(len(part))
+        ids = pad_sequence([torch.tensor(t) for t in part], batch_first=True).to(device)  # (B, L)
+        mask = pad_sequence([torch.ones(len(prefix) + len(t), dtype=torch.long) for t in part], batch_first=True)
+        h = lm.base_model(input_ids=ids, attention_mask=mask.to(device), past_key_values=cache).last_hidden_state
+        # the state before each text token: the prefix's last for the first, then the text's own (B, L, D)
+        rows = torch.cat([torch.cat([first.last_hidden_state[0, -1:], h[i, : len(t) - 1]]) for i, t in enumerate(part)])
+        logits = head(rows).float()  # (sum of lengths, V)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        lp = logits.log_softmax(-1).gather(1, torch.tensor([k for t in part for k in t], device=device)[:, None])
+        out += [float(v.sum()) for v in lp.squeeze(1).cpu().split([len(t) for t in part])]
+    return torch.tensor(out)

@@ -36,7 +36,7 @@ from polyvox.models.ctc import (
     greedy_ctc_decode,
 )
 from polyvox.models.export import load_trainable, read_meta, save_trainable, trainable_state
-from polyvox.models.joint_decode import first_token_ids, joint_ctc_search
+from polyvox.models.joint_decode import ctc_beam_search, first_token_ids, joint_ctc_search, sentence_logprobs
 from polyvox.models.layer_mix import WeightedLayerSum
 from polyvox.models.sources import fingerprint, load_llm, load_speech_model
 from polyvox.models.speech_encoder import SpeechEncoder
@@ -452,18 +452,59 @@ class SpeechLLM(nn.Module):
     @torch.no_grad()
     def transcribe_ctc(self, wavs: list[np.ndarray], langs: list[str], priors: list[str], **options) -> list[str]:
         """Transcripts read by the CTC head of the clips in languages `langs` (FLEURS codes): a token head's by joint
-        CTC/LLM decoding (`transcribe_joint` with `priors` and its `options`); a character head's by its best path
-        (greedy), each clip's characters restricted to its language's scripts (`CharCTCHead.allowed`; no options)."""
-        head = self.ctc_head
-        if not isinstance(head, CharCTCHead):
+        CTC/LLM decoding (`transcribe_joint` with `priors` and its `options`); a character head's, each clip's
+        characters restricted to its language's scripts (`CharCTCHead.allowed`), by its best path, or with
+        `options` (``ctc_weight``, ``length_bonus``, ``beam``) the best of its N-best list (`ctc_nbest`) under
+        ``ctc_weight * CTC + (1 - ctc_weight) * LLM + length_bonus * characters``, the LLM reading `priors`."""
+        if not isinstance(self.ctc_head, CharCTCHead):
             return self.transcribe_joint(wavs, priors, **options)
-        if options:
-            raise ValueError(f"a character CTC head transcribes greedily; options {sorted(options)} are for a token head")
+        if unknown := set(options) - {"ctc_weight", "length_bonus", "beam"}:
+            raise ValueError(f"a character CTC head takes ctc_weight, length_bonus and beam, not {sorted(unknown)}")
+        if not options:
+            log_probs, n = self._char_log_probs(wavs, langs)
+            return [self.ctc_head.decode(p).strip() for p in greedy_ctc_decode(log_probs, n)]
+        w, bonus = options.get("ctc_weight", 0.5), options.get("length_bonus", 1.0)  # chosen on held-out sentences
+        if not 0 < w <= 1:
+            raise ValueError(f"ctc_weight must be in (0, 1], got {w}")
+        return [max(hyps, key=lambda h: w * h[1] + (1 - w) * h[2] + bonus * len(h[0]))[0]
+                for hyps in self.ctc_nbest(wavs, langs, priors, options.get("beam", 16), with_llm=w < 1)]
+
+    def _char_log_probs(self, wavs: list[np.ndarray], langs: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T * split, C + 1) a character head's log-posteriors, each clip's outside its language's scripts at
+        -inf, and (B,) the valid frames."""
+        head = self.ctc_head
         x, n = self.adapter_frames(wavs)
         masks = {lang: head.allowed(scripts(lang)) for lang in set(langs)}  # once per language, not per clip
         allowed = torch.stack([masks[lang] for lang in langs]).to(x.device)  # (B, C + 1)
-        logits = head(x).masked_fill(~allowed[:, None, :], -torch.inf)  # (B, T * split, C + 1)
-        return [head.decode(p).strip() for p in greedy_ctc_decode(logits, n * head.split)]
+        return head(x).masked_fill(~allowed[:, None, :], -torch.inf).log_softmax(-1), n * head.split
+
+    @torch.no_grad()
+    def ctc_nbest(self, wavs: list[np.ndarray], langs: list[str], priors: list[str], beam: int = 8,
+                  with_llm: bool = True) -> list[list[tuple[str, float, float]]]:
+        """Per clip, a character head's N best transcripts by CTC prefix beam search (`ctc_beam_search`, in its
+        language's scripts) as (text, log P_ctc, log P_llm(text + line break | prior)), the frozen LLM reading the
+        clip's prior (`sentence_prior`) before it (0 without `with_llm`). Texts that differ only in outer white
+        space are one, with their summed probability."""
+        if not isinstance(self.ctc_head, CharCTCHead) or beam < 1:
+            raise ValueError("ctc_nbest needs a character CTC head and beam >= 1")
+        log_probs, n = self._char_log_probs(wavs, langs)
+        out = []
+        for i in range(len(wavs)):
+            texts: dict[str, float] = {}
+            for classes, score in ctc_beam_search(log_probs[i, : n[i]], beam):
+                t = self.ctc_head.decode(classes).strip()
+                texts[t] = float(np.logaddexp(texts.get(t, -np.inf), score))
+            out.append([(t, c, 0.0) for t, c in texts.items()])
+        if with_llm:
+            with self.frozen_llm():
+                for prior in dict.fromkeys(priors):  # the clips that share a prior are scored together
+                    idx = [i for i, p in enumerate(priors) if p == prior]
+                    hyps = [h[0] + "\n" for i in idx for h in out[i]]
+                    lm = sentence_logprobs(self.lm, self.tokenizer(prior, add_special_tokens=True)["input_ids"],
+                                           self.tokenizer(hyps, add_special_tokens=False)["input_ids"]).tolist()
+                    for i in idx:
+                        out[i], lm = [(t, c, s) for (t, c, _), s in zip(out[i], lm)], lm[len(out[i]) :]
+        return out
 
     def generate_text(self, texts: list[str], instructions: Prompt | list[Prompt], **kwargs) -> list[str]:
         """The frozen LLM (`frozen_llm`: LoRA off) and the same prompt with a text in place of the speech

@@ -301,34 +301,33 @@ def untrained_like(model: SpeechLLM) -> SpeechLLM:
     return fresh.eval()
 
 
-def ctc_tag(model: SpeechLLM) -> str:
-    """How a system name says that `model`'s CTC head transcribed (`joint_systems`)."""
-    return "ctc" if isinstance(model.ctc_head, CharCTCHead) else "ctc+llm"
-
-
 def joint_systems(model: SpeechLLM, system: str, states: EncoderStates, e: GenerationEvalConfig, tasks: dict,
                   gen: dict, with_cascade: bool) -> tuple[dict, list[tuple[str, str]]]:
     """The systems that transcribe with `model`'s CTC head (`SpeechLLM.transcribe_ctc`) beside `model` (answering as
     `system`), with the paired differences to report: ``<system> [ctc+llm]`` transcribes the ASR items by joint
-    CTC/LLM beam search (when `e.joint_ctc_weight` > 0), or, with a character head, ``<system> [ctc]`` by the head's
-    best path; and with `e.joint_cascade`, ``<system> [ctc+llm cascade]`` (``[ctc cascade]``) has the LLM (`gen`: its
-    generation options) answer every other task from those transcripts. Each is paired with the model's own answers
-    and, `with_cascade`, the Whisper cascade's. A clip the first system has transcribed is not decoded again for the
-    second."""
+    CTC/LLM decoding (when `e.joint_ctc_weight` > 0; a character head's N-best list rescored by the LLM), and a
+    character head's ``<system> [ctc]`` by its best path; with `e.joint_cascade`, ``<system> [<tag> cascade]`` has
+    the LLM (`gen`: its generation options) answer every other task from each one's transcripts. Each is paired
+    with the model's own answers and, `with_cascade`, the Whisper cascade's; ``[ctc+llm]`` also with ``[ctc]``. A
+    clip the first system has transcribed is not decoded again for the second."""
     chars = isinstance(model.ctc_head, CharCTCHead)
-    if e.joint_ctc_weight <= 0 and not chars:
-        return {}, []
-    options = {} if chars else {"ctc_weight": e.joint_ctc_weight, "length_bonus": e.joint_length_bonus,
-                                "beam": e.joint_beam, "max_new_tokens": e.max_new_tokens}
-    tag = ctc_tag(model)
-    chained = None
-    if e.joint_cascade:
-        front = JointTranscriber(model, {it.lang: it.examples for it in tasks.get("asr", [])}, **options)
-        chained = CascadeSystem(model, front, asr_batch_size=e.batch_size, states=states,
-                                tasks=("translation", "intent", "continuation", "heldout"), **gen)
-    systems = {f"{system} [{tag}]": JointCTCSystem(model, states, chained.transcripts if chained else None, **options),
-               **({f"{system} [{tag} cascade]": chained} if chained else {})}
-    return systems, [(name, other) for name in systems for other in [system] + ["cascade"] * with_cascade]
+    variants = {"ctc": {}} if chars else {}
+    if e.joint_ctc_weight > 0:
+        variants["ctc+llm"] = {"ctc_weight": e.joint_ctc_weight, "length_bonus": e.joint_length_bonus,
+                               "beam": e.joint_beam} | ({} if chars else {"max_new_tokens": e.max_new_tokens})
+    systems = {}
+    for tag, options in variants.items():
+        chained = None
+        if e.joint_cascade:
+            front = JointTranscriber(model, {it.lang: it.examples for it in tasks.get("asr", [])}, **options)
+            chained = CascadeSystem(model, front, asr_batch_size=e.batch_size, states=states,
+                                    tasks=("translation", "intent", "continuation", "heldout"), **gen)
+            systems[f"{system} [{tag} cascade]"] = chained
+        systems[f"{system} [{tag}]"] = JointCTCSystem(model, states, chained.transcripts if chained else None, **options)
+    pairs = [(name, other) for name in systems for other in [system] + ["cascade"] * with_cascade]
+    if len(variants) == 2:  # the LLM's rescoring against the head's own best path
+        pairs += [(f"{system} [ctc+llm{end}]", f"{system} [ctc{end}]") for end in ("", " cascade")]
+    return systems, pairs
 
 
 def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalConfig, out_dir: str | Path,
@@ -378,7 +377,7 @@ def evaluate_checkpoint(folder: str | Path, data: DataConfig, e: GenerationEvalC
         if "asr" not in tasks:
             raise ValueError("eval.conditions degrade the ASR task's clips: add asr to eval.tasks")
         degraded = {f"asr:{c}": degraded_items(tasks["asr"], root, Path(out_dir) / "degraded", c) for c in e.conditions}
-        hearing = {k: v for k, v in systems.items() if k in (system, "cascade", f"{system} [{ctc_tag(model)}]")}
+        hearing = {k: v for k, v in systems.items() if k in (system, "cascade") or isinstance(v, JointCTCSystem)}
         more = evaluate_generation(hearing, degraded, root, seen, e.batch_size, cache=cache,
                                    compare=[c for c in compare if c[1] in hearing])
         result["tasks"].update(more["tasks"])
