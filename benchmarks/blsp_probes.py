@@ -33,7 +33,10 @@
   or its greedy CTC transcript), then its gold transcript. The ``full`` corpus's training split holds about 1,200
   sentences per seen language that `data/demo-4k` has nowhere. With ``--joint W:B,...`` (and ``--shots K``), only the
   greedy CTC transcript and joint CTC/LLM decoding (`SpeechLLM.transcribe_joint`, CTC weight W, length bonus B, the
-  LLM reading the K example sentences as text), each paired against the greedy transcript.
+  LLM reading the K example sentences as text), each paired against the greedy transcript. For an export with a
+  character head, ``--joint W:B,...`` ranks each clip's --beam best transcripts (CTC prefix beam search) by
+  ``W * CTC + (1 - W) * LLM + B * characters`` (`SpeechLLM.ctc_nbest`, scored once for every setting), beside the
+  best of each list (an oracle).
 - ``agreement`` (``--answers runs/blsp-demo/eval-answers.jsonl --manifest data/demo-4k/manifest.jsonl``): no
   training, a reading of an evaluation's answers: the agreement of the LLM answering from a transcript (Whisper's or
   the joint decoder's) with its answer from the gold transcript, per bin of the transcript's CER.
@@ -604,7 +607,7 @@ def main() -> None:
                     help="readout: instead of the LLM readouts, joint CTC/LLM decoding under each of these "
                     "comma-separated ctc_weight:length_bonus settings, the LLM reading the --shots examples as text; "
                     "paired against the greedy CTC transcript")
-    ap.add_argument("--beam", type=int, default=4, help="readout: hypotheses of --joint")
+    ap.add_argument("--beam", type=int, default=4, help="readout: hypotheses of --joint (a character head: its N-best)")
     ap.add_argument("--pool", help="readout: a manifest whose train split (never a dev sentence) gives the --shots "
                     "examples instead of --exclude (e.g. text in languages the export was not trained on)")
     ap.add_argument("--condition", choices=sorted(CONDITIONS), help="readout: the dev clips degraded so (the "

@@ -322,8 +322,9 @@ def joint_systems(model: SpeechLLM, system: str, states: EncoderStates, e: Gener
             front = JointTranscriber(model, {it.lang: it.examples for it in tasks.get("asr", [])}, **options)
             chained = CascadeSystem(model, front, asr_batch_size=e.batch_size, states=states,
                                     tasks=("translation", "intent", "continuation", "heldout"), **gen)
-            systems[f"{system} [{tag} cascade]"] = chained
         systems[f"{system} [{tag}]"] = JointCTCSystem(model, states, chained.transcripts if chained else None, **options)
+        if chained:
+            systems[f"{system} [{tag} cascade]"] = chained
     pairs = [(name, other) for name in systems for other in [system] + ["cascade"] * with_cascade]
     if len(variants) == 2:  # the LLM's rescoring against the head's own best path
         pairs += [(f"{system} [ctc+llm{end}]", f"{system} [ctc{end}]") for end in ("", " cascade")]
