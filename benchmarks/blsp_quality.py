@@ -101,7 +101,7 @@ def targets(result: dict, system: str) -> dict:
     perfect match on translation and continuation; better than the cascade on 2 of asr / translation / intent
     (macro average over all languages, its paired 95 % interval clear of zero). With joint CTC/LLM decoding on, the
     same bars for the model through its joint decoder (``asr_joint``, ``through_joint_decoder``); with a character
-    CTC head, through its best path (``[ctc]``)."""
+    CTC head, through its LLM-rescored transcripts (``[ctc+llm]``), or its best path (``[ctc]``) without them."""
     t = result["tasks"]
 
     def avg(task, name, metric, group="seen"):  # None when the task or system was not evaluated

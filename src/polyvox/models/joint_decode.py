@@ -185,7 +185,7 @@ def ctc_beam_search(log_probs: torch.Tensor, beam: int = 8, prune: float = -8.0)
                     grown[1] = add(grown[1], add(pb, pnb) + row[c])
         scored = sorted(((add(*v), p) for p, v in nxt.items() if max(v) > -math.inf), reverse=True)[:beam]
         beams = {p: tuple(nxt[p]) for _, p in scored}
-    return [(list(p), add(*v)) for p, v in sorted(beams.items(), key=lambda kv: -_logaddexp(*kv[1]))]
+    return [(list(p), add(*v)) for p, v in beams.items()]  # best first, as kept
 
 
 def _logaddexp(a: float, b: float) -> float:
