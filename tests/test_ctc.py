@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
@@ -21,7 +20,6 @@ from polyvox.models.ctc import (
     ctc_min_frames,
     greedy_ctc_decode,
 )
-from polyvox.models.joint_decode import ctc_beam_search, sentence_logprobs
 from polyvox.models.layer_mix import WeightedLayerSum
 from polyvox.models.sources import load_llm, load_speech_model
 from polyvox.models.speech_encoder import SpeechEncoder
@@ -154,39 +152,6 @@ def test_char_head_splits_frames_learns_to_spell_and_masks_other_scripts():
     assert scripts("ko_kr") == ("Hang", "Hani") and scripts("sr_rs") == ("Cyrl",)
     with pytest.raises(ValueError, match="single characters"):
         CharCTCHead(4, ["ab"])
-
-
-def test_ctc_beam_search_gives_the_exact_n_best_of_brute_force_and_prunes_what_is_masked():
-    """Prefix beam search with a wide beam returns every output with log P_ctc summed over its alignments, exactly
-    as enumerating all (C + 1)^T paths does, best first; a class at -inf (another script) is never written."""
-    lp = torch.randn(5, 4, generator=torch.Generator().manual_seed(0)).log_softmax(-1)  # 3 classes + blank
-    brute: dict[tuple[int, ...], float] = {}
-    for path in itertools.product(range(4), repeat=5):
-        out = tuple(k for t, k in enumerate(path) if k != 3 and (t == 0 or k != path[t - 1]))
-        brute[out] = brute.get(out, 0.0) + math.exp(sum(lp[t, k].item() for t, k in enumerate(path)))
-    got = ctc_beam_search(lp, beam=1000, prune=-math.inf)
-    assert len(got) == len(brute) and sum(math.exp(s) for _, s in got) == pytest.approx(1.0)
-    assert [tuple(c) for c, _ in got[:5]] == [o for o, _ in sorted(brute.items(), key=lambda kv: -kv[1])[:5]]
-    assert all(math.exp(s) == pytest.approx(brute[tuple(c)]) for c, s in got)
-    top = ctc_beam_search(lp, beam=3)  # a narrow beam: the prefixes it dropped take their alignments with them
-    assert len(top) == 3 and [s for _, s in top] == sorted((s for _, s in top), reverse=True)
-    assert all(math.exp(s) <= brute[tuple(c)] + 1e-9 for c, s in top)
-    masked = lp.clone()
-    masked[:, 1] = -math.inf
-    masked = masked.log_softmax(-1)
-    assert all(1 not in c for c, _ in ctc_beam_search(masked, beam=50, prune=-math.inf))
-
-
-def test_sentence_logprobs_are_the_llm_log_likelihood_of_each_text_after_the_prefix(llm):
-    """The batched, padded scores equal the sum of the LLM's next-token log-probabilities over the full vocabulary,
-    read from one unpadded forward pass per text."""
-    lm, _ = llm
-    prefix, texts = [2, 17, 33, 9], [[40, 41], [50], [60, 61, 62, 63]]
-    got = sentence_logprobs(lm, prefix, texts, batch_size=2)
-    for t, g in zip(texts, got):
-        with torch.no_grad():
-            lp = lm(input_ids=torch.tensor([prefix + t])).logits[0].float().log_softmax(-1)
-        assert g.item() == pytest.approx(sum(lp[len(prefix) - 1 + j, k].item() for j, k in enumerate(t)), abs=1e-4)
 
 
 def test_ctc_loss_by_hand():

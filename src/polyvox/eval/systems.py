@@ -87,15 +87,16 @@ class SpeechLLMSystem:
 class JointCTCSystem:
     """A speech LLM transcribing with its CTC head (`SpeechLLM.transcribe_ctc`): a token head by joint CTC/LLM beam
     search, the frozen LLM reading the item's example sentences (`sentence_prior`) scoring each hypothesis; a
-    character head by its best path in the item's scripts. It answers ASR items only (``tasks``).
+    character head by its best path in the item's scripts, or with options its N-best list rescored by that LLM.
+    It answers ASR items only (``tasks``).
 
     Args:
         model: a `SpeechLLM` with a CTC head.
         states: shared `EncoderStates`, as in `SpeechLLMSystem`.
         record: where its answers are also written by item id, e.g. the `transcripts` of a `CascadeSystem` on a
             `JointTranscriber` with the same options, which then does not decode those clips again.
-        options: ``ctc_weight``, ``length_bonus``, ``beam``, ``max_new_tokens`` of `SpeechLLM.transcribe_joint` (none
-            for a character head).
+        options: of `SpeechLLM.transcribe_ctc`: ``ctc_weight``, ``length_bonus``, ``beam`` (``max_new_tokens`` too
+            for a token head); none for a character head's best path.
     """
 
     tasks = ("asr",)
@@ -130,12 +131,12 @@ def _joint_fingerprint(model) -> str:
 class JointTranscriber:
     """A `CascadeSystem` front-end made of a speech LLM's CTC transcripts (`SpeechLLM.transcribe_ctc`): joint CTC/LLM
     decoding, the LLM reading `examples[lang]` (`sentence_prior`; none for a language without), or a character
-    head's best path.
+    head's best path or LLM-rescored N-best list.
 
     Args:
         model: a `SpeechLLM` with a CTC head.
         examples: lang -> example sentences (e.g. those of the ASR items' few-shot prompts).
-        options: ``ctc_weight``, ``length_bonus``, ``beam``, ``max_new_tokens`` of `SpeechLLM.transcribe_joint`.
+        options: of `SpeechLLM.transcribe_ctc`, as for `JointCTCSystem`.
     """
 
     def __init__(self, model, examples: dict[str, list[str]], **options: Any):

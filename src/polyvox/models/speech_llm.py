@@ -479,7 +479,7 @@ class SpeechLLM(nn.Module):
         return head(x).masked_fill(~allowed[:, None, :], -torch.inf).log_softmax(-1), n * head.split
 
     @torch.no_grad()
-    def ctc_nbest(self, wavs: list[np.ndarray], langs: list[str], priors: list[str], beam: int = 8,
+    def ctc_nbest(self, wavs: list[np.ndarray], langs: list[str], priors: list[str], beam: int = 16,
                   with_llm: bool = True) -> list[list[tuple[str, float, float]]]:
         """Per clip, a character head's N best transcripts by CTC prefix beam search (`ctc_beam_search`, in its
         language's scripts) as (text, log P_ctc, log P_llm(text + line break | prior)), the frozen LLM reading the
